@@ -1,0 +1,67 @@
+//! Cost of issuing and verifying an access token beside the bare Ed25519 operations underneath,
+//! so the overhead of our code (JSON, base64, claim checks) over the crypto is visible.
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use token::{Audience, Ed25519Key, Hs256Secret, Issuer, Role, SigningKey, Verifier};
+
+fn bench(c: &mut Criterion) {
+    let key = Ed25519Key::generate();
+    let issuer = Issuer::new(
+        SigningKey::Ed25519(key.clone()),
+        Audience::default(),
+        Duration::from_secs(900),
+    )
+    .expect("issuer");
+    let verifier = Verifier::from_jwks([&key.public_jwk()], &Audience::default());
+    let token = issuer
+        .issue(
+            "0190c2a4-7e1c-7000-8000-000000000001",
+            "alice",
+            &[Role::User],
+        )
+        .expect("issue")
+        .token;
+    let (signing_input, _) = token.rsplit_once('.').expect("three parts");
+    let signature = key.raw_sign(signing_input.as_bytes());
+
+    let mut g = c.benchmark_group("eddsa");
+    g.bench_function("raw_sign", |b| {
+        b.iter(|| key.raw_sign(black_box(signing_input.as_bytes())))
+    });
+    g.bench_function("issue_token", |b| {
+        b.iter(|| issuer.issue(black_box("0190c2a4"), "alice", &[Role::User]))
+    });
+    g.bench_function("raw_verify", |b| {
+        b.iter(|| key.raw_verify(black_box(signing_input.as_bytes()), &signature))
+    });
+    g.bench_function("verify_token", |b| {
+        b.iter(|| verifier.verify(black_box(&token)).expect("valid"))
+    });
+    g.finish();
+
+    let secret = Hs256Secret::new(&[7u8; 32]).expect("secret");
+    let hs_issuer = Issuer::new(
+        SigningKey::Hs256(secret.clone()),
+        Audience::default(),
+        Duration::from_secs(900),
+    )
+    .expect("issuer");
+    let hs_verifier = Verifier::hs256(&secret, &Audience::default());
+    let hs_token = hs_issuer
+        .issue("1", "alice", &[Role::User])
+        .expect("issue")
+        .token;
+    let mut g = c.benchmark_group("hs256");
+    g.bench_function("issue_token", |b| {
+        b.iter(|| hs_issuer.issue(black_box("1"), "alice", &[Role::User]))
+    });
+    g.bench_function("verify_token", |b| {
+        b.iter(|| hs_verifier.verify(black_box(&hs_token)).expect("valid"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

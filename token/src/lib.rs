@@ -1,0 +1,43 @@
+//! Access tokens: the claims they carry, the keys that sign them, and the checks every verifier
+//! makes. auth-service issues with [`Issuer`]; resource-service, the gateway and any internal Rust
+//! service verify with [`Verifier`]. This crate knows nothing of gRPC or databases.
+
+mod claims;
+mod issuer;
+mod jwks;
+mod keys;
+mod role;
+mod verifier;
+
+pub use claims::Claims;
+pub use issuer::{IssueError, Issued, Issuer};
+pub use jwks::{Jwk, JwkSet};
+pub use keys::{Algorithm, Ed25519Key, Hs256Secret, KeyError, SigningKey};
+pub use role::{Role, UnknownRole};
+pub use verifier::{Verifier, VerifyError};
+
+/// Who issues tokens and for whom: both sides must agree on these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audience {
+    /// The `iss` claim: names auth-service.
+    pub issuer: String,
+    /// The `aud` claim: names the set of services that accept the token.
+    pub audience: String,
+}
+
+impl Default for Audience {
+    fn default() -> Self {
+        Self {
+            issuer: "auth-service".to_owned(),
+            audience: "persons-api".to_owned(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, the unit of every time claim.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
