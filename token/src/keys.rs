@@ -161,6 +161,7 @@ impl fmt::Debug for Hs256Secret {
 
 /// The key an [`crate::Issuer`] signs with.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // One per process; boxing would buy nothing.
 pub enum SigningKey {
     Ed25519(Ed25519Key),
     Hs256(Hs256Secret),

@@ -1,0 +1,116 @@
+//! Verified tokens, remembered until they expire, so a repeated token skips the signature check.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use moka::{Expiry, sync::Cache};
+use token::{Claims, unix_now};
+
+/// Holds identity and claims only. Role checks run on every call after the lookup, so a cache
+/// hit can never grant more than a fresh verification would.
+#[derive(Clone)]
+pub struct TokenCache {
+    cache: Option<Cache<String, Arc<Claims>>>,
+}
+
+/// Each entry lives until its token's `exp`, never longer.
+struct UntilExpiry;
+
+impl Expiry<String, Arc<Claims>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        claims: &Arc<Claims>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            claims.exp.saturating_sub(unix_now()).max(0) as u64,
+        ))
+    }
+}
+
+impl TokenCache {
+    /// Remembers up to `capacity` tokens (about 1 KiB each).
+    pub fn new(capacity: u64) -> Self {
+        if capacity == 0 {
+            return Self::disabled();
+        }
+        Self {
+            cache: Some(
+                Cache::builder()
+                    .max_capacity(capacity)
+                    .expire_after(UntilExpiry)
+                    .build(),
+            ),
+        }
+    }
+
+    /// Verifies every token every time; benchmarks use it to price a miss.
+    pub fn disabled() -> Self {
+        Self { cache: None }
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<Claims>> {
+        let claims = self.cache.as_ref()?.get(token)?;
+        // The entry may outlive `exp` by the expiry timer's granularity; check exactly.
+        (claims.exp > unix_now()).then_some(claims)
+    }
+
+    pub fn insert(&self, token: &str, claims: Arc<Claims>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(token.to_owned(), claims);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use token::Role;
+
+    use super::*;
+
+    fn claims(exp: i64) -> Arc<Claims> {
+        Arc::new(Claims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "s".into(),
+            iat: 0,
+            nbf: 0,
+            exp,
+            jti: "j".into(),
+            roles: vec![Role::User],
+            username: "u".into(),
+        })
+    }
+
+    #[test]
+    fn a_cached_token_is_found_until_it_expires() {
+        let cache = TokenCache::new(10);
+        cache.insert("live", claims(unix_now() + 60));
+        cache.insert("dead", claims(unix_now() - 1));
+        assert!(cache.get("live").is_some());
+        assert!(cache.get("dead").is_none());
+        assert!(cache.get("other").is_none());
+    }
+
+    #[test]
+    fn a_disabled_cache_remembers_nothing() {
+        let cache = TokenCache::disabled();
+        cache.insert("live", claims(unix_now() + 60));
+        assert!(cache.get("live").is_none());
+    }
+}

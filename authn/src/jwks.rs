@@ -1,0 +1,188 @@
+//! Keeps the verification keys in step with auth-service's JWKS, off the request path.
+
+use std::{
+    sync::{Arc, RwLock, Weak},
+    time::{Duration, Instant},
+};
+
+use proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
+use token::{Audience, Jwk, Verifier};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Keys;
+
+#[derive(Clone, Debug)]
+pub struct JwksSourceConfig {
+    /// auth-service replicas to ask, in turn, until one answers.
+    pub endpoints: Vec<String>,
+    pub audience: Audience,
+    /// How often the key set is refreshed in the background.
+    pub refresh_interval: Duration,
+    /// The least time between two refetches caused by unknown key ids, so a flood of tokens
+    /// with made-up key ids cannot turn into a flood of calls to auth-service.
+    pub refetch_cooldown: Duration,
+    /// Per-attempt deadline for a JWKS call.
+    pub timeout: Duration,
+}
+
+impl JwksSourceConfig {
+    pub fn new(endpoints: Vec<String>, audience: Audience) -> Self {
+        Self {
+            endpoints,
+            audience,
+            refresh_interval: Duration::from_secs(60),
+            refetch_cooldown: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Fetches the JWKS from auth-service; held by [`Keys`] for unknown-key refetches.
+#[derive(Clone)]
+pub struct JwksSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: Vec<Channel>,
+    config: JwksSourceConfig,
+    current: Weak<RwLock<Arc<Verifier>>>,
+    /// When the last unknown-key refetch ran. The async mutex makes concurrent refetches for
+    /// the same new key wait for one call instead of each making their own.
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl JwksSource {
+    /// Connects (lazily) to every endpoint, fetches the keys once, and keeps refreshing them in
+    /// the background for as long as the returned [`Keys`] live. A failed first fetch is
+    /// logged, not fatal: cached keys are empty until auth-service answers, and calls get
+    /// UNAVAILABLE meanwhile.
+    pub async fn start(config: JwksSourceConfig) -> Result<Keys, InvalidEndpoint> {
+        let mut channels = Vec::with_capacity(config.endpoints.len());
+        for url in &config.endpoints {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|_| InvalidEndpoint(url.clone()))?
+                .connect_timeout(config.timeout)
+                .timeout(config.timeout);
+            channels.push(endpoint.connect_lazy());
+        }
+        if channels.is_empty() {
+            return Err(InvalidEndpoint(String::new()));
+        }
+        let empty = Verifier::from_jwks([], &config.audience);
+        let current = Arc::new(RwLock::new(Arc::new(empty)));
+        let source = JwksSource {
+            inner: Arc::new(Inner {
+                channels,
+                config,
+                current: Arc::downgrade(&current),
+                last_refetch: tokio::sync::Mutex::new(None),
+            }),
+        };
+        let first = source.refresh().await;
+        let keys = Keys::remote(current, source.clone());
+        tokio::spawn(refresh_loop(Arc::downgrade(&source.inner), first));
+        Ok(keys)
+    }
+
+    /// Fetches the key set and installs it. Returns whether a fetch succeeded.
+    async fn refresh(&self) -> bool {
+        match self.fetch().await {
+            Some(jwks) => {
+                let Some(current) = self.inner.current.upgrade() else {
+                    return false;
+                };
+                let verifier = Verifier::from_jwks(&jwks, &self.inner.config.audience);
+                tracing::debug!(keys = verifier.key_count(), "refreshed token keys");
+                match current.write() {
+                    Ok(mut v) => *v = Arc::new(verifier),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks each replica in turn until one answers.
+    async fn fetch(&self) -> Option<Vec<Jwk>> {
+        for channel in &self.inner.channels {
+            let mut client = AuthServiceClient::new(channel.clone());
+            match client.get_jwks(GetJwksRequest {}).await {
+                Ok(response) => {
+                    return Some(
+                        response
+                            .into_inner()
+                            .keys
+                            .into_iter()
+                            .map(|k| Jwk {
+                                kty: k.kty,
+                                crv: k.crv,
+                                x: k.x,
+                                kid: k.kid,
+                                alg: k.alg,
+                                use_: k.r#use,
+                            })
+                            .collect(),
+                    );
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "JWKS fetch failed");
+                }
+            }
+        }
+        None
+    }
+
+    /// Called when a token names a key we do not have: refetch once, unless another caller
+    /// just did or the cooldown has not passed.
+    pub(crate) async fn refetch_for(&self, kid: &str) {
+        let mut last = self.inner.last_refetch.lock().await;
+        if let Some(current) = self.inner.current.upgrade() {
+            let known = match current.read() {
+                Ok(v) => v.knows_key(kid),
+                Err(p) => p.into_inner().knows_key(kid),
+            };
+            if known {
+                return;
+            }
+        }
+        if last.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(kid, "token names an unknown key; refetching JWKS");
+        self.refresh().await;
+    }
+}
+
+async fn refresh_loop(inner: Weak<Inner>, mut healthy: bool) {
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let Some(interval) = inner.upgrade().map(|i| i.config.refresh_interval) else {
+            return;
+        };
+        tokio::time::sleep(if healthy { interval } else { retry }).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        healthy = JwksSource { inner }.refresh().await;
+        retry = if healthy {
+            Duration::from_millis(500)
+        } else {
+            (retry * 2).min(interval)
+        };
+    }
+}
+
+/// An auth-service URL that is not a valid URI.
+#[derive(Debug)]
+pub struct InvalidEndpoint(pub String);
+
+impl std::fmt::Display for InvalidEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid auth-service URL {:?}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidEndpoint {}
