@@ -1,0 +1,1 @@
+//! Person records over gRPC (being built).
