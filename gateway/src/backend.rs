@@ -1,0 +1,323 @@
+//! A client for one backend service that spreads calls over every replica, one pick per call.
+//!
+//! Why not one tonic `Channel` to a single address: HTTP/2 multiplexes every call over one
+//! connection, so a connection-level balancer (a Kubernetes ClusterIP) pins all our traffic to a
+//! single pod. Here each replica has its own lazily connected channel, every call picks the next
+//! usable replica in turn, and a background task re-resolves host names and checks each replica's
+//! grpc.health.v1 status: a replica that fails is dropped from the rotation at once and taken
+//! back when its health check passes again. A call that fails because its replica went away is
+//! tried on another replica when that is safe ([`Safety`], [`failure::classify`]).
+
+mod discovery;
+mod failure;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU8, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tonic::{
+    Status,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub use discovery::Target;
+pub use failure::{Failure, classify};
+
+/// At most this many replicas are tried for one call.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Whether a call may run twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Safety {
+    /// Reads and idempotent writes: retried on another replica after any transport failure.
+    Idempotent,
+    /// Other writes: retried only when the request provably never reached the replica.
+    Once,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplicaState {
+    /// Not checked yet: used, but does not make the backend ready.
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
+}
+
+pub struct Replica {
+    pub uri: String,
+    channel: Channel,
+    state: AtomicU8,
+}
+
+impl Replica {
+    pub fn state(&self) -> ReplicaState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ReplicaState::Up,
+            2 => ReplicaState::Down,
+            _ => ReplicaState::Unknown,
+        }
+    }
+
+    fn set_state(&self, state: ReplicaState, backend: &str) {
+        let previous = self.state.swap(state as u8, Ordering::Relaxed);
+        if previous != state as u8 {
+            match state {
+                ReplicaState::Up => tracing::info!(backend, replica = %self.uri, "replica up"),
+                ReplicaState::Down => tracing::warn!(backend, replica = %self.uri, "replica down"),
+                ReplicaState::Unknown => {}
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Names the backend in logs and errors, e.g. "auth-service".
+    pub name: &'static str,
+    /// The grpc.health.v1 service name to check, e.g. "auth.v1.AuthService".
+    pub health_service: &'static str,
+    pub urls: Vec<String>,
+    pub health_interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Cheap to clone; every clone shares the replicas.
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BackendConfig,
+    targets: Vec<Target>,
+    replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    /// Resolves the URLs once (so calls can start at once) and starts the background task that
+    /// keeps the replicas and their health current for as long as the backend is in use.
+    pub async fn start(config: BackendConfig) -> anyhow::Result<Self> {
+        let targets = config
+            .urls
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| Target::parse(u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!targets.is_empty(), "no URL given for {}", config.name);
+        let backend = Self {
+            inner: Arc::new(Inner {
+                config,
+                targets,
+                replicas: RwLock::new(Arc::default()),
+                next: AtomicUsize::new(0),
+            }),
+        };
+        backend.inner.refresh_replicas().await;
+        tokio::spawn(watch(Arc::downgrade(&backend.inner)));
+        Ok(backend)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.inner.config.name
+    }
+
+    pub fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
+        self.inner.snapshot()
+    }
+
+    /// Ready when at least one replica passed its last health check.
+    pub fn is_ready(&self) -> bool {
+        self.replicas()
+            .iter()
+            .any(|r| r.state() == ReplicaState::Up)
+    }
+
+    /// Runs `call` on a replica, and on another if it fails in a way [`Safety`] allows retrying.
+    /// `call` builds the request afresh each time since a tonic request can be sent only once.
+    pub async fn call<T, F, Fut>(&self, safety: Safety, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut tried: Vec<Arc<Replica>> = Vec::new();
+        loop {
+            let Some(replica) = self.inner.pick(&tried) else {
+                return Err(Status::unavailable(format!(
+                    "no replica of {} is reachable",
+                    self.name()
+                )));
+            };
+            let status = match call(replica.channel.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            let failure = classify(&status);
+            let retry = match failure {
+                Failure::Answered => return Err(status),
+                Failure::NotReached => true,
+                Failure::Lost => safety == Safety::Idempotent,
+            };
+            replica.set_state(ReplicaState::Down, self.name());
+            tried.push(replica.clone());
+            if !retry || tried.len() >= MAX_ATTEMPTS {
+                tracing::warn!(backend = self.name(), replica = %replica.uri, ?failure, error = %status, "call failed");
+                return Err(status);
+            }
+            tracing::info!(backend = self.name(), replica = %replica.uri, ?failure, error = %status, "retrying on another replica");
+        }
+    }
+}
+
+impl Inner {
+    fn snapshot(&self) -> Arc<Vec<Arc<Replica>>> {
+        // A poisoned lock only means a writer panicked after replacing the whole list.
+        self.replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The next replica in turn that is not down and not tried yet; if every untried replica is
+    /// down, one of those anyway (health may lag behind a recovery), so a call is never refused
+    /// here while any replica might answer.
+    fn pick(&self, tried: &[Arc<Replica>]) -> Option<Arc<Replica>> {
+        let replicas = self.snapshot();
+        let untried: Vec<&Arc<Replica>> = replicas
+            .iter()
+            .filter(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r)))
+            .collect();
+        let usable: Vec<&Arc<Replica>> = untried
+            .iter()
+            .copied()
+            .filter(|r| r.state() != ReplicaState::Down)
+            .collect();
+        let candidates = if usable.is_empty() { untried } else { usable };
+        if candidates.is_empty() {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(candidates[turn % candidates.len()].clone())
+    }
+
+    /// Re-resolves every target, keeping the replicas (and their connections) that remain.
+    async fn refresh_replicas(&self) {
+        let current = self.snapshot();
+        let mut uris = Vec::new();
+        for target in &self.targets {
+            match target.resolve().await {
+                Ok(found) => uris.extend(found),
+                Err(error) => {
+                    tracing::warn!(
+                        backend = self.config.name,
+                        error = format!("{error:#}"),
+                        "keeping the last known replicas"
+                    );
+                    return;
+                }
+            }
+        }
+        uris.dedup();
+        let known: HashMap<&str, &Arc<Replica>> =
+            current.iter().map(|r| (r.uri.as_str(), r)).collect();
+        let mut next = Vec::with_capacity(uris.len());
+        for uri in uris {
+            if let Some(replica) = known.get(uri.as_str()) {
+                next.push(Arc::clone(replica));
+            } else {
+                match self.connect(&uri) {
+                    Ok(replica) => next.push(Arc::new(replica)),
+                    Err(error) => {
+                        tracing::warn!(backend = self.config.name, %uri, %error, "skipping replica")
+                    }
+                }
+            }
+        }
+        let changed = next.len() != current.len()
+            || next
+                .iter()
+                .zip(current.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed {
+            let list: Vec<&str> = next.iter().map(|r| r.uri.as_str()).collect();
+            tracing::info!(backend = self.config.name, replicas = ?list, "replicas changed");
+            *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        }
+    }
+
+    fn connect(&self, uri: &str) -> Result<Replica, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(uri.to_owned())?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            // Notice a replica that vanished without closing its connections.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Replica {
+            uri: uri.to_owned(),
+            channel,
+            state: AtomicU8::new(ReplicaState::Unknown as u8),
+        })
+    }
+
+    async fn check_health(&self) {
+        let replicas = self.snapshot();
+        let checks = replicas.iter().map(|replica| async move {
+            let up = self.is_serving(replica.channel.clone()).await;
+            let state = if up {
+                ReplicaState::Up
+            } else {
+                ReplicaState::Down
+            };
+            replica.set_state(state, self.config.name);
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    async fn is_serving(&self, channel: Channel) -> bool {
+        let timeout = self.config.health_interval.max(Duration::from_secs(1));
+        let mut client = HealthClient::new(channel);
+        // The service's own name first; a server that registered only the overall status ("")
+        // answers NotFound for it, so fall back to that.
+        for service in [self.config.health_service, ""] {
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            match tokio::time::timeout(timeout, client.check(request)).await {
+                Ok(Ok(response)) => {
+                    return response.into_inner().status == ServingStatus::Serving as i32;
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::NotFound => continue,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Keeps the replica list and health current until the backend is dropped.
+async fn watch(inner: Weak<Inner>) {
+    loop {
+        let Some(backend) = inner.upgrade() else {
+            return;
+        };
+        backend.check_health().await;
+        let interval = backend.config.health_interval;
+        drop(backend);
+        tokio::time::sleep(interval).await;
+        let Some(backend) = inner.upgrade() else {
+            return;
+        };
+        backend.refresh_replicas().await;
+    }
+}

@@ -1,0 +1,75 @@
+//! Telling, from a failed call, whether the replica answered, never saw the request, or was lost
+//! with the request in flight: that decides whether the call may be tried on another replica.
+
+use std::error::Error as _;
+
+use tonic::{Code, Status};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The replica itself answered with this status (it came in the response trailers).
+    Answered,
+    /// The request never reached the replica: the connection was refused or timed out, or the
+    /// HTTP/2 stream was refused (REFUSED_STREAM, or above the last stream id of a GOAWAY), which
+    /// RFC 9113 §8.7 guarantees was not processed. Safe to retry even for writes.
+    NotReached,
+    /// The connection broke while the request was in flight: the replica may or may not have
+    /// acted on it. Safe to retry only for reads.
+    Lost,
+}
+
+/// Statuses made by the server come from its trailers and carry no source; tonic attaches the
+/// underlying error as the source of every status it makes from a transport failure.
+pub fn classify(status: &Status) -> Failure {
+    let Some(source) = status.source() else {
+        return Failure::Answered;
+    };
+    let mut next = Some(source);
+    while let Some(error) = next {
+        if error.downcast_ref::<tonic::ConnectError>().is_some() {
+            return Failure::NotReached;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            if refused || (h2.is_go_away() && h2.is_remote()) {
+                return Failure::NotReached;
+            }
+        }
+        next = error.source();
+    }
+    match status.code() {
+        // Our own deadline or the caller going away: trying elsewhere would not help.
+        Code::Cancelled | Code::DeadlineExceeded => Failure::Answered,
+        _ => Failure::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_from_the_server_is_an_answer() {
+        assert_eq!(
+            classify(&Status::unavailable("draining")),
+            Failure::Answered
+        );
+        assert_eq!(
+            classify(&Status::not_found("no such person")),
+            Failure::Answered
+        );
+    }
+
+    #[test]
+    fn a_refused_stream_never_reached_the_replica() {
+        let status = Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert_eq!(classify(&status), Failure::NotReached);
+    }
+
+    #[test]
+    fn a_reset_connection_may_have_reached_the_replica() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(classify(&status), Failure::Lost);
+    }
+}

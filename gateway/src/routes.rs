@@ -1,0 +1,168 @@
+//! The HTTP API: one table of routes (the same table the OpenAPI test walks), and the layers
+//! every request passes through.
+
+mod admin;
+mod auth;
+mod boards;
+mod meta;
+mod persons;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{MethodRouter, delete, get, post, put},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
+
+use crate::{error::ApiError, page, state::AppState};
+
+/// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
+pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/", get(page::index)),
+        (Method::GET, "/app.js", get(page::script)),
+        (Method::GET, "/style.css", get(page::style)),
+        (Method::POST, "/api/auth/signup", post(auth::sign_up)),
+        (Method::POST, "/api/auth/signin", post(auth::sign_in)),
+        (Method::GET, "/api/auth/me", get(auth::me)),
+        (Method::GET, "/api/test/all", get(boards::all)),
+        (Method::GET, "/api/test/user", get(boards::user)),
+        (Method::GET, "/api/test/mod", get(boards::moderator)),
+        (Method::GET, "/api/test/admin", get(boards::admin)),
+        (Method::GET, "/api/persons", get(persons::list)),
+        (Method::POST, "/api/persons", post(persons::create)),
+        (Method::GET, "/api/persons/{id}", get(persons::show)),
+        (Method::PUT, "/api/persons/{id}", put(persons::update)),
+        (Method::DELETE, "/api/persons/{id}", delete(persons::remove)),
+        (Method::GET, "/api/admin/users", get(admin::list_users)),
+        (
+            Method::PUT,
+            "/api/admin/users/{id}/roles",
+            put(admin::set_roles),
+        ),
+        (Method::GET, "/.well-known/jwks.json", get(meta::jwks)),
+        (Method::GET, "/healthz", get(meta::healthz)),
+        (Method::GET, "/readyz", get(meta::readyz)),
+        (Method::GET, "/openapi.json", get(meta::openapi)),
+    ]
+}
+
+/// The whole gateway as a router, layers included, so tests need no socket.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let mut router = Router::new();
+    for (_, path, handler) in table() {
+        router = router.route(path, handler);
+    }
+    let mut router = router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies beyond the limit are refused while being read, by our Json extractor (413).
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(middleware::from_fn_with_state(
+            settings.request_timeout,
+            deadline,
+        ))
+        .with_state(state);
+    if let Some(cors) = cors(&settings.cors_origins) {
+        router = router.layer(cors);
+    }
+    let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
+    // Outermost first: the request id must exist before the span that records it is made, and
+    // is echoed on every response, even those the timeout or CORS layers produce.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(set_request_id)
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(propagate_request_id)
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            )),
+    )
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(telemetry::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// Bounds every request, backend retries included, and answers in the API's error model.
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; retry shortly",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-access-token"),
+                telemetry::REQUEST_ID,
+            ])
+            .expose_headers([telemetry::REQUEST_ID])
+            .max_age(Duration::from_secs(600)),
+    )
+}

@@ -1,0 +1,87 @@
+//! The admin's view of accounts: the user list and role changes. auth-service enforces that
+//! only admins may call these.
+
+use axum::extract::State;
+use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{User, missing, parse_roles};
+use crate::{
+    backend::Safety,
+    error::ApiError,
+    extract::{Caller, Json, Path, Query},
+    state::AppState,
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    page_size: Option<i32>,
+    page_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    users: Vec<User>,
+    /// Absent on the last page.
+    next_page_token: Option<String>,
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<Page>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::ListUsersRequest {
+        page_size: query.page_size.unwrap_or_default(),
+        page_token: query.page_token.unwrap_or_default(),
+    };
+    let response = state
+        .auth
+        .call(Safety::Idempotent, |channel| {
+            let request = outgoing.request(message.clone());
+            async move { AuthServiceClient::new(channel).list_users(request).await }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(axum::Json(Page {
+        users: response.users.into_iter().map(User::from).collect(),
+        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct Roles {
+    roles: Vec<String>,
+}
+
+pub async fn set_roles(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<Roles>,
+) -> Result<axum::Json<User>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::SetUserRolesRequest {
+        user_id: id,
+        roles: parse_roles(body.roles)?,
+    };
+    // Setting roles to a given list is idempotent, so a retry cannot do harm.
+    let response = state
+        .auth
+        .call(Safety::Idempotent, |channel| {
+            let request = outgoing.request(message.clone());
+            async move {
+                AuthServiceClient::new(channel)
+                    .set_user_roles(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(axum::Json(
+        response.user.ok_or_else(missing("user"))?.into(),
+    ))
+}

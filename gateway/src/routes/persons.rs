@@ -1,0 +1,186 @@
+//! Person records: read by any signed-in user, created and changed by moderators and admins,
+//! deleted by admins. resource-service verifies the token and enforces the roles.
+
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use proto::person::v1::{self as pb, person_service_client::PersonServiceClient};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    backend::Safety,
+    error::ApiError,
+    extract::{Caller, Json, Path, Query},
+    state::AppState,
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Person {
+    person_id: i64,
+    name: String,
+    email: String,
+    age: i32,
+}
+
+impl From<pb::Person> for Person {
+    fn from(p: pb::Person) -> Self {
+        Self {
+            person_id: p.person_id,
+            name: p.name,
+            email: p.email,
+            age: p.age,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    page_size: Option<i32>,
+    page_token: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    persons: Vec<Person>,
+    /// Absent on the last page.
+    next_page_token: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<Page>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::ListPersonsRequest {
+        page_size: query.page_size.unwrap_or_default(),
+        page_token: query.page_token.unwrap_or_default(),
+        name_filter: query.name.unwrap_or_default(),
+    };
+    let response = state
+        .resource
+        .call(Safety::Idempotent, |channel| {
+            let request = outgoing.request(message.clone());
+            async move {
+                PersonServiceClient::new(channel)
+                    .list_persons(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(axum::Json(Page {
+        persons: response.persons.into_iter().map(Person::from).collect(),
+        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+    }))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Person>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let person = state
+        .resource
+        .call(Safety::Idempotent, |channel| {
+            let request = outgoing.request(pb::GetPersonRequest { person_id: id });
+            async move { PersonServiceClient::new(channel).get_person(request).await }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(axum::Json(person.into()))
+}
+
+#[derive(Deserialize)]
+pub struct PersonBody {
+    name: String,
+    email: String,
+    age: i32,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<PersonBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::CreatePersonRequest {
+        name: body.name,
+        email: body.email,
+        age: body.age,
+    };
+    let person = state
+        .resource
+        .call(Safety::Once, |channel| {
+            let request = outgoing.request(message.clone());
+            async move {
+                PersonServiceClient::new(channel)
+                    .create_person(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    let location = format!("/api/persons/{}", person.person_id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(Person::from(person)),
+    ))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<PersonBody>,
+) -> Result<axum::Json<Person>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::UpdatePersonRequest {
+        person_id: id,
+        name: body.name,
+        email: body.email,
+        age: body.age,
+    };
+    let person = state
+        .resource
+        .call(Safety::Once, |channel| {
+            let request = outgoing.request(message.clone());
+            async move {
+                PersonServiceClient::new(channel)
+                    .update_person(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(axum::Json(person.into()))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let outgoing = caller.outgoing()?;
+    state
+        .resource
+        .call(Safety::Once, |channel| {
+            let request = outgoing.request(pb::DeletePersonRequest { person_id: id });
+            async move {
+                PersonServiceClient::new(channel)
+                    .delete_person(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| caller.error(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,64 @@
+//! Building the gateway from its configuration and serving it until told to stop.
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{config::Config, routes::app, state::AppState};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the port (0 picks a free one) and prepares the backends; no request is served until
+    /// [`Application::run_until_stopped`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let state = AppState::connect(&config).await?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", config.http_addr))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address; the fallback is never used.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
+    /// for at most [`telemetry::DRAIN_GRACE`].
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            axum::serve(self.listener, app(self.state)).with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            });
+        let drain_deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(telemetry::DRAIN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("http server failed"),
+            () = drain_deadline => {
+                tracing::warn!("drain grace period over; dropping the remaining requests");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The gRPC face of the service: who may call each RPC, and thin handlers that turn protobuf
+//! messages into domain values and back.
+
+use std::sync::Arc;
+
+use authn::{Access, Policy};
+use proto::person::v1::{
+    CreatePersonRequest, DeletePersonRequest, DeletePersonResponse, GetPersonRequest,
+    ListPersonsRequest, ListPersonsResponse, Person as PbPerson, UpdatePersonRequest,
+    person_service_server::PersonService,
+};
+use token::{Claims, Role};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Error,
+    domain::{ListQuery, NameFilter, PageSize, PageToken, Person, PersonFields, PersonId},
+    store::Store,
+};
+
+/// The protobuf name of the service, as the access policy and reflection know it.
+pub const SERVICE: &str = "person.v1.PersonService";
+
+/// Who may call each RPC: the only place this is decided. `AuthnLayer` enforces it before a
+/// handler runs; a method missing here is refused for everyone, and a test fails the build.
+pub fn policy() -> Policy {
+    const EDITORS: &[Role] = &[Role::Moderator, Role::Admin];
+    Policy::new(
+        SERVICE,
+        &[
+            ("ListPersons", Access::SignedIn),
+            ("GetPerson", Access::SignedIn),
+            ("CreatePerson", Access::AnyRole(EDITORS)),
+            ("UpdatePerson", Access::AnyRole(EDITORS)),
+            ("DeletePerson", Access::AnyRole(&[Role::Admin])),
+        ],
+    )
+}
+
+pub struct Persons {
+    store: Store,
+}
+
+impl Persons {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[tonic::async_trait]
+impl PersonService for Persons {
+    async fn list_persons(
+        &self,
+        request: Request<ListPersonsRequest>,
+    ) -> Result<Response<ListPersonsResponse>, Status> {
+        let r = request.into_inner();
+        let query = (|| {
+            Ok::<_, Error>(ListQuery {
+                after: PageToken::parse(&r.page_token)?.map(|t| t.after),
+                size: PageSize::parse(r.page_size)?,
+                name_filter: NameFilter::parse(&r.name_filter)?,
+            })
+        })()
+        .map_err(status)?;
+        let page = self.store.list(&query).await.map_err(status)?;
+        Ok(Response::new(ListPersonsResponse {
+            persons: page.persons.into_iter().map(to_proto).collect(),
+            next_page_token: page.next.map(|t| t.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_person(
+        &self,
+        request: Request<GetPersonRequest>,
+    ) -> Result<Response<PbPerson>, Status> {
+        let id = PersonId::parse(request.into_inner().person_id).map_err(invalid)?;
+        let person = self.store.get(id).await.map_err(status)?;
+        Ok(Response::new(to_proto(person)))
+    }
+
+    async fn create_person(
+        &self,
+        request: Request<CreatePersonRequest>,
+    ) -> Result<Response<PbPerson>, Status> {
+        let actor = caller(&request);
+        let r = request.into_inner();
+        let fields = PersonFields::parse(r.name, r.email, r.age).map_err(invalid)?;
+        let person = self.store.create(&fields).await.map_err(status)?;
+        tracing::info!(person_id = person.id.0, actor, "person created");
+        Ok(Response::new(to_proto(person)))
+    }
+
+    async fn update_person(
+        &self,
+        request: Request<UpdatePersonRequest>,
+    ) -> Result<Response<PbPerson>, Status> {
+        let actor = caller(&request);
+        let r = request.into_inner();
+        let id = PersonId::parse(r.person_id).map_err(invalid)?;
+        let fields = PersonFields::parse(r.name, r.email, r.age).map_err(invalid)?;
+        let person = self.store.update(id, &fields).await.map_err(status)?;
+        tracing::info!(person_id = id.0, actor, "person updated");
+        Ok(Response::new(to_proto(person)))
+    }
+
+    async fn delete_person(
+        &self,
+        request: Request<DeletePersonRequest>,
+    ) -> Result<Response<DeletePersonResponse>, Status> {
+        let actor = caller(&request);
+        let id = PersonId::parse(request.into_inner().person_id).map_err(invalid)?;
+        self.store.delete(id).await.map_err(status)?;
+        tracing::info!(person_id = id.0, actor, "person deleted");
+        Ok(Response::new(DeletePersonResponse {}))
+    }
+}
+
+/// The verified caller's user id, for the audit log. `AuthnLayer` inserts the claims before
+/// any handler of a signed-in method runs.
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Arc<Claims>>()
+        .map_or_else(|| "-".to_owned(), |c| c.sub.clone())
+}
+
+fn to_proto(person: Person) -> PbPerson {
+    PbPerson {
+        person_id: person.id.0,
+        name: person.fields.name.as_ref().to_owned(),
+        email: person.fields.email.as_ref().to_owned(),
+        age: person.fields.age.get(),
+    }
+}
+
+fn invalid(e: crate::domain::Invalid) -> Status {
+    status(Error::Invalid(e))
+}
+
+/// Logs what the caller must not see, then converts.
+fn status(error: Error) -> Status {
+    if let Error::Unexpected(cause) = &error {
+        tracing::error!(error.cause_chain = ?cause, "request failed");
+    }
+    error.into()
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(e) => Status::invalid_argument(e.to_string()),
+            Error::PersonNotFound(id) => Status::not_found(format!("person {id} not found")),
+            Error::EmailTaken => Status::already_exists("a person with this email already exists"),
+            Error::Unexpected(_) => Status::internal("internal error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_a_declared_policy_and_every_rule_names_an_rpc() {
+        let policy = policy();
+        assert_eq!(policy.methods_without_rule(SERVICE), Vec::<String>::new());
+        assert_eq!(policy.rules_without_method(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_policy_reads_for_everyone_and_writes_for_editors() {
+        let policy = policy();
+        let path = |m: &str| format!("/{SERVICE}/{m}");
+        assert_eq!(policy.access(&path("ListPersons")), Some(Access::SignedIn));
+        assert_eq!(policy.access(&path("GetPerson")), Some(Access::SignedIn));
+        assert_eq!(
+            policy.access(&path("DeletePerson")),
+            Some(Access::AnyRole(&[Role::Admin]))
+        );
+    }
+
+    #[test]
+    fn unexpected_errors_never_reach_the_caller() {
+        let status = Status::from(Error::Unexpected(anyhow::anyhow!(
+            "connection to db.internal:5432 refused"
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn domain_errors_map_to_their_codes() {
+        let code = |e: Error| Status::from(e).code();
+        assert_eq!(code(Error::PersonNotFound(PersonId(1))), Code::NotFound);
+        assert_eq!(code(Error::EmailTaken), Code::AlreadyExists);
+        assert_eq!(
+            code(Error::Invalid(crate::domain::Invalid("x".into()))),
+            Code::InvalidArgument
+        );
+    }
+}
