@@ -1,0 +1,183 @@
+//! Sign-up, sign-in and account administration: the service's rules, free of transport.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use token::{Claims, Issued, Role, unix_now};
+
+use crate::{
+    config::BootstrapAdmin,
+    domain::{Email, NewUser, Password, User, UserId, Username, roles_with_user},
+    error::Error,
+    password::PasswordHasher,
+    signing::SigningKeys,
+    store::{Store, StoreError},
+};
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    keys: Arc<SigningKeys>,
+}
+
+/// A sign-up request, parsed.
+pub struct SignUp {
+    pub username: Username,
+    pub email: Email,
+    pub password: Password,
+    pub roles: Vec<Role>,
+}
+
+/// The longest login or password worth hashing; anything longer cannot be a real account.
+const MAX_LOGIN: usize = 254;
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, keys: Arc<SigningKeys>) -> Self {
+        Self {
+            store,
+            hasher,
+            keys,
+        }
+    }
+
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Creates an account. `caller` is the signed-in user, if any: only an admin may grant
+    /// roles beyond `user`.
+    pub async fn sign_up(&self, request: SignUp, caller: Option<&Claims>) -> Result<User, Error> {
+        let roles = roles_with_user(request.roles);
+        if roles != [Role::User] && !caller.is_some_and(|c| c.has_role(Role::Admin)) {
+            return Err(Error::PermissionDenied(
+                "only an admin can grant roles beyond user".to_owned(),
+            ));
+        }
+        let password_hash = self.hasher.hash(request.password.secret().clone()).await?;
+        let user = self
+            .store
+            .insert_user(&NewUser {
+                id: UserId::new(),
+                username: request.username,
+                email: request.email,
+                password_hash,
+                roles,
+                created_at: unix_now(),
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, username = %user.username, "account created");
+        Ok(user)
+    }
+
+    /// Checks the password and issues an access token. Unknown user and wrong password give
+    /// the same error after the same amount of work.
+    pub async fn sign_in(
+        &self,
+        login: &str,
+        password: SecretString,
+    ) -> Result<(User, Issued), Error> {
+        let login = login.trim();
+        if login.is_empty() || password.expose_secret().is_empty() {
+            return Err(Error::InvalidArgument(
+                "username (or email) and password are required".to_owned(),
+            ));
+        }
+        if login.len() > MAX_LOGIN || password.expose_secret().chars().count() > Password::MAX {
+            return Err(Error::InvalidCredentials);
+        }
+        let found = self.store.find_credentials(login).await?;
+        let (user, hash) = match found {
+            Some(c) => (Some(c.user), Some(c.password_hash)),
+            None => (None, None),
+        };
+        let matches = self.hasher.verify(password, hash).await?;
+        let user = match user {
+            Some(user) if matches => user,
+            _ => {
+                tracing::info!("sign-in refused");
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        let issued = self
+            .keys
+            .issuer
+            .issue(&user.id.to_string(), &user.username, &user.roles)
+            .map_err(anyhow::Error::new)?;
+        tracing::info!(user_id = %user.id, jti = %issued.claims.jti, "signed in");
+        Ok((user, issued))
+    }
+
+    pub async fn me(&self, caller: &Claims) -> Result<User, Error> {
+        let id: UserId = caller
+            .sub
+            .parse()
+            .map_err(|_| Error::NotFound("this token's account no longer exists".to_owned()))?;
+        self.store
+            .find_user(id)
+            .await?
+            .ok_or_else(|| Error::NotFound("this token's account no longer exists".to_owned()))
+    }
+
+    pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, Error> {
+        Ok(self.store.list_users(after, limit).await?)
+    }
+
+    pub async fn set_roles(
+        &self,
+        caller: &Claims,
+        id: UserId,
+        roles: Vec<Role>,
+    ) -> Result<User, Error> {
+        let roles = roles_with_user(roles);
+        if caller.sub == id.to_string() && !roles.contains(&Role::Admin) {
+            return Err(Error::FailedPrecondition(
+                "an admin cannot remove their own admin role".to_owned(),
+            ));
+        }
+        let user = self
+            .store
+            .set_roles(id, &roles)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {id} not found")))?;
+        tracing::info!(user_id = %id, by = %caller.sub, roles = ?user.roles, "roles changed");
+        Ok(user)
+    }
+
+    /// Creates the configured first admin unless an account with that username exists.
+    /// Concurrent replicas may all try; the unique index lets exactly one succeed.
+    pub async fn ensure_admin(&self, admin: BootstrapAdmin) -> Result<(), Error> {
+        if self
+            .store
+            .find_credentials(admin.username.as_ref())
+            .await?
+            .is_some()
+        {
+            tracing::info!(username = %admin.username, "bootstrap admin already exists");
+            return Ok(());
+        }
+        let password_hash = self.hasher.hash(admin.password.secret().clone()).await?;
+        let result = self
+            .store
+            .insert_user(&NewUser {
+                id: UserId::new(),
+                username: admin.username.clone(),
+                email: admin.email,
+                password_hash,
+                roles: vec![Role::User, Role::Admin],
+                created_at: unix_now(),
+            })
+            .await;
+        match result {
+            Ok(user) => {
+                tracing::info!(user_id = %user.id, username = %user.username, "created the bootstrap admin");
+                Ok(())
+            }
+            Err(StoreError::UsernameTaken) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The `auth.v1.AuthService` handlers: proto in, domain call, proto or status out.
+
+use std::sync::Arc;
+
+use authn::{Access, Policy};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use secrecy::SecretString;
+use token::{Claims, Role};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    accounts::{Accounts, SignUp},
+    domain::{Email, Password, User, UserId, Username},
+    error::Error,
+};
+
+/// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
+/// fails if an RPC is missing here.
+pub fn policy() -> Policy {
+    const ADMIN: &[Role] = &[Role::Admin];
+    Policy::new(
+        "auth.v1.AuthService",
+        &[
+            ("SignUp", Access::OptionalToken),
+            ("SignIn", Access::Public),
+            ("GetMe", Access::SignedIn),
+            ("GetJwks", Access::Public),
+            ("ListUsers", Access::AnyRole(ADMIN)),
+            ("SetUserRoles", Access::AnyRole(ADMIN)),
+        ],
+    )
+}
+
+/// How long verifiers may cache the JWKS. Keys are published well before they sign, so a
+/// verifier that refreshes this often always knows the next key in time.
+const JWKS_MAX_AGE_SECS: i64 = 300;
+const DEFAULT_PAGE_SIZE: u32 = 20;
+const MAX_PAGE_SIZE: u32 = 100;
+
+pub struct AuthGrpc {
+    accounts: Arc<Accounts>,
+}
+
+impl AuthGrpc {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        Self { accounts }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::InvalidCredentials => Status::unauthenticated(e.to_string()),
+            Error::UsernameTaken | Error::EmailTaken => Status::already_exists(e.to_string()),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Busy => Status::resource_exhausted(e.to_string()),
+            Error::Unexpected(_) => Status::internal("internal error"),
+        }
+    }
+}
+
+/// Logs what the client will not see, then converts.
+fn status(e: Error) -> Status {
+    if let Error::Unexpected(cause) = &e {
+        tracing::error!(error.cause_chain = ?cause, "request failed");
+    }
+    e.into()
+}
+
+fn caller<T>(request: &Request<T>) -> Option<&Claims> {
+    request.extensions().get::<Arc<Claims>>().map(Arc::as_ref)
+}
+
+/// The policy guarantees a verified caller for signed-in methods; this turns a broken
+/// guarantee into an error rather than a panic.
+fn signed_in<T>(request: &Request<T>) -> Result<&Claims, Status> {
+    caller(request).ok_or_else(|| Status::unauthenticated("missing access token"))
+}
+
+fn parse_roles(names: &[String]) -> Result<Vec<Role>, Status> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse::<Role>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+fn to_pb(user: User) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        username: user.username,
+        email: user.email,
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: user.created_at,
+            nanos: 0,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    async fn sign_up(
+        &self,
+        request: Request<pb::SignUpRequest>,
+    ) -> Result<Response<pb::SignUpResponse>, Status> {
+        let caller = caller(&request).cloned();
+        let req = request.into_inner();
+        let sign_up = SignUp {
+            username: Username::parse(&req.username).map_err(Status::invalid_argument)?,
+            email: Email::parse(&req.email).map_err(Status::invalid_argument)?,
+            password: Password::parse(SecretString::from(req.password))
+                .map_err(Status::invalid_argument)?,
+            roles: parse_roles(&req.roles)?,
+        };
+        let user = self
+            .accounts
+            .sign_up(sign_up, caller.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SignUpResponse {
+            user: Some(to_pb(user)),
+        }))
+    }
+
+    async fn sign_in(
+        &self,
+        request: Request<pb::SignInRequest>,
+    ) -> Result<Response<pb::SignInResponse>, Status> {
+        let req = request.into_inner();
+        let (user, issued) = self
+            .accounts
+            .sign_in(&req.login, SecretString::from(req.password))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SignInResponse {
+            access_token: issued.token,
+            token_type: "Bearer".to_owned(),
+            expires_in: issued.claims.exp - issued.claims.iat,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: issued.claims.exp,
+                nanos: 0,
+            }),
+            user: Some(to_pb(user)),
+        }))
+    }
+
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::GetMeResponse>, Status> {
+        let user = self
+            .accounts
+            .me(signed_in(&request)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GetMeResponse {
+            user: Some(to_pb(user)),
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let keys = self
+            .accounts
+            .keys()
+            .jwks
+            .iter()
+            .map(|k| pb::JsonWebKey {
+                kty: k.kty.clone(),
+                crv: k.crv.clone(),
+                x: k.x.clone(),
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                r#use: k.use_.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse {
+            keys,
+            max_age_seconds: JWKS_MAX_AGE_SECS,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+            n => (n as u32).min(MAX_PAGE_SIZE),
+        };
+        let after = decode_page_token(&req.page_token)?;
+        // One extra row tells whether another page follows.
+        let mut users = self
+            .accounts
+            .list_users(after, limit + 1)
+            .await
+            .map_err(status)?;
+        let next_page_token = if users.len() > limit as usize {
+            users.truncate(limit as usize);
+            users
+                .last()
+                .map(|u| encode_page_token(u.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn set_user_roles(
+        &self,
+        request: Request<pb::SetUserRolesRequest>,
+    ) -> Result<Response<pb::SetUserRolesResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let id: UserId = req.user_id.parse().map_err(Status::invalid_argument)?;
+        let roles = parse_roles(&req.roles)?;
+        let user = self
+            .accounts
+            .set_roles(&caller, id, roles)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetUserRolesResponse {
+            user: Some(to_pb(user)),
+        }))
+    }
+}
+
+/// Page tokens are opaque to clients: the last id seen, base64url-encoded.
+fn encode_page_token(id: UserId) -> String {
+    URL_SAFE_NO_PAD.encode(id.0.as_bytes())
+}
+
+fn decode_page_token(token: &str) -> Result<Option<UserId>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || Status::invalid_argument("page_token is not valid");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let uuid = uuid::Uuid::from_slice(&bytes).map_err(|_| invalid())?;
+    Ok(Some(UserId(uuid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_an_access_rule() {
+        let policy = policy();
+        assert_eq!(
+            policy.methods_without_rule("auth.v1.AuthService"),
+            Vec::<String>::new()
+        );
+        assert_eq!(policy.rules_without_method(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let id = UserId::new();
+        assert_eq!(decode_page_token(&encode_page_token(id)).unwrap(), Some(id));
+        assert_eq!(decode_page_token("").unwrap(), None);
+        assert!(decode_page_token("!!").is_err());
+        assert!(decode_page_token("AAAA").is_err());
+    }
+}

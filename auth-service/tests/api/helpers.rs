@@ -1,0 +1,177 @@
+//! Starting auth-service for a test and talking to it.
+
+use std::net::SocketAddr;
+
+use auth_service::{Application, Config};
+use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Request, Status, transport::Channel};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: AuthServiceClient<Channel>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Config::for_tests()).await
+}
+
+/// The service with a bootstrap admin `root` whose password is [`PASSWORD`].
+pub async fn spawn_app_with_admin() -> TestApp {
+    spawn_with(with_admin(Config::for_tests())).await
+}
+
+pub fn with_admin(mut config: Config) -> Config {
+    config.bootstrap_admin_username = Some("root".into());
+    config.bootstrap_admin_password = Some(PASSWORD.into());
+    config
+}
+
+pub async fn spawn_with(config: Config) -> TestApp {
+    telemetry::init_for_tests();
+    let app = Application::build(config)
+        .await
+        .expect("auth-service starts");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid url")
+        .connect()
+        .await
+        .expect("connects");
+    TestApp {
+        addr,
+        client: AuthServiceClient::new(channel.clone()),
+        channel,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// A config on a new, empty PostgreSQL database of the cluster named by `DATABASE_URL`.
+pub async fn postgres_config() -> Config {
+    let mut config = Config::for_tests();
+    config.database_url = Some(fresh_postgres_database().await.into());
+    config
+}
+
+/// Creates an empty database and returns its URL. The PostgreSQL suite never skips: without
+/// `DATABASE_URL` it fails, and the README's test command always provides one.
+pub async fn fresh_postgres_database() -> String {
+    let url = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must name a PostgreSQL server for the PostgreSQL suite; run the tests with scripts/test",
+    );
+    let mut admin = PgConnection::connect(&url)
+        .await
+        .expect("connects to DATABASE_URL");
+    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("creates a test database");
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url.as_str(), String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+    format!("{server}/{name}{query}")
+}
+
+impl TestApp {
+    pub async fn sign_up(&self, username: &str, email: &str) -> Result<pb::User, Status> {
+        self.sign_up_with(pb::SignUpRequest {
+            username: username.into(),
+            email: email.into(),
+            password: PASSWORD.into(),
+            roles: vec![],
+        })
+        .await
+    }
+
+    pub async fn sign_up_with(&self, request: pb::SignUpRequest) -> Result<pb::User, Status> {
+        Ok(self
+            .client
+            .clone()
+            .sign_up(request)
+            .await?
+            .into_inner()
+            .user
+            .expect("user"))
+    }
+
+    pub async fn sign_in(&self, login: &str, password: &str) -> Result<pb::SignInResponse, Status> {
+        Ok(self
+            .client
+            .clone()
+            .sign_in(pb::SignInRequest {
+                login: login.into(),
+                password: password.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Signs up `username` and returns its access token.
+    pub async fn user_token(&self, username: &str) -> String {
+        self.sign_up(username, &format!("{username}@example.com"))
+            .await
+            .expect("sign up");
+        self.sign_in(username, PASSWORD)
+            .await
+            .expect("sign in")
+            .access_token
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.sign_in("root", PASSWORD)
+            .await
+            .expect("bootstrap admin signs in")
+            .access_token
+    }
+
+    pub async fn jwks(&self) -> pb::GetJwksResponse {
+        self.client
+            .clone()
+            .get_jwks(pb::GetJwksRequest {})
+            .await
+            .expect("jwks")
+            .into_inner()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("server task")
+            .expect("server stops cleanly");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Attaches `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}

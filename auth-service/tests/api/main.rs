@@ -1,0 +1,13 @@
+//! auth-service's integration tests: the service started in-process on port 0 and called through
+//! the generated tonic client, on SQLite and on PostgreSQL.
+
+// A failed unwrap is a failed test; the lint guards service code.
+#![allow(clippy::unwrap_used)]
+
+mod admin;
+mod helpers;
+mod replicas;
+mod serving;
+mod sign_in;
+mod sign_up;
+mod store;

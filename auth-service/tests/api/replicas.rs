@@ -1,0 +1,97 @@
+//! Several replicas on one PostgreSQL database, as in production.
+
+use auth_service::{Application, Config};
+use base64::Engine;
+use proto::auth::v1 as pb;
+
+use crate::helpers::{PASSWORD, authed, fresh_postgres_database, spawn_with, with_admin};
+
+fn config_on(url: &str) -> Config {
+    let mut config = with_admin(Config::for_tests());
+    config.database_url = Some(url.to_owned().into());
+    config
+}
+
+#[tokio::test]
+async fn replicas_starting_together_share_one_key_and_one_admin() {
+    let url = fresh_postgres_database().await;
+    let builds = (0..3).map(|_| Application::build(config_on(&url)));
+    let apps: Vec<Application> = futures::future::try_join_all(builds).await.unwrap();
+    drop(apps);
+
+    let a = spawn_with(config_on(&url)).await;
+    let b = spawn_with(config_on(&url)).await;
+    let (ja, jb) = (a.jwks().await, b.jwks().await);
+    assert_eq!(ja.keys.len(), 1);
+    assert_eq!(ja.keys, jb.keys);
+
+    // A token from one replica is good on the other.
+    let token = a.admin_token().await;
+    let me = b
+        .client
+        .clone()
+        .get_me(authed(pb::GetMeRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.username, "root");
+
+    let users = b
+        .client
+        .clone()
+        .list_users(authed(pb::ListUsersRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(users.iter().filter(|u| u.username == "root").count(), 1);
+}
+
+#[tokio::test]
+async fn a_sealed_signing_key_needs_its_key_encryption_key() {
+    let url = fresh_postgres_database().await;
+    let kek = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let mut config = config_on(&url);
+    config.key_encryption_key = Some(kek.clone().into());
+    let first = spawn_with(config.clone()).await;
+    let kid = first.jwks().await.keys[0].kid.clone();
+    first.stop().await;
+
+    // The same KEK opens it again.
+    let again = spawn_with(config.clone()).await;
+    assert_eq!(again.jwks().await.keys[0].kid, kid);
+    again.sign_in("root", PASSWORD).await.unwrap();
+    again.stop().await;
+
+    // A wrong KEK, or none, refuses to start, and says why without printing key material.
+    let mut wrong = config.clone();
+    wrong.key_encryption_key = Some(
+        base64::engine::general_purpose::STANDARD
+            .encode([7u8; 32])
+            .into(),
+    );
+    let error = format!("{:#}", Application::build(wrong).await.err().unwrap());
+    assert!(error.contains("AUTH_KEY_ENCRYPTION_KEY"), "{error}");
+    assert!(!error.contains(&kek));
+    let mut none = config;
+    none.key_encryption_key = None;
+    let error = format!("{:#}", Application::build(none).await.err().unwrap());
+    assert!(error.contains("sealed"), "{error}");
+}
+
+#[tokio::test]
+async fn the_whole_service_works_on_postgres() {
+    let app = spawn_with(crate::helpers::postgres_config().await).await;
+    let user = app.sign_up("alice", "alice@example.com").await.unwrap();
+    assert_eq!(
+        app.sign_up("ALICE", "x@example.com")
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::AlreadyExists
+    );
+    let signed_in = app.sign_in("Alice@Example.com", PASSWORD).await.unwrap();
+    assert_eq!(signed_in.user.unwrap().id, user.id);
+}

@@ -1,0 +1,173 @@
+//! One suite for the store interface, run against SQLite and against PostgreSQL.
+
+use std::sync::Arc;
+
+use auth_service::{
+    domain::{Email, NewUser, UserId, Username},
+    store::{self, Store, StoreError, StoredKey},
+};
+use token::Role;
+
+use crate::helpers::fresh_postgres_database;
+
+fn new_user(username: &str, email: &str) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        username: Username::parse(username).unwrap(),
+        email: Email::parse(email).unwrap(),
+        password_hash: "$argon2id$stub".into(),
+        roles: vec![Role::User],
+        created_at: 1_700_000_000,
+    }
+}
+
+async fn inserts_and_finds_users_by_name_or_email_ignoring_case(store: Arc<dyn Store>) {
+    let user = store
+        .insert_user(&new_user("Alice", "Alice@Example.com"))
+        .await
+        .unwrap();
+    let by_name = store.find_credentials("alice").await.unwrap().unwrap();
+    assert_eq!(by_name.user, user);
+    assert_eq!(by_name.password_hash, "$argon2id$stub");
+    let by_email = store
+        .find_credentials("alice@example.COM")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email.user.id, user.id);
+    assert!(store.find_credentials("bob").await.unwrap().is_none());
+    assert_eq!(store.find_user(user.id).await.unwrap(), Some(user));
+    assert_eq!(store.find_user(UserId::new()).await.unwrap(), None);
+}
+
+async fn unique_indexes_decide_duplicates(store: Arc<dyn Store>) {
+    store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .insert_user(&new_user("ALICE", "other@example.com"))
+            .await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert!(matches!(
+        store
+            .insert_user(&new_user("other", "ALICE@example.com"))
+            .await,
+        Err(StoreError::EmailTaken)
+    ));
+}
+
+async fn concurrent_inserts_of_one_name_let_exactly_one_win(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_user(&new_user("racer", &format!("r{i}@example.com")))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::UsernameTaken) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+async fn roles_are_replaced_whole(store: Arc<dyn Store>) {
+    let user = store
+        .insert_user(&new_user("bob", "bob@example.com"))
+        .await
+        .unwrap();
+    let updated = store
+        .set_roles(user.id, &[Role::User, Role::Admin])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.roles, vec![Role::User, Role::Admin]);
+    let updated = store
+        .set_roles(user.id, &[Role::User, Role::Moderator])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.roles, vec![Role::User, Role::Moderator]);
+    assert_eq!(
+        store.set_roles(UserId::new(), &[Role::User]).await.unwrap(),
+        None
+    );
+}
+
+async fn users_are_listed_in_creation_order_a_page_at_a_time(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store
+                .insert_user(&new_user(&format!("user{i}"), &format!("u{i}@example.com")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let first = store.list_users(None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), ids[..2]);
+    let rest = store.list_users(Some(ids[1]), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..]);
+}
+
+async fn the_first_signing_key_of_a_generation_wins(store: Arc<dyn Store>) {
+    let key = |kid: &str| StoredKey {
+        kid: kid.into(),
+        generation: 1,
+        algorithm: "EdDSA".into(),
+        encryption: "none".into(),
+        private_key: vec![1, 2, 3],
+        created_at: 1,
+    };
+    assert!(store.insert_signing_key(&key("a")).await.unwrap());
+    assert!(!store.insert_signing_key(&key("b")).await.unwrap());
+    assert_eq!(store.signing_keys().await.unwrap(), vec![key("a")]);
+    store.ping().await.unwrap();
+}
+
+async fn sqlite() -> Arc<dyn Store> {
+    let dir = std::env::temp_dir().join(format!("auth-store-{}", uuid::Uuid::new_v4()));
+    store::connect(None, &dir, 5).await.unwrap()
+}
+
+async fn postgres() -> Arc<dyn Store> {
+    let url = fresh_postgres_database().await;
+    // Connecting twice applies migrations once and then finds nothing to do.
+    store::connect(Some(&url), std::path::Path::new("."), 5)
+        .await
+        .unwrap();
+    store::connect(Some(&url), std::path::Path::new("."), 5)
+        .await
+        .unwrap()
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::sqlite().await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::postgres().await).await })*
+        }
+    };
+}
+
+suite!(
+    inserts_and_finds_users_by_name_or_email_ignoring_case,
+    unique_indexes_decide_duplicates,
+    concurrent_inserts_of_one_name_let_exactly_one_win,
+    roles_are_replaced_whole,
+    users_are_listed_in_creation_order_a_page_at_a_time,
+    the_first_signing_key_of_a_generation_wins,
+);
