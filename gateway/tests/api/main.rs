@@ -1,0 +1,5 @@
+//! The gateway's HTTP API against in-process services.
+
+mod errors;
+mod helpers;
+mod openapi;
