@@ -1,0 +1,197 @@
+//! Starting resource-service in-process on a random port, minting tokens for it, and fresh
+//! databases for the store suite.
+
+use std::{net::SocketAddr, time::Duration};
+
+use proto::person::v1::{CreatePersonRequest, Person, person_service_client::PersonServiceClient};
+use resource_service::{
+    Application, Config, config::TEST_HS256_SECRET, domain::PersonFields, store::Store,
+};
+use sqlx::{Connection, Executor, PgConnection};
+use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Request, transport::Channel};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// resource-service on SQLite with HS256 tokens from [`Config::for_tests`].
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Config::for_tests()).await
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    telemetry::init_for_tests();
+    let app = Application::build(config)
+        .await
+        .expect("build resource-service");
+    let addr = app.local_addr();
+    let store = app.store();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        store,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect to resource-service")
+    }
+
+    pub async fn client(&self) -> PersonServiceClient<Channel> {
+        PersonServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a person through the API as an admin.
+    pub async fn create(&self, name: &str, email: &str, age: i32) -> Person {
+        self.client()
+            .await
+            .create_person(with_token(
+                CreatePersonRequest {
+                    name: name.into(),
+                    email: email.into(),
+                    age,
+                },
+                &hs256_token(&[Role::Admin]),
+            ))
+            .await
+            .expect("create person")
+            .into_inner()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Signs tokens the way an HS256 auth-service configured with the test secret would.
+pub fn hs256_issuer() -> Issuer {
+    let secret = Hs256Secret::new(TEST_HS256_SECRET.as_bytes()).expect("secret");
+    Issuer::new(
+        SigningKey::Hs256(secret),
+        Audience::default(),
+        Duration::from_secs(900),
+    )
+    .expect("issuer")
+}
+
+pub fn hs256_token(roles: &[Role]) -> String {
+    hs256_issuer()
+        .issue("user-1", "alice", roles)
+        .expect("issue")
+        .token
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
+pub fn fields(name: &str, email: &str, age: i32) -> PersonFields {
+    PersonFields::parse(name.into(), email.into(), age).expect("valid person")
+}
+
+/// A migrated store on a fresh SQLite file.
+pub async fn sqlite_store() -> Store {
+    let url = Config::for_tests()
+        .database_url
+        .expect("test config has a URL");
+    let store = Store::connect(secrecy::ExposeSecret::expose_secret(&url))
+        .await
+        .expect("open SQLite");
+    assert!(matches!(store, Store::Sqlite(_)));
+    store
+}
+
+/// A migrated store on a fresh PostgreSQL database.
+pub async fn postgres_store() -> Store {
+    let store = Store::connect(&fresh_postgres_database().await)
+        .await
+        .expect("connect to the fresh PostgreSQL database");
+    assert!(matches!(store, Store::Postgres(_)));
+    store
+}
+
+/// The URL of a new, empty database in the cluster `DATABASE_URL` points at. Tests never skip
+/// PostgreSQL: without `DATABASE_URL` they fail and say what to do.
+pub async fn fresh_postgres_database() -> String {
+    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+        panic!(
+            "DATABASE_URL is not set: the PostgreSQL store tests need a superuser URL to a \
+             throwaway cluster, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:55432/postgres"
+        );
+    };
+    let name = format!("resource_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+    conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create test database");
+    conn.close().await.ok();
+    with_database(&admin_url, &name)
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_name() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:5/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}

@@ -1,0 +1,373 @@
+//! One store suite, run against SQLite and against PostgreSQL over a real connection: both
+//! backends must behave the same, down to error variants and ordering.
+
+use std::collections::HashSet;
+
+use resource_service::{
+    Error,
+    domain::{ListQuery, NameFilter, PageSize, PersonId, sample_persons},
+    store::Store,
+};
+
+use crate::helpers::fields;
+
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(crate::helpers::sqlite_store().await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $test() { super::$test(crate::helpers::postgres_store().await).await })*
+        }
+    };
+}
+
+store_suite!(
+    a_created_person_can_be_read_back,
+    ids_are_assigned_in_increasing_order,
+    a_second_person_with_the_same_email_in_any_case_is_refused,
+    racing_inserts_of_one_email_leave_exactly_one_row,
+    update_replaces_every_field,
+    update_to_another_persons_email_is_refused,
+    unknown_ids_are_not_found,
+    delete_removes_the_person_once,
+    pages_follow_id_order_and_end_without_a_token,
+    the_name_filter_is_a_case_insensitive_substring,
+    like_wildcards_in_the_filter_match_only_themselves,
+    sample_data_is_loaded_only_into_an_empty_table,
+    a_walk_sees_every_existing_row_once_while_rows_are_inserted,
+);
+
+async fn a_created_person_can_be_read_back(store: Store) {
+    let created = store
+        .create(&fields("Ann Smith", "ann@example.com", 34))
+        .await
+        .unwrap();
+    assert_eq!(created.fields, fields("Ann Smith", "ann@example.com", 34));
+    assert_eq!(store.get(created.id).await.unwrap(), created);
+}
+
+async fn ids_are_assigned_in_increasing_order(store: Store) {
+    let a = store
+        .create(&fields("A", "a@example.com", 1))
+        .await
+        .unwrap();
+    let b = store
+        .create(&fields("B", "b@example.com", 2))
+        .await
+        .unwrap();
+    assert!(a.id.0 > 0);
+    assert!(b.id > a.id);
+}
+
+async fn a_second_person_with_the_same_email_in_any_case_is_refused(store: Store) {
+    store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    let again = store
+        .create(&fields("Other Ann", "ANN@Example.com", 31))
+        .await;
+    assert!(matches!(again, Err(Error::EmailTaken)), "{again:?}");
+    let page = store.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(page.persons.len(), 1);
+}
+
+async fn racing_inserts_of_one_email_leave_exactly_one_row(store: Store) {
+    let attempts = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .create(&fields(&format!("Racer {i}"), "race@example.com", 20))
+                .await
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(Error::EmailTaken))))
+        .count();
+    assert_eq!((created, taken), (1, 7), "{results:?}");
+}
+
+async fn update_replaces_every_field(store: Store) {
+    let p = store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    let updated = store
+        .update(p.id, &fields("Ann Jones", "ann.jones@example.com", 31))
+        .await
+        .unwrap();
+    assert_eq!(updated.id, p.id);
+    assert_eq!(
+        updated.fields,
+        fields("Ann Jones", "ann.jones@example.com", 31)
+    );
+    assert_eq!(store.get(p.id).await.unwrap(), updated);
+    // Changing only the case of one's own email is not a conflict with oneself.
+    store
+        .update(p.id, &fields("Ann Jones", "ANN.JONES@example.com", 31))
+        .await
+        .unwrap();
+}
+
+async fn update_to_another_persons_email_is_refused(store: Store) {
+    store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    let bob = store
+        .create(&fields("Bob", "bob@example.com", 40))
+        .await
+        .unwrap();
+    let result = store
+        .update(bob.id, &fields("Bob", "Ann@example.com", 40))
+        .await;
+    assert!(matches!(result, Err(Error::EmailTaken)), "{result:?}");
+    assert_eq!(
+        store.get(bob.id).await.unwrap().fields.email.as_ref(),
+        "bob@example.com"
+    );
+}
+
+async fn unknown_ids_are_not_found(store: Store) {
+    let nobody = PersonId(999_999);
+    assert!(matches!(store.get(nobody).await, Err(Error::PersonNotFound(id)) if id == nobody));
+    assert!(matches!(
+        store.update(nobody, &fields("X", "x@example.com", 1)).await,
+        Err(Error::PersonNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete(nobody).await,
+        Err(Error::PersonNotFound(_))
+    ));
+}
+
+async fn delete_removes_the_person_once(store: Store) {
+    let p = store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    store.delete(p.id).await.unwrap();
+    assert!(matches!(
+        store.get(p.id).await,
+        Err(Error::PersonNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete(p.id).await,
+        Err(Error::PersonNotFound(_))
+    ));
+    // The email is free again.
+    store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+}
+
+async fn pages_follow_id_order_and_end_without_a_token(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = store
+            .create(&fields(&format!("P{i}"), &format!("p{i}@example.com"), i))
+            .await
+            .unwrap();
+        ids.push(p.id);
+    }
+    let size = PageSize::parse(2).unwrap();
+    let first = store
+        .list(&ListQuery {
+            size,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first.persons.iter().map(|p| p.id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let second = store
+        .list(&ListQuery {
+            after: first.next.map(|t| t.after),
+            size,
+            name_filter: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        second.persons.iter().map(|p| p.id).collect::<Vec<_>>(),
+        ids[2..4]
+    );
+    let last = store
+        .list(&ListQuery {
+            after: second.next.map(|t| t.after),
+            size,
+            name_filter: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        last.persons.iter().map(|p| p.id).collect::<Vec<_>>(),
+        ids[4..]
+    );
+    assert_eq!(last.next, None);
+    // A page that ends exactly at the last row has no next token either.
+    let exact = store
+        .list(&ListQuery {
+            size: PageSize::parse(5).unwrap(),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((exact.persons.len(), exact.next), (5, None));
+}
+
+async fn names_matching(store: &Store, filter: &str) -> Vec<String> {
+    let query = ListQuery {
+        name_filter: NameFilter::parse(filter).unwrap(),
+        ..ListQuery::default()
+    };
+    let page = store.list(&query).await.unwrap();
+    page.persons
+        .into_iter()
+        .map(|p| p.fields.name.as_ref().to_owned())
+        .collect()
+}
+
+async fn the_name_filter_is_a_case_insensitive_substring(store: Store) {
+    for (name, email) in [
+        ("Ann Smith", "ann@example.com"),
+        ("Joanna Lee", "jo@example.com"),
+        ("Bob Jones", "bob@example.com"),
+        ("Émile Zola", "emile@example.com"),
+    ] {
+        store.create(&fields(name, email, 30)).await.unwrap();
+    }
+    assert_eq!(
+        names_matching(&store, "ANN").await,
+        ["Ann Smith", "Joanna Lee"]
+    );
+    assert_eq!(names_matching(&store, "jones").await, ["Bob Jones"]);
+    assert_eq!(names_matching(&store, "émile").await, ["Émile Zola"]);
+    assert!(names_matching(&store, "nobody").await.is_empty());
+    assert_eq!(names_matching(&store, "").await.len(), 4);
+}
+
+async fn like_wildcards_in_the_filter_match_only_themselves(store: Store) {
+    for (name, email) in [
+        ("100% Real", "real@example.com"),
+        ("1000 Real", "fake@example.com"),
+        ("a_b", "ab1@example.com"),
+        ("axb", "ab2@example.com"),
+        ("back\\slash", "bs@example.com"),
+    ] {
+        store.create(&fields(name, email, 30)).await.unwrap();
+    }
+    assert_eq!(names_matching(&store, "0%").await, ["100% Real"]);
+    assert_eq!(names_matching(&store, "a_b").await, ["a_b"]);
+    assert_eq!(names_matching(&store, "%").await, ["100% Real"]);
+    assert_eq!(names_matching(&store, "\\").await, ["back\\slash"]);
+}
+
+async fn sample_data_is_loaded_only_into_an_empty_table(store: Store) {
+    let sample = sample_persons();
+    assert_eq!(
+        store.load_if_empty(&sample).await.unwrap(),
+        sample.len() as u64
+    );
+    assert_eq!(store.load_if_empty(&sample).await.unwrap(), 0);
+    let all = store.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(all.persons.len(), sample.len());
+}
+
+async fn a_walk_sees_every_existing_row_once_while_rows_are_inserted(store: Store) {
+    let mut existing = HashSet::new();
+    for i in 0..60 {
+        let p = store
+            .create(&fields(
+                &format!("Old {i}"),
+                &format!("old{i}@example.com"),
+                30,
+            ))
+            .await
+            .unwrap();
+        existing.insert(p.id);
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                store
+                    .create(&fields(
+                        &format!("New {i}"),
+                        &format!("new{i}@example.com"),
+                        30,
+                    ))
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let seen = walk(&store, 7).await;
+    writer.await.unwrap();
+    assert_walk_complete(&seen, &existing);
+}
+
+/// Every id the walk returned, page by page.
+async fn walk(store: &Store, size: i32) -> Vec<PersonId> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(&ListQuery {
+                after,
+                size: PageSize::parse(size).unwrap(),
+                name_filter: None,
+            })
+            .await
+            .unwrap();
+        seen.extend(page.persons.iter().map(|p| p.id));
+        tokio::task::yield_now().await;
+        match page.next {
+            Some(token) => after = Some(token.after),
+            None => return seen,
+        }
+    }
+}
+
+/// Ids strictly increase (so none repeats), and every row that existed before the walk is in it.
+pub fn assert_walk_complete(seen: &[PersonId], existing: &HashSet<PersonId>) {
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "ids out of order or repeated: {seen:?}"
+    );
+    let seen: HashSet<_> = seen.iter().copied().collect();
+    let missing: Vec<_> = existing.difference(&seen).collect();
+    assert!(missing.is_empty(), "rows skipped: {missing:?}");
+}
+
+#[tokio::test]
+async fn migrations_run_again_on_an_already_migrated_database() {
+    let url = resource_service::Config::for_tests().database_url.unwrap();
+    let url = secrecy::ExposeSecret::expose_secret(&url).to_owned();
+    let first = Store::connect(&url).await.unwrap();
+    first
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    let second = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        second
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .persons
+            .len(),
+        1
+    );
+    let pg = crate::helpers::fresh_postgres_database().await;
+    Store::connect(&pg).await.unwrap();
+    Store::connect(&pg).await.unwrap();
+}
