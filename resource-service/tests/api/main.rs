@@ -1,7 +1,13 @@
-//! resource-service's integration tests: the service started in-process on a random port.
+//! resource-service's integration tests: the service started in-process on a random port, with a
+//! real auth-service or a stand-in key server where a test needs to sign its own tokens.
+
+// A failed unwrap is a failed test; the lint guards service code.
+#![allow(clippy::unwrap_used)]
 
 mod access;
+mod auth_service;
 mod helpers;
+mod jwks;
 mod pagination;
 mod persons;
 mod serving;

@@ -1,0 +1,294 @@
+//! EdDSA tokens checked with keys from a JWKS endpoint. A stand-in auth-service that only
+//! publishes keys we hold lets these tests sign anything: expired tokens, foreign audiences,
+//! rotated keys. `auth_service.rs` runs the same checks against the real auth-service.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use proto::auth::v1::{
+    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, JsonWebKey, ListUsersRequest,
+    ListUsersResponse, SetUserRolesRequest, SetUserRolesResponse, SignInRequest, SignInResponse,
+    SignUpRequest, SignUpResponse,
+    auth_service_server::{AuthService, AuthServiceServer},
+};
+use resource_service::Config;
+use token::{Audience, Ed25519Key, Issuer, Jwk, Role, SigningKey, unix_now};
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Response, Status, transport::server::TcpIncoming};
+
+use crate::{
+    access::{
+        ALL_RPCS, Rpc, admin_claims, alg_none, assert_role_matrix, assert_unauthenticated, call,
+        tamper,
+    },
+    helpers::{TestApp, spawn_app_with},
+};
+
+/// Publishes whatever keys the test puts in `keys`, and counts how often it was asked.
+#[derive(Clone, Default)]
+pub struct KeyServer {
+    keys: Arc<Mutex<Vec<Jwk>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl KeyServer {
+    pub fn publish(&self, jwk: Jwk) {
+        self.keys.lock().unwrap().push(jwk);
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Serves on a random port until the returned sender is dropped or fired.
+    pub async fn serve(&self) -> (String, oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let service = AuthServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = rx.await;
+                }),
+        );
+        (url, tx)
+    }
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("this stand-in only publishes keys"))
+}
+
+#[tonic::async_trait]
+impl AuthService for KeyServer {
+    async fn get_jwks(
+        &self,
+        _: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let keys = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|k| JsonWebKey {
+                kty: k.kty.clone(),
+                crv: k.crv.clone(),
+                x: k.x.clone(),
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                r#use: k.use_.clone(),
+            })
+            .collect();
+        Ok(Response::new(GetJwksResponse {
+            keys,
+            max_age_seconds: 60,
+        }))
+    }
+    async fn sign_up(&self, _: Request<SignUpRequest>) -> Result<Response<SignUpResponse>, Status> {
+        unimplemented()
+    }
+    async fn sign_in(&self, _: Request<SignInRequest>) -> Result<Response<SignInResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_me(&self, _: Request<GetMeRequest>) -> Result<Response<GetMeResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_users(
+        &self,
+        _: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        unimplemented()
+    }
+    async fn set_user_roles(
+        &self,
+        _: Request<SetUserRolesRequest>,
+    ) -> Result<Response<SetUserRolesResponse>, Status> {
+        unimplemented()
+    }
+}
+
+pub fn ed25519_issuer(key: &Ed25519Key, audience: Audience) -> Issuer {
+    Issuer::new(
+        SigningKey::Ed25519(key.clone()),
+        audience,
+        std::time::Duration::from_secs(900),
+    )
+    .unwrap()
+}
+
+/// An HS256 token whose secret is `secret` and whose header names `kid`: the key-confusion attack.
+pub fn hs256_with_secret(secret: &[u8], kid: &str, claims: &token::Claims) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// Every way to turn a public Ed25519 key into an HMAC secret that a confused verifier might use.
+pub fn public_key_as_secret_variants(jwk: &Jwk) -> Vec<Vec<u8>> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    vec![
+        URL_SAFE_NO_PAD.decode(&jwk.x).unwrap(),
+        jwk.x.as_bytes().to_vec(),
+        serde_json::to_vec(jwk).unwrap(),
+    ]
+}
+
+struct Setup {
+    app: TestApp,
+    keys: KeyServer,
+    key: Ed25519Key,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn setup() -> Setup {
+    let keys = KeyServer::default();
+    let key = Ed25519Key::generate();
+    keys.publish(key.public_jwk());
+    let (url, stop) = keys.serve().await;
+    let app = spawn_app_with(Config::for_tests().with_jwks(vec![url])).await;
+    Setup {
+        app,
+        keys,
+        key,
+        _stop: stop,
+    }
+}
+
+#[tokio::test]
+async fn eddsa_tokens_from_the_published_key_get_their_roles() {
+    let s = setup().await;
+    let issuer = ed25519_issuer(&s.key, Audience::default());
+    assert_role_matrix(&s.app, |role| {
+        issuer.issue("u", "alice", &[role]).unwrap().token
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forged_and_stale_eddsa_tokens_are_unauthenticated() {
+    let s = setup().await;
+    let audience = Audience::default();
+    let issuer = ed25519_issuer(&s.key, audience.clone());
+    let user = issuer.issue("u", "alice", &[Role::User]).unwrap().token;
+    let app = &s.app;
+
+    let promoted = tamper(&user, |c| c["roles"] = serde_json::json!(["admin"]));
+    assert_unauthenticated(app, &promoted, "roles changed in the payload").await;
+
+    // The real header and payload with another key's signature.
+    let other = ed25519_issuer(&Ed25519Key::generate(), audience.clone())
+        .issue("u", "alice", &[Role::User])
+        .unwrap()
+        .token;
+    let (head, _) = user.rsplit_once('.').unwrap();
+    let (_, foreign_sig) = other.rsplit_once('.').unwrap();
+    assert_unauthenticated(app, &format!("{head}.{foreign_sig}"), "wrong signature").await;
+    assert_unauthenticated(app, &other, "signed by an unpublished key").await;
+
+    let sign = |change: &dyn Fn(&mut token::Claims)| {
+        let mut claims = admin_claims(&audience);
+        change(&mut claims);
+        issuer.sign(&claims).unwrap()
+    };
+    let expired = sign(&|c| {
+        (c.iat, c.nbf, c.exp) = (unix_now() - 7200, unix_now() - 7200, unix_now() - 3600)
+    });
+    assert_unauthenticated(app, &expired, "expired").await;
+    assert_unauthenticated(app, &sign(&|c| c.nbf = unix_now() + 3600), "not valid yet").await;
+    assert_unauthenticated(
+        app,
+        &sign(&|c| c.aud = "another-api".into()),
+        "another audience",
+    )
+    .await;
+    assert_unauthenticated(
+        app,
+        &sign(&|c| c.iss = "evil-issuer".into()),
+        "another issuer",
+    )
+    .await;
+
+    let unsigned = alg_none(&admin_claims(&audience), s.key.kid());
+    assert_unauthenticated(app, &unsigned, "alg none").await;
+
+    for secret in public_key_as_secret_variants(&s.key.public_jwk()) {
+        let confused = hs256_with_secret(&secret, s.key.kid(), &admin_claims(&audience));
+        assert_unauthenticated(app, &confused, "HS256 signed with the public key").await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_published_after_start_is_fetched_when_a_token_names_it() {
+    let s = setup().await;
+    let fetches_at_start = s.keys.fetches();
+    let next = Ed25519Key::generate();
+    s.keys.publish(next.public_jwk());
+    let token = ed25519_issuer(&next, Audience::default())
+        .issue("u", "alice", &[Role::Admin])
+        .unwrap()
+        .token;
+    call(&s.app, Rpc::Delete, &token).await.unwrap();
+    assert_eq!(s.keys.fetches(), fetches_at_start + 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_key_ids_causes_at_most_one_refetch() {
+    let s = setup().await;
+    let fetches_at_start = s.keys.fetches();
+    let calls = (0..30).map(|_| {
+        let token = ed25519_issuer(&Ed25519Key::generate(), Audience::default())
+            .issue("u", "alice", &[Role::User])
+            .unwrap()
+            .token;
+        let app = &s.app;
+        async move { call(app, Rpc::List, &token).await.map_err(|s| s.code()) }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result, Err(Code::Unauthenticated));
+    }
+    // The background refresh runs every 60 s, so within this test any extra fetch came from
+    // the unknown key ids; the cooldown allows one.
+    assert!(
+        s.keys.fetches() <= fetches_at_start + 1,
+        "{} fetches",
+        s.keys.fetches() - fetches_at_start
+    );
+}
+
+#[tokio::test]
+async fn with_no_keys_yet_calls_are_unavailable_not_unauthenticated() {
+    // Nothing listens on port 1: the service starts, but has no keys.
+    let app =
+        spawn_app_with(Config::for_tests().with_jwks(vec!["http://127.0.0.1:1".into()])).await;
+    let token = ed25519_issuer(&Ed25519Key::generate(), Audience::default())
+        .issue("u", "alice", &[Role::User])
+        .unwrap()
+        .token;
+    for rpc in ALL_RPCS {
+        let code = call(&app, rpc, &token).await.map_err(|s| s.code());
+        assert_eq!(code, Err(Code::Unavailable), "{rpc:?}");
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+}
