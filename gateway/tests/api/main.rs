@@ -1,5 +1,12 @@
 //! The gateway's HTTP API against in-process services.
 
+mod admin;
+mod auth;
+mod balancing;
+mod boards;
 mod errors;
 mod helpers;
+mod meta;
 mod openapi;
+mod persons;
+mod stack;
