@@ -1,6 +1,4 @@
-//! Person records over gRPC. Every call's access token is verified locally (`authn`), with keys
-//! fetched from auth-service in the background, so answering never depends on auth-service
-//! being up.
+#![doc = include_str!("../README.md")]
 //!
 //! A call flows: layers (request id, trace, authn) → [`grpc`] handler → [`domain`] values →
 //! [`store::Store`] (SQLite or PostgreSQL), and back out as protobuf or a `Status`.

@@ -22,14 +22,14 @@ use crate::{
 const PASSWORD: &str = "correct horse battery staple";
 
 /// auth-service with a bootstrap admin `root`.
-struct Auth {
-    url: String,
+pub struct Auth {
+    pub url: String,
     client: AuthServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-async fn spawn_auth() -> Auth {
+pub async fn spawn_auth() -> Auth {
     telemetry::init_for_tests();
     let mut config = auth_service::Config::for_tests();
     config.bootstrap_admin_username = Some("root".into());
@@ -56,7 +56,7 @@ async fn spawn_auth() -> Auth {
 }
 
 impl Auth {
-    async fn sign_in(&self, login: &str) -> String {
+    pub async fn sign_in(&self, login: &str) -> String {
         self.client
             .clone()
             .sign_in(SignInRequest {

@@ -6,6 +6,7 @@
 
 mod access;
 mod auth_service;
+mod binary;
 mod helpers;
 mod jwks;
 mod pagination;
