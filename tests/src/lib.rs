@@ -1,1 +1,83 @@
-//! End-to-end test helpers (being built).
+//! Helpers for the end-to-end scenarios in `tests/*.rs`: the real service binaries run as child
+//! processes on free local ports, each logging to its own file, against fresh PostgreSQL
+//! databases, and are stopped with SIGTERM as Kubernetes stops a pod.
+//!
+//! Nothing here is skipped quietly: a missing binary or a missing `DATABASE_URL` fails the test
+//! with a message that says what to run.
+
+mod gateway;
+mod postgres;
+mod process;
+mod services;
+mod stack;
+
+use std::{
+    net::{Ipv4Addr, TcpListener},
+    path::PathBuf,
+    time::Duration,
+};
+
+pub use gateway::{Gateway, HeaderStyle, SignedIn};
+pub use postgres::create_database;
+pub use process::Process;
+pub use services::{
+    AuthDeployment, AuthReplica, Credentials, ResourceReplica, authorized, connect, health_status,
+};
+pub use stack::Stack;
+
+/// How long a service may take from spawn to ready. Generous: several agents and test binaries
+/// share two cores, and a first start runs the database migrations.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a stopped service may take to exit: the drain grace every service promises.
+pub const DRAIN_GRACE: Duration = telemetry::DRAIN_GRACE;
+
+/// `target/<profile>/`, where cargo puts the workspace's binaries: the test executable itself
+/// runs from `target/<profile>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable lives in a directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a workspace binary, built by `cargo build --workspace` (or `cargo test --workspace`).
+pub fn binary(name: &str) -> PathBuf {
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: the end-to-end tests run the real binaries; build them first with \
+         `cargo build --workspace` (or run scripts/test, which does)",
+        path.display()
+    );
+    path
+}
+
+/// Where the services' logs go: `target/<profile>/e2e-logs/`.
+pub fn log_dir() -> PathBuf {
+    let dir = profile_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
+    dir
+}
+
+/// A port on 127.0.0.1 that was free a moment ago. The services are told a fixed address (as
+/// in production) rather than port 0, so there is a small window in which another process could
+/// take it; a service that fails to bind then fails its test loudly, never silently.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("failed to find a free port on 127.0.0.1")
+}
+
+/// A name no other test run uses, for accounts and databases.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..12])
+}

@@ -1,0 +1,213 @@
+//! auth-service and resource-service replicas, configured as in production: PostgreSQL, Ed25519
+//! keys sealed in the database, JSON logs.
+
+use std::time::{Duration, Instant};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::person::v1::person_service_client::PersonServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::process::Process;
+
+/// A username and its password.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub fn random(prefix: &str) -> Self {
+        Self {
+            username: crate::unique(prefix),
+            password: format!("pw-{}", uuid::Uuid::new_v4()),
+        }
+    }
+}
+
+/// What every auth-service replica of one deployment shares: the database, the key that seals
+/// the signing key stored in it, and the first admin.
+#[derive(Clone, Debug)]
+pub struct AuthDeployment {
+    pub database_url: String,
+    pub key_encryption_key: String,
+    pub admin: Credentials,
+}
+
+impl AuthDeployment {
+    /// A fresh database, a random key encryption key and a random admin.
+    pub async fn create() -> Self {
+        Self {
+            database_url: crate::create_database("auth").await,
+            key_encryption_key: STANDARD.encode(rand::random::<[u8; 32]>()),
+            admin: Credentials::random("admin"),
+        }
+    }
+}
+
+pub struct AuthReplica {
+    pub process: Process,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl AuthReplica {
+    /// Starts a replica without waiting for it: start several, then wait for each, so their
+    /// start-ups (key creation, the first admin) really overlap.
+    pub fn spawn(deployment: &AuthDeployment, label: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let process = Process::spawn(
+            "auth-service",
+            label,
+            &[
+                ("AUTH_GRPC_ADDR", addr.clone()),
+                ("AUTH_DATABASE_URL", deployment.database_url.clone()),
+                (
+                    "AUTH_KEY_ENCRYPTION_KEY",
+                    deployment.key_encryption_key.clone(),
+                ),
+                (
+                    "AUTH_BOOTSTRAP_ADMIN_USERNAME",
+                    deployment.admin.username.clone(),
+                ),
+                (
+                    "AUTH_BOOTSTRAP_ADMIN_PASSWORD",
+                    deployment.admin.password.clone(),
+                ),
+                ("AUTH_DB_MAX_CONNECTIONS", "4".into()),
+                ("AUTH_HASH_WORKERS", "1".into()),
+                ("LOG_FORMAT", "json".into()),
+                ("RUST_LOG", "info,tower_http=debug".into()),
+            ],
+        );
+        Self {
+            process,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn start(deployment: &AuthDeployment, label: &str) -> Self {
+        let mut replica = Self::spawn(deployment, label);
+        replica.wait_until_serving().await;
+        replica
+    }
+
+    pub async fn wait_until_serving(&mut self) {
+        wait_until_serving(&mut self.process, &self.url).await;
+    }
+
+    pub async fn client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(connect(&self.url).await)
+    }
+}
+
+pub struct ResourceReplica {
+    pub process: Process,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl ResourceReplica {
+    /// Starts a replica without waiting for it. Every call's log lines carry its request id
+    /// (`tower_http=debug` logs one line as each call starts), which is how the scenarios see
+    /// which replica served a request.
+    pub fn spawn(database_url: &str, auth_urls: &[String], label: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let process = Process::spawn(
+            "resource-service",
+            label,
+            &[
+                ("RESOURCE_GRPC_ADDR", addr.clone()),
+                ("RESOURCE_DATABASE_URL", database_url.to_owned()),
+                ("RESOURCE_AUTH_URL", auth_urls.join(",")),
+                ("RESOURCE_SAMPLE_DATA", "false".into()),
+                ("LOG_FORMAT", "json".into()),
+                ("RUST_LOG", "info,tower_http=debug".into()),
+            ],
+        );
+        Self {
+            process,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn start(database_url: &str, auth_urls: &[String], label: &str) -> Self {
+        let mut replica = Self::spawn(database_url, auth_urls, label);
+        replica.wait_until_serving().await;
+        replica
+    }
+
+    pub async fn wait_until_serving(&mut self) {
+        wait_until_serving(&mut self.process, &self.url).await;
+    }
+
+    pub async fn client(&self) -> PersonServiceClient<Channel> {
+        PersonServiceClient::new(connect(&self.url).await)
+    }
+}
+
+/// A connected channel to a service that is up; fails the test otherwise.
+pub async fn connect(url: &str) -> Channel {
+    Endpoint::from_shared(url.to_owned())
+        .unwrap_or_else(|e| panic!("bad URL {url}: {e}"))
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("failed to connect to {url}: {e}"))
+}
+
+/// The overall grpc.health.v1 status (service "") of the server at `url`, or why it could not
+/// be read.
+pub async fn health_status(url: &str) -> Result<ServingStatus, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut client = HealthClient::new(channel);
+    match tokio::time::timeout(Duration::from_secs(5), client.check(request)).await {
+        Ok(Ok(response)) => Ok(response.into_inner().status()),
+        Ok(Err(status)) => Err(format!("check: {status}")),
+        Err(_) => Err("check: no answer within 5s".into()),
+    }
+}
+
+/// Polls grpc.health.v1 until the server reports SERVING, failing the test if the process exits
+/// or [`crate::READY_TIMEOUT`] passes first.
+async fn wait_until_serving(process: &mut Process, url: &str) {
+    let deadline = Instant::now() + crate::READY_TIMEOUT;
+    loop {
+        process.assert_running();
+        let last = match health_status(url).await {
+            Ok(ServingStatus::Serving) => return,
+            other => other,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{} at {url} is not SERVING after {:?} (last: {last:?}): {}",
+            process.label(),
+            crate::READY_TIMEOUT,
+            process.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A gRPC request carrying `token` as `authorization: Bearer …`.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {token}")
+        .parse()
+        .expect("a JWT is valid ASCII metadata");
+    request.metadata_mut().insert("authorization", value);
+    request
+}

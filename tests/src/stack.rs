@@ -1,0 +1,62 @@
+//! The whole product as it runs in a cluster: several replicas of each service on PostgreSQL.
+
+use crate::{
+    gateway::Gateway,
+    services::{AuthDeployment, AuthReplica, ResourceReplica},
+};
+
+pub struct Stack {
+    pub deployment: AuthDeployment,
+    pub resource_database_url: String,
+    pub auth: Vec<AuthReplica>,
+    pub resource: Vec<ResourceReplica>,
+    pub gateways: Vec<Gateway>,
+}
+
+impl Stack {
+    /// Starts `auth` auth-service replicas, then `resource` resource-service replicas (they need
+    /// auth-service's keys), then `gateways` gateways, each layer started together and waited on
+    /// until ready; every gateway sees every replica up before this returns. `name` prefixes the
+    /// log files.
+    pub async fn start(name: &str, auth: usize, resource: usize, gateways: usize) -> Self {
+        let (deployment, resource_database_url) =
+            tokio::join!(AuthDeployment::create(), crate::create_database("resource"));
+
+        let mut auth: Vec<AuthReplica> = (0..auth)
+            .map(|i| AuthReplica::spawn(&deployment, &format!("{name}-auth-{i}")))
+            .collect();
+        futures::future::join_all(auth.iter_mut().map(AuthReplica::wait_until_serving)).await;
+        let auth_urls: Vec<String> = auth.iter().map(|r| r.url.clone()).collect();
+
+        let mut resource: Vec<ResourceReplica> = (0..resource)
+            .map(|i| {
+                ResourceReplica::spawn(
+                    &resource_database_url,
+                    &auth_urls,
+                    &format!("{name}-resource-{i}"),
+                )
+            })
+            .collect();
+        futures::future::join_all(resource.iter_mut().map(ResourceReplica::wait_until_serving))
+            .await;
+        let resource_urls: Vec<String> = resource.iter().map(|r| r.url.clone()).collect();
+
+        let mut gateways: Vec<Gateway> = (0..gateways)
+            .map(|i| Gateway::spawn(&auth_urls, &resource_urls, &format!("{name}-gateway-{i}")))
+            .collect();
+        futures::future::join_all(
+            gateways
+                .iter_mut()
+                .map(Gateway::wait_until_every_replica_is_up),
+        )
+        .await;
+
+        Self {
+            deployment,
+            resource_database_url,
+            auth,
+            resource,
+            gateways,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Two auth-service replicas on one PostgreSQL database act as one service: one signing key,
+//! one published key set, one first admin.
+
+#![allow(clippy::unwrap_used)]
+
+use e2e::{AuthDeployment, AuthReplica, Credentials, authorized};
+use proto::auth::v1::{
+    GetJwksRequest, GetMeRequest, ListUsersRequest, SignInRequest, SignUpRequest, User,
+};
+
+/// Two replicas started at the same moment on a fresh database, so both race to create the
+/// signing key and the bootstrap admin.
+async fn two_replicas(name: &str) -> (AuthDeployment, AuthReplica, AuthReplica) {
+    let deployment = AuthDeployment::create().await;
+    let mut a = AuthReplica::spawn(&deployment, &format!("{name}-a"));
+    let mut b = AuthReplica::spawn(&deployment, &format!("{name}-b"));
+    tokio::join!(a.wait_until_serving(), b.wait_until_serving());
+    (deployment, a, b)
+}
+
+async fn sign_in(replica: &AuthReplica, credentials: &Credentials) -> (String, User) {
+    let response = replica
+        .client()
+        .await
+        .sign_in(SignInRequest {
+            login: credentials.username.clone(),
+            password: credentials.password.clone(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("sign-in on {} failed: {s}", replica.url))
+        .into_inner();
+    (response.access_token, response.user.unwrap())
+}
+
+async fn get_me(replica: &AuthReplica, token: &str) -> Result<User, tonic::Status> {
+    let response = replica
+        .client()
+        .await
+        .get_me(authorized(GetMeRequest {}, token))
+        .await?;
+    Ok(response.into_inner().user.unwrap())
+}
+
+#[tokio::test]
+async fn a_token_signed_in_on_one_replica_is_accepted_by_the_other() {
+    let (_deployment, a, b) = two_replicas("shared-key").await;
+    let user = Credentials::random("alice");
+    a.client()
+        .await
+        .sign_up(SignUpRequest {
+            username: user.username.clone(),
+            email: format!("{}@example.com", user.username),
+            password: user.password.clone(),
+            roles: Vec::new(),
+        })
+        .await
+        .unwrap();
+
+    for (issuer, verifier) in [(&a, &b), (&b, &a)] {
+        let (token, signed_in) = sign_in(issuer, &user).await;
+        let me = get_me(verifier, &token).await.unwrap_or_else(|s| {
+            panic!(
+                "a token from {} was refused by {}: {s}",
+                issuer.url, verifier.url
+            )
+        });
+        assert_eq!(me.id, signed_in.id);
+        assert_eq!(me.username, user.username);
+    }
+}
+
+#[tokio::test]
+async fn both_replicas_publish_the_same_key_set() {
+    let (_deployment, a, b) = two_replicas("shared-jwks").await;
+    let jwks_a = a
+        .client()
+        .await
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let jwks_b = b
+        .client()
+        .await
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!jwks_a.keys.is_empty(), "replica a publishes no key");
+    assert!(
+        jwks_a
+            .keys
+            .iter()
+            .all(|k| k.kty == "OKP" && k.crv == "Ed25519" && !k.kid.is_empty()),
+        "{:?}",
+        jwks_a.keys
+    );
+    assert_eq!(jwks_a.keys, jwks_b.keys);
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_is_created_once() {
+    let (deployment, a, b) = two_replicas("one-admin").await;
+    let (token_a, admin_a) = sign_in(&a, &deployment.admin).await;
+    let (_, admin_b) = sign_in(&b, &deployment.admin).await;
+    assert_eq!(admin_a.id, admin_b.id, "each replica made its own admin");
+    assert!(admin_a.roles.iter().any(|r| r == "admin"), "{admin_a:?}");
+
+    let mut users = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..100 {
+        let page = a
+            .client()
+            .await
+            .list_users(authorized(
+                ListUsersRequest {
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                },
+                &token_a,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        users.extend(page.users);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    let admins: Vec<&User> = users
+        .iter()
+        .filter(|u| u.username == deployment.admin.username)
+        .collect();
+    assert_eq!(admins.len(), 1, "{users:?}");
+    assert_eq!(
+        users.len(),
+        1,
+        "a fresh database holds only the admin: {users:?}"
+    );
+}
