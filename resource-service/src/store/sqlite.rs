@@ -28,11 +28,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             // Writers queue for the file lock instead of failing at once under concurrent inserts.
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .context("failed to open the SQLite database")?;
+        // An in-memory database lives in one connection; a pool of several would hold several
+        // unrelated databases, and closing an idle one would lose its data.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        }
+        .connect_with(options)
+        .await
+        .context("failed to open the SQLite database")?;
         Ok(Self { pool })
     }
 

@@ -371,3 +371,23 @@ async fn migrations_run_again_on_an_already_migrated_database() {
     Store::connect(&pg).await.unwrap();
     Store::connect(&pg).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_in_memory_sqlite_database_keeps_its_rows_across_calls() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    for i in 0..20 {
+        store
+            .create(&fields(&format!("P{i}"), &format!("p{i}@example.com"), 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .persons
+            .len(),
+        20
+    );
+}
