@@ -48,11 +48,6 @@ const GRPC_TO_HTTP: &[(Code, StatusCode, &str)] = &[
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
     ),
-    (
-        Code::DeadlineExceeded,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-    ),
 ];
 
 const UNAVAILABLE_MESSAGE: &str = "the service is temporarily unavailable; retry shortly";
@@ -112,20 +107,23 @@ impl ApiError {
     /// The HTTP form of a backend's answer. Messages of expected codes were written for callers
     /// by the services; transport failures and unexpected codes keep their details in the log.
     pub fn from_status(status: &tonic::Status, token_sent: bool) -> Self {
+        // A replica that could not be reached or was lost mid-call, after every retry: whatever
+        // code tonic gave it, the caller should retry later, and the details stay in our log.
+        if classify(status) != Failure::Answered || status.code() == Code::DeadlineExceeded {
+            tracing::warn!(error = %status, "backend unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                UNAVAILABLE_MESSAGE,
+            );
+        }
         let Some(&(_, http, code)) = GRPC_TO_HTTP.iter().find(|(c, ..)| *c == status.code()) else {
             tracing::error!(code = ?status.code(), message = status.message(), "unexpected backend error");
             return Self::internal();
         };
-        let message =
-            if classify(status) != Failure::Answered || status.code() == Code::DeadlineExceeded {
-                tracing::warn!(error = %status, "backend unavailable");
-                UNAVAILABLE_MESSAGE.to_owned()
-            } else {
-                status.message().to_owned()
-            };
         Self {
             token_sent,
-            ..Self::new(http, code, message)
+            ..Self::new(http, code, status.message())
         }
     }
 }
@@ -208,6 +206,14 @@ mod tests {
             assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(error.message, "internal error");
         }
+    }
+
+    #[test]
+    fn a_transport_failure_is_a_503_whatever_its_code() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by 10.0.0.7");
+        let error = ApiError::from_status(&tonic::Status::from_error(Box::new(io)), false);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!error.message.contains("10.0.0.7"));
     }
 
     #[test]

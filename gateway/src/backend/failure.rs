@@ -3,13 +3,14 @@
 
 use std::error::Error as _;
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// The replica itself answered with this status (it came in the response trailers).
     Answered,
-    /// The request never reached the replica: the connection was refused or timed out, or the
+    /// The request never reached the replica: the connection was refused or timed out, the
+    /// connection closed while the request still waited to be sent (hyper cancels it), or the
     /// HTTP/2 stream was refused (REFUSED_STREAM, or above the last stream id of a GOAWAY), which
     /// RFC 9113 §8.7 guarantees was not processed. Safe to retry even for writes.
     NotReached,
@@ -29,6 +30,15 @@ pub fn classify(status: &Status) -> Failure {
         if error.downcast_ref::<tonic::ConnectError>().is_some() {
             return Failure::NotReached;
         }
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return Failure::NotReached;
+        }
+        if error.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+            return Failure::Answered;
+        }
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
             if refused || (h2.is_go_away() && h2.is_remote()) {
@@ -37,11 +47,7 @@ pub fn classify(status: &Status) -> Failure {
         }
         next = error.source();
     }
-    match status.code() {
-        // Our own deadline or the caller going away: trying elsewhere would not help.
-        Code::Cancelled | Code::DeadlineExceeded => Failure::Answered,
-        _ => Failure::Lost,
-    }
+    Failure::Lost
 }
 
 #[cfg(test)]

@@ -137,3 +137,21 @@ async fn a_stopped_replica_is_dropped_and_taken_back_when_it_returns() {
     let readyz = stack.gateway.get("/readyz", None).await;
     assert_eq!(readyz.json()["backends"]["resource"]["up"], 2);
 }
+
+#[tokio::test]
+async fn a_host_name_stands_for_every_address_it_resolves_to() {
+    let stack = spawn_stack_with(1, |_| {}).await;
+    let user = stack.user_token().await;
+    // `localhost` may resolve to ::1 as well, where nothing listens: that address is one more
+    // replica, refused at connect and so retried on the other, never a failed request.
+    let config = gateway::Config::for_tests(
+        vec![stack.auth.url.clone()],
+        vec![format!("http://localhost:{}", stack.resources[0].port)],
+    );
+    let gateway = crate::helpers::TestGateway::from_config(config).await;
+    assert!(!gateway.state.resource.replicas().is_empty());
+    for _ in 0..6 {
+        let response = gateway.get("/api/persons", Some(&user)).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+}

@@ -7,6 +7,7 @@ mod boards;
 mod errors;
 mod helpers;
 mod meta;
+mod metadata;
 mod openapi;
 mod persons;
 mod stack;
