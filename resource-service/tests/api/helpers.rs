@@ -60,11 +60,16 @@ impl TestApp {
         PersonServiceClient::new(self.channel().await)
     }
 
-    /// Stops the server and waits until it has drained.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Tells the server to stop, as SIGTERM would, without waiting for it.
+    pub fn begin_stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.begin_stop();
         match self.server.take() {
             Some(server) => server.await?,
             None => Ok(()),

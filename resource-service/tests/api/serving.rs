@@ -132,3 +132,27 @@ async fn reflection_lists_the_person_service_and_nothing_of_auth_service() {
     );
     assert!(!names.iter().any(|n| n.starts_with("auth.")), "{names:?}");
 }
+
+#[tokio::test]
+async fn health_turns_not_serving_as_soon_as_shutdown_begins() {
+    let mut app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "person.v1.PersonService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut status = ServingStatus::Unknown;
+    while status != ServingStatus::Serving {
+        status = watch.message().await.unwrap().unwrap().status();
+    }
+    app.begin_stop();
+    let next = watch.message().await.unwrap().unwrap().status();
+    assert_eq!(next, ServingStatus::NotServing);
+    // The open watch is an in-flight call; once it ends, the drain completes.
+    drop(watch);
+    drop(health);
+    app.stop().await.unwrap();
+}
