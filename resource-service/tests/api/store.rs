@@ -391,3 +391,25 @@ async fn an_in_memory_sqlite_database_keeps_its_rows_across_calls() {
         20
     );
 }
+
+#[tokio::test]
+async fn replicas_starting_together_on_postgres_migrate_once_and_load_samples_once() {
+    let url = crate::helpers::fresh_postgres_database().await;
+    let replicas = (0..3).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let store = Store::connect(&url).await.unwrap();
+            store.load_if_empty(&sample_persons()).await.unwrap()
+        })
+    });
+    let loaded: Vec<u64> = futures::future::join_all(replicas)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let n = sample_persons().len() as u64;
+    assert_eq!(loaded.iter().sum::<u64>(), n, "{loaded:?}");
+    let store = Store::connect(&url).await.unwrap();
+    let all = store.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(all.persons.len() as u64, n);
+}
