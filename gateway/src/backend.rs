@@ -227,6 +227,7 @@ impl Inner {
                 }
             }
         }
+        uris.sort();
         uris.dedup();
         let known: HashMap<&str, &Arc<Replica>> =
             current.iter().map(|r| (r.uri.as_str(), r)).collect();

@@ -1,7 +1,4 @@
-//! HTTP/JSON gateway for web and mobile clients: turns the tutorials' HTTP API into gRPC calls to
-//! auth-service and resource-service, balanced per call over every replica of each, and serves
-//! the web page. It keeps no session state and never verifies a token itself: it forwards the
-//! caller's token, and the services verify it.
+#![doc = include_str!("../README.md")]
 
 pub mod backend;
 pub mod config;
