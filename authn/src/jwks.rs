@@ -93,6 +93,18 @@ impl JwksSource {
                     return false;
                 };
                 let verifier = Verifier::from_jwks(&jwks, &self.inner.config.audience);
+                // An empty answer (a misconfigured replica, an HS256 deployment) must not wipe
+                // keys that still verify every token in flight.
+                let had_keys = match current.read() {
+                    Ok(v) => v.key_count() > 0,
+                    Err(p) => p.into_inner().key_count() > 0,
+                };
+                if verifier.key_count() == 0 && had_keys {
+                    tracing::warn!(
+                        "auth-service published no usable keys; keeping the ones we have"
+                    );
+                    return false;
+                }
                 tracing::debug!(keys = verifier.key_count(), "refreshed token keys");
                 match current.write() {
                     Ok(mut v) => *v = Arc::new(verifier),
