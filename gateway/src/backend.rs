@@ -322,3 +322,6 @@ async fn watch(inner: Weak<Inner>) {
         backend.refresh_replicas().await;
     }
 }
+
+#[cfg(test)]
+mod tests;
