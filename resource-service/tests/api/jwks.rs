@@ -38,6 +38,10 @@ impl KeyServer {
         self.keys.lock().unwrap().push(jwk);
     }
 
+    pub fn withdraw_all(&self) {
+        self.keys.lock().unwrap().clear();
+    }
+
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
@@ -291,4 +295,25 @@ async fn with_no_keys_yet_calls_are_unavailable_not_unauthenticated() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing
     );
+}
+
+#[tokio::test]
+async fn an_empty_key_set_never_replaces_keys_that_still_verify() {
+    let s = setup().await;
+    let issuer = ed25519_issuer(&s.key, Audience::default());
+    s.keys.withdraw_all();
+    let fetches_at_start = s.keys.fetches();
+    // An unknown key id makes the service refetch, and the answer is empty.
+    let stranger = ed25519_issuer(&Ed25519Key::generate(), Audience::default())
+        .issue("u", "alice", &[Role::User])
+        .unwrap()
+        .token;
+    let code = call(&s.app, Rpc::List, &stranger)
+        .await
+        .map_err(|s| s.code());
+    assert_eq!(code, Err(Code::Unauthenticated));
+    assert_eq!(s.keys.fetches(), fetches_at_start + 1);
+    // A fresh token (never cached) from the key we already had still verifies.
+    let token = issuer.issue("u", "alice", &[Role::User]).unwrap().token;
+    call(&s.app, Rpc::List, &token).await.unwrap();
 }
