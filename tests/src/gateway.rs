@@ -1,6 +1,9 @@
 //! gateway replicas and the HTTP calls the scenarios make through them.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
 
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
@@ -10,6 +13,7 @@ use crate::{process::Process, services::Credentials};
 
 pub struct Gateway {
     pub process: Process,
+    pub addr: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
     auth_replicas: usize,
@@ -40,12 +44,12 @@ pub enum HeaderStyle {
 impl Gateway {
     /// Starts a gateway in front of these replicas without waiting for it.
     pub fn spawn(auth_urls: &[String], resource_urls: &[String], label: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "gateway",
             label,
             &[
-                ("GATEWAY_HTTP_ADDR", addr.clone()),
+                ("GATEWAY_HTTP_ADDR", addr.to_string()),
                 ("GATEWAY_AUTH_URL", auth_urls.join(",")),
                 ("GATEWAY_RESOURCE_URL", resource_urls.join(",")),
                 ("LOG_FORMAT", "json".into()),
@@ -54,6 +58,7 @@ impl Gateway {
         );
         Self {
             process,
+            addr,
             url: format!("http://{addr}"),
             auth_replicas: auth_urls.len(),
             resource_replicas: resource_urls.len(),

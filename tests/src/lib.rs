@@ -12,7 +12,7 @@ mod services;
 mod stack;
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::PathBuf,
     time::Duration,
 };
@@ -22,8 +22,10 @@ pub use postgres::create_database;
 pub use process::Process;
 pub use services::{
     AuthDeployment, AuthReplica, Credentials, ResourceReplica, authorized, connect, health_status,
+    next_health, watch_health,
 };
 pub use stack::Stack;
+pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// How long a service may take from spawn to ready. Generous: several agents and test binaries
 /// share two cores, and a first start runs the database migrations.
@@ -80,4 +82,23 @@ pub fn free_port() -> u16 {
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}{}", &id[..12])
+}
+
+/// Whether nothing listens at `addr` any more: a connection attempt is refused.
+pub async fn refuses_connections(addr: SocketAddr) -> bool {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    }
+}
+
+/// Polls until `addr` refuses connections, failing the test after `attempts` tries 50 ms apart.
+pub async fn wait_until_refusing(addr: SocketAddr, attempts: usize, what: &str) {
+    for _ in 0..attempts {
+        if refuses_connections(addr).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} at {addr} still accepts connections after {attempts} tries");
 }

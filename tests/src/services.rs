@@ -1,14 +1,18 @@
 //! auth-service and resource-service replicas, configured as in production: PostgreSQL, Ed25519
 //! keys sealed in the database, JSON logs.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::person::v1::person_service_client::PersonServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    health_client::HealthClient,
 };
 
 use crate::process::Process;
@@ -51,6 +55,7 @@ impl AuthDeployment {
 
 pub struct AuthReplica {
     pub process: Process,
+    pub addr: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -59,12 +64,12 @@ impl AuthReplica {
     /// Starts a replica without waiting for it: start several, then wait for each, so their
     /// start-ups (key creation, the first admin) really overlap.
     pub fn spawn(deployment: &AuthDeployment, label: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "auth-service",
             label,
             &[
-                ("AUTH_GRPC_ADDR", addr.clone()),
+                ("AUTH_GRPC_ADDR", addr.to_string()),
                 ("AUTH_DATABASE_URL", deployment.database_url.clone()),
                 (
                     "AUTH_KEY_ENCRYPTION_KEY",
@@ -86,6 +91,7 @@ impl AuthReplica {
         );
         Self {
             process,
+            addr,
             url: format!("http://{addr}"),
         }
     }
@@ -107,6 +113,7 @@ impl AuthReplica {
 
 pub struct ResourceReplica {
     pub process: Process,
+    pub addr: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -116,12 +123,12 @@ impl ResourceReplica {
     /// (`tower_http=debug` logs one line as each call starts), which is how the scenarios see
     /// which replica served a request.
     pub fn spawn(database_url: &str, auth_urls: &[String], label: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "resource-service",
             label,
             &[
-                ("RESOURCE_GRPC_ADDR", addr.clone()),
+                ("RESOURCE_GRPC_ADDR", addr.to_string()),
                 ("RESOURCE_DATABASE_URL", database_url.to_owned()),
                 ("RESOURCE_AUTH_URL", auth_urls.join(",")),
                 ("RESOURCE_SAMPLE_DATA", "false".into()),
@@ -131,6 +138,7 @@ impl ResourceReplica {
         );
         Self {
             process,
+            addr,
             url: format!("http://{addr}"),
         }
     }
@@ -210,4 +218,29 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
         .expect("a JWT is valid ASCII metadata");
     request.metadata_mut().insert("authorization", value);
     request
+}
+
+/// The grpc.health.v1 Watch stream of the overall status (service "") of the server at `url`.
+/// While it is open the server has a call in flight, which a draining server must let finish.
+pub async fn watch_health(url: &str) -> tonic::Streaming<HealthCheckResponse> {
+    HealthClient::new(connect(url).await)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("failed to watch the health of {url}: {s}"))
+        .into_inner()
+}
+
+/// The next status on a Watch stream, failing the test if none comes within `within`.
+pub async fn next_health(
+    stream: &mut tonic::Streaming<HealthCheckResponse>,
+    within: Duration,
+) -> ServingStatus {
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(Ok(Some(response))) => response.status(),
+        Ok(Ok(None)) => panic!("the health stream ended without a new status"),
+        Ok(Err(status)) => panic!("the health stream failed: {status}"),
+        Err(_) => panic!("no new health status within {within:?}"),
+    }
 }
