@@ -105,27 +105,18 @@ impl Application {
         set_serving(&health, true).await;
         tracing::info!(%addr, "auth-service listening");
 
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
-            .layer(layers)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(auth)
-            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async {
-                let _ = stop_rx.await;
-            });
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => return result.context("gRPC server failed"),
-            () = shutdown => {}
-        }
-        set_serving(&health, false).await;
-        let _ = stop_tx.send(());
-        match tokio::time::timeout(telemetry::DRAIN_GRACE, server).await {
-            Ok(result) => result.context("gRPC server failed while draining")?,
-            Err(_) => tracing::warn!("drain grace period elapsed; dropping calls still in flight"),
-        }
+        let server = |stop| {
+            Server::builder()
+                .layer(layers)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(auth)
+                .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), stop)
+        };
+        telemetry::serve_with_drain(server, shutdown, set_serving(&health, false))
+            .await
+            .context("gRPC server failed")?;
         tracing::info!("auth-service stopped");
         Ok(())
     }

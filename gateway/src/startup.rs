@@ -40,25 +40,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            axum::serve(self.listener, app(self.state)).with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            });
-        let drain_deadline = async {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(telemetry::DRAIN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+        let server = |stop| {
+            axum::serve(self.listener, app(self.state))
+                .with_graceful_shutdown(stop)
+                .into_future()
         };
-        tokio::select! {
-            result = server => result.context("http server failed"),
-            () = drain_deadline => {
-                tracing::warn!("drain grace period over; dropping the remaining requests");
-                Ok(())
-            }
-        }
+        telemetry::serve_with_drain(server, shutdown, std::future::ready(()))
+            .await
+            .context("http server failed")
     }
 }

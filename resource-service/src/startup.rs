@@ -106,40 +106,25 @@ impl Application {
             self.store.clone(),
             self.keys,
         ));
-        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = async move {
-            shutdown.await;
+        let draining = async move {
             ready.abort();
             set_health(&reporter, ServingStatus::NotServing).await;
-            tracing::info!("shutting down: draining in-flight calls");
-            let _ = draining_tx.send(());
         };
-        let server = Server::builder()
-            .layer(layers)
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(PersonServiceServer::new(Persons::new(self.store.clone())))
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                stop,
-            );
-        let grace = async {
-            // Only a sent signal starts the clock; if the server ends on its own, the sender is
-            // dropped and the server's own result wins the race below.
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(telemetry::DRAIN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+        let server = |stop| {
+            Server::builder()
+                .layer(layers)
+                .add_service(health)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(PersonServiceServer::new(Persons::new(self.store.clone())))
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                    stop,
+                )
         };
-        let result = tokio::select! {
-            result = server => result.context("the gRPC server failed"),
-            () = grace => {
-                tracing::warn!(grace = ?telemetry::DRAIN_GRACE, "calls still running after the drain grace; stopping anyway");
-                Ok(())
-            }
-        };
+        let result = telemetry::serve_with_drain(server, shutdown, draining)
+            .await
+            .context("the gRPC server failed");
         self.store.close().await;
         tracing::info!("resource-service stopped");
         result

@@ -1,7 +1,7 @@
 //! What every binary of the project does the same way: structured logs, a request id that follows
 //! a request from the gateway through the services, and waiting for the signal to stop.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use http::{HeaderName, Request};
 use tower_http::{
@@ -70,6 +70,40 @@ pub async fn shutdown_signal() {
 /// How long in-flight requests may take to finish after the stop signal; shorter than the
 /// pods' `terminationGracePeriodSeconds` (30 s) so Kubernetes never has to kill us mid-drain.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs a server until `shutdown` resolves, then drains it: `draining` runs first (report
+/// NOT_SERVING, so load balancers stop sending), then the server is told to stop accepting, and
+/// in-flight requests get at most [`DRAIN_GRACE`] to finish. `serve` builds the server around
+/// the future that tells it to stop accepting.
+pub async fn serve_with_drain<S, Fut, E>(
+    serve: S,
+    shutdown: impl Future<Output = ()>,
+    draining: impl Future<Output = ()>,
+) -> Result<(), E>
+where
+    S: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(Box::pin(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    draining.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(DRAIN_GRACE, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(grace = ?DRAIN_GRACE, "requests still running after the drain grace; stopping anyway");
+            Ok(())
+        }
+    }
+}
 
 /// Generates a UUID v4 request id where the caller sent none.
 #[derive(Clone, Copy, Default)]
