@@ -3,7 +3,13 @@
 //! databases, and are stopped with SIGTERM as Kubernetes stops a pod.
 //!
 //! Nothing here is skipped quietly: a missing binary or a missing `DATABASE_URL` fails the test
-//! with a message that says what to run.
+//! with a message that says what to run. `cargo test --workspace` (what scripts/test runs)
+//! builds the binaries before any test starts; `cargo test -p e2e` alone does not rebuild them,
+//! so run `cargo build --workspace` first when the services changed.
+//!
+//! Each service logs (JSON, `tower_http=debug` so every call leaves a line with its request id)
+//! to `target/<profile>/e2e-logs/<label>-<id>.log`; a failing test names the file and prints its
+//! last lines.
 
 mod gateway;
 mod postgres;
