@@ -124,6 +124,16 @@ impl ResourceReplica {
     /// which replica served a request.
     pub fn spawn(database_url: &str, auth_urls: &[String], label: &str) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
+        Self::spawn_at(addr, database_url, auth_urls, label)
+    }
+
+    /// Starts a replica on a given address, e.g. where a stopped one was.
+    pub fn spawn_at(
+        addr: SocketAddr,
+        database_url: &str,
+        auth_urls: &[String],
+        label: &str,
+    ) -> Self {
         let process = Process::spawn(
             "resource-service",
             label,

@@ -213,3 +213,53 @@ async fn stopping_a_resource_replica_under_a_steady_stream_of_reads_loses_no_req
         "no read reached resource-1 after resource-0's last one"
     );
 }
+
+#[tokio::test]
+async fn a_stopped_resource_replica_is_taken_back_when_it_returns() {
+    let mut stack = Stack::start("comeback", 2, 2, 1).await;
+    let user = signed_in_user(&stack).await;
+    let gateway = &stack.gateways[0];
+    let run = e2e::unique("comeback-");
+
+    let old = &mut stack.resource[0];
+    old.process.terminate();
+    let status = old.process.wait_for_exit(DRAIN_GRACE).await;
+    assert!(status.success(), "resource-0 exited with {status}");
+    for n in 0..10 {
+        let (status, body) = read(gateway, &user.access_token, &format!("{run}-down-{n}")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "read {n} with resource-0 down: {body}"
+        );
+    }
+
+    let auth_urls: Vec<String> = stack.auth.iter().map(|r| r.url.clone()).collect();
+    let mut back = e2e::ResourceReplica::spawn_at(
+        stack.resource[0].addr,
+        &stack.resource_database_url,
+        &auth_urls,
+        "comeback-resource-0-again",
+    );
+    back.wait_until_serving().await;
+
+    // The gateway checks health every couple of seconds; 200 reads 50 ms apart leave it
+    // several chances to notice, and every read must succeed meanwhile.
+    for n in 0..200 {
+        let id = format!("{run}-back-{n:03}");
+        let (status, body) = read(gateway, &user.access_token, &id).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "read {n} after resource-0 returned: {body}"
+        );
+        if !served_by(&back.process, &[id]).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the gateway never sent a read to the returned replica: {}",
+        gateway.process.describe()
+    );
+}
