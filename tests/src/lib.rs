@@ -9,7 +9,7 @@
 //!
 //! Each service logs (JSON, `tower_http=debug` so every call leaves a line with its request id)
 //! to `target/<profile>/e2e-logs/<label>-<id>.log`; a failing test names the file and prints its
-//! last lines.
+//! last lines. Logs of passing tests are removed unless `E2E_KEEP_LOGS` is set.
 
 mod gateway;
 mod postgres;

@@ -13,7 +13,8 @@ use rustix::process::{Pid, Signal, kill_process};
 pub struct Process {
     label: String,
     child: Child,
-    /// stdout and stderr together, under `target/<profile>/e2e-logs/`.
+    /// stdout and stderr together, under `target/<profile>/e2e-logs/`; removed when the test
+    /// passes unless `E2E_KEEP_LOGS` is set.
     log: PathBuf,
 }
 
@@ -122,11 +123,18 @@ impl Process {
 }
 
 impl Drop for Process {
-    /// A test that fails halfway leaves no service running behind it.
+    /// A test that fails halfway leaves no service running behind it. The log stays when the
+    /// test is failing (or `E2E_KEEP_LOGS` is set) and goes otherwise, so runs do not pile up
+    /// files under `target/`.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{} logged to {}", self.label, self.log.display());
+        } else if std::env::var_os("E2E_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
