@@ -12,21 +12,23 @@ use token::{Claims, unix_now};
 /// hit can never grant more than a fresh verification would.
 #[derive(Clone)]
 pub struct TokenCache {
-    cache: Option<Cache<String, Arc<Claims>>>,
+    cache: Option<Cache<String, Entry>>,
+}
+
+/// A verified token's claims and the key-removal count it was verified under.
+#[derive(Clone)]
+struct Entry {
+    claims: Arc<Claims>,
+    removals: u64,
 }
 
 /// Each entry lives until its token's `exp`, never longer.
 struct UntilExpiry;
 
-impl Expiry<String, Arc<Claims>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        claims: &Arc<Claims>,
-        _: Instant,
-    ) -> Option<Duration> {
+impl Expiry<String, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs(
-            claims.exp.saturating_sub(unix_now()).max(0) as u64,
+            entry.claims.exp.saturating_sub(unix_now()).max(0) as u64,
         ))
     }
 }
@@ -52,15 +54,17 @@ impl TokenCache {
         Self { cache: None }
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<Claims>> {
-        let claims = self.cache.as_ref()?.get(token)?;
+    /// The claims of `token` if it was verified while `removals` keys had been withdrawn,
+    /// that is, under a key set that still holds its key.
+    pub fn get(&self, token: &str, removals: u64) -> Option<Arc<Claims>> {
+        let entry = self.cache.as_ref()?.get(token)?;
         // The entry may outlive `exp` by the expiry timer's granularity; check exactly.
-        (claims.exp > unix_now()).then_some(claims)
+        (entry.removals == removals && entry.claims.exp > unix_now()).then_some(entry.claims)
     }
 
-    pub fn insert(&self, token: &str, claims: Arc<Claims>) {
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, removals: u64) {
         if let Some(cache) = &self.cache {
-            cache.insert(token.to_owned(), claims);
+            cache.insert(token.to_owned(), Entry { claims, removals });
         }
     }
 
@@ -100,17 +104,24 @@ mod tests {
     #[test]
     fn a_cached_token_is_found_until_it_expires() {
         let cache = TokenCache::new(10);
-        cache.insert("live", claims(unix_now() + 60));
-        cache.insert("dead", claims(unix_now() - 1));
-        assert!(cache.get("live").is_some());
-        assert!(cache.get("dead").is_none());
-        assert!(cache.get("other").is_none());
+        cache.insert("live", claims(unix_now() + 60), 0);
+        cache.insert("dead", claims(unix_now() - 1), 0);
+        assert!(cache.get("live", 0).is_some());
+        assert!(cache.get("dead", 0).is_none());
+        assert!(cache.get("other", 0).is_none());
+    }
+
+    #[test]
+    fn a_withdrawn_key_invalidates_what_was_cached_before() {
+        let cache = TokenCache::new(10);
+        cache.insert("live", claims(unix_now() + 60), 3);
+        assert!(cache.get("live", 4).is_none());
     }
 
     #[test]
     fn a_disabled_cache_remembers_nothing() {
         let cache = TokenCache::disabled();
-        cache.insert("live", claims(unix_now() + 60));
-        assert!(cache.get("live").is_none());
+        cache.insert("live", claims(unix_now() + 60), 0);
+        assert!(cache.get("live", 0).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Keeps the verification keys in step with auth-service's JWKS, off the request path.
 
 use std::{
-    sync::{Arc, RwLock, Weak},
+    sync::{Arc, Weak},
     time::{Duration, Instant},
 };
 
@@ -9,7 +9,7 @@ use proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
 use token::{Audience, Jwk, Verifier};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::Keys;
+use crate::{Keys, keys::KeySlot};
 
 #[derive(Clone, Debug)]
 pub struct JwksSourceConfig {
@@ -46,7 +46,7 @@ pub struct JwksSource {
 struct Inner {
     channels: Vec<Channel>,
     config: JwksSourceConfig,
-    current: Weak<RwLock<Arc<Verifier>>>,
+    slot: Weak<KeySlot>,
     /// When the last unknown-key refetch ran. The async mutex makes concurrent refetches for
     /// the same new key wait for one call instead of each making their own.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -70,17 +70,17 @@ impl JwksSource {
             return Err(InvalidEndpoint(String::new()));
         }
         let empty = Verifier::from_jwks([], &config.audience);
-        let current = Arc::new(RwLock::new(Arc::new(empty)));
+        let slot = Arc::new(KeySlot::new(empty));
         let source = JwksSource {
             inner: Arc::new(Inner {
                 channels,
                 config,
-                current: Arc::downgrade(&current),
+                slot: Arc::downgrade(&slot),
                 last_refetch: tokio::sync::Mutex::new(None),
             }),
         };
         let first = source.refresh().await;
-        let keys = Keys::remote(current, source.clone());
+        let keys = Keys::remote(slot, source.clone());
         tokio::spawn(refresh_loop(Arc::downgrade(&source.inner), first));
         Ok(keys)
     }
@@ -89,27 +89,20 @@ impl JwksSource {
     async fn refresh(&self) -> bool {
         match self.fetch().await {
             Some(jwks) => {
-                let Some(current) = self.inner.current.upgrade() else {
+                let Some(slot) = self.inner.slot.upgrade() else {
                     return false;
                 };
                 let verifier = Verifier::from_jwks(&jwks, &self.inner.config.audience);
                 // An empty answer (a misconfigured replica, an HS256 deployment) must not wipe
                 // keys that still verify every token in flight.
-                let had_keys = match current.read() {
-                    Ok(v) => v.key_count() > 0,
-                    Err(p) => p.into_inner().key_count() > 0,
-                };
-                if verifier.key_count() == 0 && had_keys {
+                if verifier.key_count() == 0 && slot.get().key_count() > 0 {
                     tracing::warn!(
                         "auth-service published no usable keys; keeping the ones we have"
                     );
                     return false;
                 }
                 tracing::debug!(keys = verifier.key_count(), "refreshed token keys");
-                match current.write() {
-                    Ok(mut v) => *v = Arc::new(verifier),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
-                }
+                slot.install(verifier);
                 true
             }
             None => false,
@@ -150,14 +143,13 @@ impl JwksSource {
     /// just did or the cooldown has not passed.
     pub(crate) async fn refetch_for(&self, kid: &str) {
         let mut last = self.inner.last_refetch.lock().await;
-        if let Some(current) = self.inner.current.upgrade() {
-            let known = match current.read() {
-                Ok(v) => v.knows_key(kid),
-                Err(p) => p.into_inner().knows_key(kid),
-            };
-            if known {
-                return;
-            }
+        if self
+            .inner
+            .slot
+            .upgrade()
+            .is_some_and(|slot| slot.get().knows_key(kid))
+        {
+            return;
         }
         if last.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown) {
             return;

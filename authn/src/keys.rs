@@ -1,6 +1,9 @@
 //! The verification keys in force, swapped whole when the key set changes.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 use token::{Claims, Verifier, VerifyError};
 
@@ -16,30 +19,23 @@ pub enum Refusal {
     NoKeys,
 }
 
-/// Shared handle to the current [`Verifier`]; cloning it is cheap.
-#[derive(Clone)]
-pub struct Keys {
-    current: Arc<RwLock<Arc<Verifier>>>,
-    jwks: Option<JwksSource>,
+/// The verifier in force and a count of key removals. Shared by [`Keys`] and the JWKS source.
+pub(crate) struct KeySlot {
+    current: RwLock<Arc<Verifier>>,
+    /// Bumped whenever a key disappears, so tokens cached under the old set are checked again
+    /// (a key withdrawn after a compromise must stop working at once, cached or not).
+    removals: AtomicU64,
 }
 
-impl Keys {
-    /// Keys that only change when [`Keys::replace`] is called: auth-service's own, or HS256.
-    pub fn fixed(verifier: Verifier) -> Self {
+impl KeySlot {
+    pub(crate) fn new(verifier: Verifier) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(verifier))),
-            jwks: None,
+            current: RwLock::new(Arc::new(verifier)),
+            removals: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn remote(current: Arc<RwLock<Arc<Verifier>>>, jwks: JwksSource) -> Self {
-        Self {
-            current,
-            jwks: Some(jwks),
-        }
-    }
-
-    pub fn verifier(&self) -> Arc<Verifier> {
+    pub(crate) fn get(&self) -> Arc<Verifier> {
         // A poisoned lock only means a writer panicked between two whole values; the value
         // inside is still a complete verifier.
         match self.current.read() {
@@ -48,12 +44,55 @@ impl Keys {
         }
     }
 
-    pub fn replace(&self, verifier: Verifier) {
-        let verifier = Arc::new(verifier);
-        match self.current.write() {
-            Ok(mut v) => *v = verifier,
-            Err(poisoned) => *poisoned.into_inner() = verifier,
+    pub(crate) fn install(&self, verifier: Verifier) {
+        let mut current = match self.current.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let removed = current.key_ids().any(|kid| !verifier.knows_key(kid));
+        *current = Arc::new(verifier);
+        if removed {
+            self.removals.fetch_add(1, Ordering::AcqRel);
+            tracing::info!("a token key was withdrawn; cached tokens will be verified again");
         }
+    }
+}
+
+/// Shared handle to the current [`Verifier`]; cloning it is cheap.
+#[derive(Clone)]
+pub struct Keys {
+    slot: Arc<KeySlot>,
+    jwks: Option<JwksSource>,
+}
+
+impl Keys {
+    /// Keys that only change when [`Keys::replace`] is called: auth-service's own, or HS256.
+    pub fn fixed(verifier: Verifier) -> Self {
+        Self {
+            slot: Arc::new(KeySlot::new(verifier)),
+            jwks: None,
+        }
+    }
+
+    pub(crate) fn remote(slot: Arc<KeySlot>, jwks: JwksSource) -> Self {
+        Self {
+            slot,
+            jwks: Some(jwks),
+        }
+    }
+
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.slot.get()
+    }
+
+    pub fn replace(&self, verifier: Verifier) {
+        self.slot.install(verifier);
+    }
+
+    /// How many times a key has been withdrawn; a cached token verified under an older count
+    /// must be verified again.
+    pub fn removals(&self) -> u64 {
+        self.slot.removals.load(Ordering::Acquire)
     }
 
     /// Verifies locally. Only a token signed with a key id we have never seen triggers a JWKS

@@ -123,13 +123,15 @@ impl State {
     }
 
     async fn verify(&self, token: &str) -> Result<Arc<Claims>, Status> {
-        if let Some(claims) = self.cache.get(token) {
+        // Read before verifying: if a key is withdrawn meanwhile, the entry is already stale.
+        let removals = self.keys.removals();
+        if let Some(claims) = self.cache.get(token, removals) {
             return Ok(claims);
         }
         match self.keys.verify(token).await {
             Ok(claims) => {
                 let claims = Arc::new(claims);
-                self.cache.insert(token, claims.clone());
+                self.cache.insert(token, claims.clone(), removals);
                 Ok(claims)
             }
             Err(Refusal::Invalid(e)) => {

@@ -101,6 +101,10 @@ impl Verifier {
         self.keys.contains_key(kid)
     }
 
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }

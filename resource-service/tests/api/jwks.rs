@@ -317,3 +317,29 @@ async fn an_empty_key_set_never_replaces_keys_that_still_verify() {
     let token = issuer.issue("u", "alice", &[Role::User]).unwrap().token;
     call(&s.app, Rpc::List, &token).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_working_even_for_tokens_already_cached() {
+    let s = setup().await;
+    let old = ed25519_issuer(&s.key, Audience::default())
+        .issue("u", "alice", &[Role::User])
+        .unwrap()
+        .token;
+    // Verified once, so it sits in the token cache.
+    call(&s.app, Rpc::List, &old).await.unwrap();
+    call(&s.app, Rpc::List, &old).await.unwrap();
+
+    // The old key is withdrawn and a new one published; a token under the new key makes the
+    // service refetch and learn both facts.
+    let next = Ed25519Key::generate();
+    s.keys.withdraw_all();
+    s.keys.publish(next.public_jwk());
+    let fresh = ed25519_issuer(&next, Audience::default())
+        .issue("u", "bob", &[Role::User])
+        .unwrap()
+        .token;
+    call(&s.app, Rpc::List, &fresh).await.unwrap();
+
+    let code = call(&s.app, Rpc::List, &old).await.map_err(|s| s.code());
+    assert_eq!(code, Err(Code::Unauthenticated));
+}
