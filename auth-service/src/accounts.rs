@@ -150,14 +150,8 @@ impl Accounts {
     /// Creates the configured first admin unless an account with that username exists.
     /// Concurrent replicas may all try; the unique index lets exactly one succeed.
     pub async fn ensure_admin(&self, admin: BootstrapAdmin) -> Result<(), Error> {
-        if self
-            .store
-            .find_credentials(admin.username.as_ref())
-            .await?
-            .is_some()
-        {
-            tracing::info!(username = %admin.username, "bootstrap admin already exists");
-            return Ok(());
+        if let Some(existing) = self.store.find_credentials(admin.username.as_ref()).await? {
+            return Self::check_existing_admin(&existing.user);
         }
         let password_hash = self.hasher.hash(admin.password.secret().clone()).await?;
         let result = self
@@ -176,8 +170,30 @@ impl Accounts {
                 tracing::info!(user_id = %user.id, username = %user.username, "created the bootstrap admin");
                 Ok(())
             }
-            Err(StoreError::UsernameTaken) => Ok(()),
+            // Another replica created it first.
+            Err(StoreError::UsernameTaken) => {
+                match self.store.find_credentials(admin.username.as_ref()).await? {
+                    Some(existing) => Self::check_existing_admin(&existing.user),
+                    None => {
+                        Err(anyhow::anyhow!("bootstrap admin vanished after a conflict").into())
+                    }
+                }
+            }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An account that already has the bootstrap admin's name must be an admin: otherwise
+    /// someone signed up with that name first, and no admin would ever exist.
+    fn check_existing_admin(user: &User) -> Result<(), Error> {
+        if user.roles.contains(&Role::Admin) {
+            tracing::info!(username = %user.username, "bootstrap admin already exists");
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "an account named {:?} exists but is not an admin; choose another AUTH_BOOTSTRAP_ADMIN_USERNAME",
+                user.username
+            )))
         }
     }
 }

@@ -124,10 +124,11 @@ impl Config {
 
     /// Checks everything that can be checked without I/O.
     pub fn validate(&self) -> anyhow::Result<()> {
+        // Access tokens cannot be recalled once issued, so they must be short-lived.
         if self.access_token_ttl < Duration::from_secs(10)
-            || self.access_token_ttl > Duration::from_secs(24 * 3600)
+            || self.access_token_ttl > Duration::from_secs(3600)
         {
-            bail!("AUTH_ACCESS_TOKEN_TTL must be between 10s and 24h");
+            bail!("AUTH_ACCESS_TOKEN_TTL must be between 10s and 1h");
         }
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             bail!("AUTH_TOKEN_ISSUER and AUTH_TOKEN_AUDIENCE must not be empty");

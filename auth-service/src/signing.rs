@@ -194,7 +194,15 @@ fn unseal(stored: &StoredKey, kek: Option<&KeyEncryptionKey>) -> anyhow::Result<
             "signing key {} is sealed; set AUTH_KEY_ENCRYPTION_KEY to the key it was sealed with",
             stored.kid
         ),
-        (PLAIN, _) => stored.private_key.clone(),
+        (PLAIN, kek) => {
+            if kek.is_some() {
+                tracing::warn!(
+                    kid = %stored.kid,
+                    "signing key is stored unsealed although AUTH_KEY_ENCRYPTION_KEY is set; it was stored before the key-encryption key was configured, or planted by someone with write access to the database"
+                );
+            }
+            stored.private_key.clone()
+        }
         (other, _) => bail!(
             "signing key {} uses unknown encryption {other:?}",
             stored.kid

@@ -23,14 +23,23 @@ pub enum StoreError {
 }
 
 /// An account with its password hash, for sign-in only.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Credentials {
     pub user: User,
     pub password_hash: String,
 }
 
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password_hash", &"[REDACTED]")
+            .finish()
+    }
+}
+
 /// A signing key as stored: the private half sealed (or not) according to `encryption`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
     pub kid: String,
     pub generation: i64,
@@ -38,6 +47,19 @@ pub struct StoredKey {
     pub encryption: String,
     pub private_key: Vec<u8>,
     pub created_at: i64,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("generation", &self.generation)
+            .field("algorithm", &self.algorithm)
+            .field("encryption", &self.encryption)
+            .field("private_key", &"[REDACTED]")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 #[async_trait]

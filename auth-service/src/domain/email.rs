@@ -13,6 +13,11 @@ impl Email {
         if s.len() > 254 {
             return Err("email must be at most 254 characters".to_owned());
         }
+        // Case-insensitive uniqueness must mean the same on SQLite (whose lower() folds ASCII
+        // only) and PostgreSQL, so addresses are ASCII.
+        if !s.is_ascii() {
+            return Err("email must be plain ASCII".to_owned());
+        }
         let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
         let plausible = !local.is_empty()
             && local.len() <= 64
@@ -73,6 +78,7 @@ mod tests {
             "a@b..com",
             "a@b.com.",
             "a@exa_mple.com",
+            "jürgen@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

@@ -29,7 +29,7 @@ impl FromStr for UserId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s.trim())
             .map(Self)
-            .map_err(|_| format!("{s:?} is not a valid user id"))
+            .map_err(|_| "user id must be a UUID".to_owned())
     }
 }
 
@@ -51,7 +51,7 @@ pub struct User {
 }
 
 /// An account about to be stored.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NewUser {
     pub id: UserId,
     pub username: Username,
@@ -59,6 +59,18 @@ pub struct NewUser {
     pub password_hash: String,
     pub roles: Vec<Role>,
     pub created_at: i64,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("password_hash", &"[REDACTED]")
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 /// `roles` plus `user`, which every account has, sorted and without repeats.

@@ -110,12 +110,15 @@ impl Store for SqliteStore {
         .await
         .map_err(unique_violation)?;
         for role in &user.roles {
-            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
-                .bind(user.id.0.to_string())
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unexpected("failed to insert role"))?;
+            sqlx::query(
+                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) \
+                 ON CONFLICT (user_id, role) DO NOTHING",
+            )
+            .bind(user.id.0.to_string())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected("failed to insert role"))?;
         }
         tx.commit()
             .await
@@ -196,12 +199,15 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         for role in roles {
-            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
-                .bind(id.0.to_string())
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unexpected("failed to insert role"))?;
+            sqlx::query(
+                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) \
+                 ON CONFLICT (user_id, role) DO NOTHING",
+            )
+            .bind(id.0.to_string())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unexpected("failed to insert role"))?;
         }
         tx.commit()
             .await
