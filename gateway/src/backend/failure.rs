@@ -11,7 +11,8 @@ pub enum Failure {
     Answered,
     /// The request never reached the replica: the connection was refused or timed out, the
     /// connection closed while the request still waited to be sent (hyper cancels it), or the
-    /// HTTP/2 stream was refused (REFUSED_STREAM, or above the last stream id of a GOAWAY), which
+    /// HTTP/2 stream was refused (REFUSED_STREAM, or above the last stream id of a graceful
+    /// GOAWAY), which
     /// RFC 9113 §8.7 guarantees was not processed. Safe to retry even for writes.
     NotReached,
     /// The connection broke while the request was in flight: the replica may or may not have
@@ -41,7 +42,11 @@ pub fn classify(status: &Status) -> Failure {
         }
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-            if refused || (h2.is_go_away() && h2.is_remote()) {
+            // Only a graceful GOAWAY promises the failed stream was above the last one the
+            // server processed; with an error code, h2 fails processed streams as well.
+            let graceful_go_away =
+                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            if refused || graceful_go_away {
                 return Failure::NotReached;
             }
         }
