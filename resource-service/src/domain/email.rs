@@ -13,7 +13,14 @@ impl Email {
     pub fn parse(email: String) -> Result<Self, Invalid> {
         let email = email.trim();
         let invalid = || Invalid(format!("{email:?} is not a valid email address"));
-        if email.is_empty() || email.chars().count() > Self::MAX_CHARS {
+        if email.chars().count() > Self::MAX_CHARS {
+            // Never echo an oversized value: it would only bloat the error (and its headers).
+            return Err(Invalid(format!(
+                "email must be at most {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        if email.is_empty() {
             return Err(invalid());
         }
         let (local, domain) = email.rsplit_once('@').ok_or_else(invalid)?;
