@@ -39,7 +39,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// A signing key as stored: the private half sealed (or not) according to `encryption`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredKey {
     pub kid: String,
     pub generation: i64,
@@ -120,6 +120,13 @@ pub async fn connect(
     };
     Ok(store)
 }
+
+/// The same SQL on both databases.
+pub(crate) const SELECT_SIGNING_KEYS: &str = "SELECT kid, generation, algorithm, encryption, private_key, created_at \
+     FROM signing_keys ORDER BY generation DESC";
+pub(crate) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
+     (kid, generation, algorithm, encryption, private_key, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (generation) DO NOTHING";
 
 /// How long a request waits for a pooled connection before failing as unavailable.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

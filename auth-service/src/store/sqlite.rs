@@ -15,7 +15,8 @@ use token::Role;
 use uuid::Uuid;
 
 use super::{
-    ACQUIRE_TIMEOUT, Credentials, Store, StoreError, StoredKey, parse_roles, unique_violation,
+    ACQUIRE_TIMEOUT, Credentials, INSERT_SIGNING_KEY, SELECT_SIGNING_KEYS, Store, StoreError,
+    StoredKey, parse_roles, unique_violation,
 };
 use crate::domain::{NewUser, User, UserId};
 
@@ -216,42 +217,23 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, generation, algorithm, encryption, private_key, created_at \
-             FROM signing_keys ORDER BY generation DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unexpected("failed to load signing keys"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    generation: r.try_get("generation")?,
-                    algorithm: r.try_get("algorithm")?,
-                    encryption: r.try_get("encryption")?,
-                    private_key: r.try_get("private_key")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(unexpected("failed to read signing key"))
+        sqlx::query_as(SELECT_SIGNING_KEYS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unexpected("failed to load signing keys"))
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO signing_keys (kid, generation, algorithm, encryption, private_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (generation) DO NOTHING",
-        )
-        .bind(&key.kid)
-        .bind(key.generation)
-        .bind(&key.algorithm)
-        .bind(&key.encryption)
-        .bind(&key.private_key)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(unexpected("failed to insert signing key"))?;
+        let done = sqlx::query(INSERT_SIGNING_KEY)
+            .bind(&key.kid)
+            .bind(key.generation)
+            .bind(&key.algorithm)
+            .bind(&key.encryption)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unexpected("failed to insert signing key"))?;
         Ok(done.rows_affected() == 1)
     }
 
