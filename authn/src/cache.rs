@@ -67,12 +67,6 @@ impl TokenCache {
             cache.insert(token.to_owned(), Entry { claims, removals });
         }
     }
-
-    pub fn clear(&self) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate_all();
-        }
-    }
 }
 
 impl Default for TokenCache {

@@ -23,7 +23,6 @@ pub enum IssueError {
 
 /// Signs access tokens with one key. Cheap to share behind an `Arc`.
 pub struct Issuer {
-    key: SigningKey,
     encoding: EncodingKey,
     header: Header,
     audience: Audience,
@@ -36,20 +35,11 @@ impl Issuer {
         let mut header = Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());
         Ok(Self {
-            key,
             encoding,
             header,
             audience,
             ttl,
         })
-    }
-
-    pub fn key(&self) -> &SigningKey {
-        &self.key
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
     }
 
     /// Issues a token for `subject` valid from now for the configured lifetime.

@@ -103,17 +103,11 @@ impl Ed25519Key {
         )
     }
 
-    /// Signs `message` with the bare Ed25519 primitive; benchmarks compare our token code to this.
-    pub fn raw_sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message` with the bare Ed25519 primitive, for tests that forge tokens by hand.
+    #[cfg(test)]
+    pub(crate) fn raw_sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.key.sign(message).to_bytes()
-    }
-
-    /// Verifies a bare Ed25519 signature; the benchmarks' baseline.
-    pub fn raw_verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        use ed25519_dalek::Verifier;
-        let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.key.verifying_key().verify(message, &signature).is_ok()
     }
 }
 

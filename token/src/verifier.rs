@@ -93,10 +93,6 @@ impl Verifier {
         Self::new(algorithm, keys, audience)
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     pub fn knows_key(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
