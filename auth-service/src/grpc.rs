@@ -174,14 +174,7 @@ impl AuthService for AuthGrpc {
             .keys()
             .jwks
             .iter()
-            .map(|k| pb::JsonWebKey {
-                kty: k.kty.clone(),
-                crv: k.crv.clone(),
-                x: k.x.clone(),
-                kid: k.kid.clone(),
-                alg: k.alg.clone(),
-                r#use: k.use_.clone(),
-            })
+            .map(authn::jwk_to_proto)
             .collect();
         Ok(Response::new(pb::GetJwksResponse {
             keys,

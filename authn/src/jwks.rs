@@ -9,7 +9,7 @@ use proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
 use token::{Audience, Jwk, Verifier};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Keys, keys::KeySlot};
+use crate::{Keys, jwk_from_proto, keys::KeySlot};
 
 #[derive(Clone, Debug)]
 pub struct JwksSourceConfig {
@@ -120,14 +120,7 @@ impl JwksSource {
                             .into_inner()
                             .keys
                             .into_iter()
-                            .map(|k| Jwk {
-                                kty: k.kty,
-                                crv: k.crv,
-                                x: k.x,
-                                kid: k.kid,
-                                alg: k.alg,
-                                use_: k.r#use,
-                            })
+                            .map(jwk_from_proto)
                             .collect(),
                     );
                 }

@@ -12,12 +12,14 @@
 //! never see.
 
 mod cache;
+mod jwk;
 mod jwks;
 mod keys;
 mod layer;
 mod policy;
 
 pub use cache::TokenCache;
+pub use jwk::{jwk_from_proto, jwk_to_proto};
 pub use jwks::{JwksSource, JwksSourceConfig};
 pub use keys::Keys;
 pub use layer::{Authn, AuthnLayer, bearer_token};

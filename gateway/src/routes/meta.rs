@@ -30,14 +30,7 @@ pub async fn jwks(State(state): State<AppState>, caller: Caller) -> Result<Respo
     let keys = response
         .keys
         .into_iter()
-        .map(|k| token::Jwk {
-            kty: k.kty,
-            crv: k.crv,
-            x: k.x,
-            kid: k.kid,
-            alg: k.alg,
-            use_: k.r#use,
-        })
+        .map(authn::jwk_from_proto)
         .collect();
     let max_age = if response.max_age_seconds > 0 {
         response.max_age_seconds

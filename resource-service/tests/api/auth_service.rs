@@ -97,16 +97,7 @@ impl Auth {
             .unwrap()
             .into_inner()
             .keys;
-        keys.into_iter()
-            .map(|k| Jwk {
-                kty: k.kty,
-                crv: k.crv,
-                x: k.x,
-                kid: k.kid,
-                alg: k.alg,
-                use_: k.r#use,
-            })
-            .collect()
+        keys.into_iter().map(authn::jwk_from_proto).collect()
     }
 
     async fn stop(mut self) {

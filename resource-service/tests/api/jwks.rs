@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use proto::auth::v1::{
-    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, JsonWebKey, ListUsersRequest,
+    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, ListUsersRequest,
     ListUsersResponse, SetUserRolesRequest, SetUserRolesResponse, SignInRequest, SignInResponse,
     SignUpRequest, SignUpResponse,
     auth_service_server::{AuthService, AuthServiceServer},
@@ -79,14 +79,7 @@ impl AuthService for KeyServer {
             .lock()
             .unwrap()
             .iter()
-            .map(|k| JsonWebKey {
-                kty: k.kty.clone(),
-                crv: k.crv.clone(),
-                x: k.x.clone(),
-                kid: k.kid.clone(),
-                alg: k.alg.clone(),
-                r#use: k.use_.clone(),
-            })
+            .map(authn::jwk_to_proto)
             .collect();
         Ok(Response::new(GetJwksResponse {
             keys,
