@@ -1,6 +1,8 @@
 //! What every binary of the project does the same way: structured logs, a request id that follows
 //! a request from the gateway through the services, and waiting for the signal to stop.
 
+mod grpc;
+
 use std::{future::Future, pin::Pin, time::Duration};
 
 use http::{HeaderName, Request};
@@ -10,6 +12,11 @@ use tower_http::{
     trace::TraceLayer,
 };
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+pub use grpc::{
+    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, grpc_layers, reflection,
+    report_health,
+};
 
 /// The header (and gRPC metadata key) that carries the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -147,12 +154,25 @@ pub fn grpc_trace_layer<B>() -> GrpcTraceLayer<B> {
         .make_span_with(request_span::<B> as fn(&Request<B>) -> tracing::Span)
 }
 
-/// The span every request's log lines belong to: its path and its request id.
+/// The span every request's log lines belong to: its path, its request id and, once
+/// [`ClientAddressLayer`] has run, the client's address.
 pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", method = %request.uri().path(), request_id = %request_id)
+    match request.extensions().get::<ClientAddress>() {
+        Some(ClientAddress(client)) => tracing::info_span!(
+            "request",
+            method = %request.uri().path(),
+            request_id = %request_id,
+            client = %client,
+        ),
+        None => tracing::info_span!(
+            "request",
+            method = %request.uri().path(),
+            request_id = %request_id,
+        ),
+    }
 }

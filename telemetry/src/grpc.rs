@@ -1,0 +1,228 @@
+//! The one way our gRPC servers start: the layers every call passes through before its access
+//! check, server reflection limited to what the server serves, and health reported the same way.
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderName, Request};
+use ipnet::IpNet;
+use tonic::transport::server::TcpConnectInfo;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_reflection::server::{v1, v1alpha};
+use tower::{
+    Layer, Service, ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::{GrpcTraceLayer, NewRequestId, grpc_trace_layer, request_id_layers};
+
+/// The metadata key a trusted peer (the gateway) names the original client's address with.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The address of the client a call was made for, in the request extensions: the TCP peer, or
+/// the address a trusted peer forwarded in [`FORWARDED_FOR`]. Throttling and session lists key on
+/// it, so an untrusted caller must never choose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Puts the [`ClientAddress`] of every call into its extensions.
+#[derive(Clone, Debug, Default)]
+pub struct ClientAddressLayer {
+    trusted: Arc<[IpNet]>,
+}
+
+impl ClientAddressLayer {
+    /// `trusted` are the peers (the gateway's pods) whose forwarded address is believed.
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        Self {
+            trusted: trusted.into(),
+        }
+    }
+
+    fn client_address<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)?
+            .ip()
+            .to_canonical();
+        if !self.trusted.iter().any(|net| net.contains(&peer)) {
+            return Some(peer);
+        }
+        let forwarded = request
+            .headers()
+            .get(FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        Some(forwarded.map_or(peer, |ip| ip.to_canonical()))
+    }
+}
+
+impl<S> Layer<S> for ClientAddressLayer {
+    type Service = WithClientAddress<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithClientAddress {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WithClientAddress<S> {
+    inner: S,
+    layer: ClientAddressLayer,
+}
+
+impl<S, B> Service<Request<B>> for WithClientAddress<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(address) = self.layer.client_address(&request) {
+            request.extensions_mut().insert(ClientAddress(address));
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Every layer a call passes before the service's own access check, outermost first.
+pub type GrpcLayers<B> = Stack<
+    PropagateRequestIdLayer,
+    Stack<
+        GrpcTraceLayer<B>,
+        Stack<ClientAddressLayer, Stack<SetRequestIdLayer<NewRequestId>, Identity>>,
+    >,
+>;
+
+/// The layers in front of every gRPC service of ours, outermost first: give the call a request id
+/// (so every later log line carries it), resolve the client address, open the call's span (so
+/// refusals by the access check are logged too, with both), and echo the request id back. The
+/// service adds its access check (`authn::AuthnLayer`) after these.
+pub fn grpc_layers(trusted_peers: Vec<IpNet>) -> ServiceBuilder<GrpcLayers<tonic::body::Body>> {
+    let (set_request_id, propagate_request_id) = request_id_layers();
+    ServiceBuilder::new()
+        .layer(set_request_id)
+        .layer(ClientAddressLayer::new(trusted_peers))
+        .layer(grpc_trace_layer())
+        .layer(propagate_request_id)
+}
+
+/// Server reflection (v1 and v1alpha, for grpcurl and friends) that lists only `services` and
+/// grpc.health.v1, not every package in the descriptor set.
+#[allow(clippy::type_complexity)]
+pub fn reflection(
+    descriptors: &'static [u8],
+    services: &[&'static str],
+) -> Result<
+    (
+        v1::ServerReflectionServer<impl v1::ServerReflection>,
+        v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        services.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(descriptors)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(HEALTH_SERVICE),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Reports `status` for `service` and for the server as a whole (the empty name), which is what
+/// Kubernetes' gRPC probes and our gateway's health checks ask for.
+pub async fn report_health(reporter: &HealthReporter, service: &str, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(service, status).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn request_from(peer: &str, forwarded: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer.parse::<SocketAddr>().unwrap()),
+        });
+        if let Some(value) = forwarded {
+            request
+                .headers_mut()
+                .insert(FORWARDED_FOR, value.parse().unwrap());
+        }
+        request
+    }
+
+    fn gateway_trusted() -> ClientAddressLayer {
+        ClientAddressLayer::new(vec!["10.0.0.0/8".parse().unwrap()])
+    }
+
+    fn address(layer: &ClientAddressLayer, request: &Request<()>) -> Option<String> {
+        layer.client_address(request).map(|a| a.to_string())
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_choose_its_address() {
+        let request = request_from("192.0.2.7:4000", Some("203.0.113.9"));
+        assert_eq!(
+            address(&gateway_trusted(), &request).as_deref(),
+            Some("192.0.2.7")
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_names_the_client() {
+        let request = request_from("10.1.2.3:4000", Some(" 203.0.113.9 "));
+        assert_eq!(
+            address(&gateway_trusted(), &request).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_without_a_usable_forwarded_address_is_the_client() {
+        for forwarded in [None, Some("not-an-ip"), Some("203.0.113.9, 198.51.100.1")] {
+            let request = request_from("10.1.2.3:4000", forwarded);
+            assert_eq!(
+                address(&gateway_trusted(), &request).as_deref(),
+                Some("10.1.2.3")
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_networks() {
+        let request = request_from("[::ffff:10.1.2.3]:4000", Some("203.0.113.9"));
+        assert_eq!(
+            address(&gateway_trusted(), &request).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn without_a_tcp_peer_there_is_no_address() {
+        assert_eq!(address(&gateway_trusted(), &Request::new(())), None);
+    }
+}
