@@ -1,11 +1,13 @@
-//! Configuration from flags or `AUTH_*` environment variables, checked before any port is bound.
+//! Configuration from flags or `AUTH_*` environment variables, turned once into validated
+//! [`Settings`] before any port is bound.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose};
 use clap::Parser;
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
+use settings::{ConfigError, Database, secret};
 use token::{Algorithm, Audience, Hs256Secret};
 
 use crate::{
@@ -26,8 +28,12 @@ pub struct Config {
 
     /// `postgres://…` for replicas sharing one database, or `sqlite:…`. Unset: a SQLite file in
     /// the data directory.
-    #[arg(long, env = "AUTH_DATABASE_URL")]
+    #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
+
+    /// A file holding the database URL (a mounted Secret), instead of `AUTH_DATABASE_URL`.
+    #[arg(long, env = "AUTH_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
 
     /// Where the embedded SQLite database lives when no database URL is given.
     #[arg(long, env = "AUTH_DATA_DIR", default_value = "./data")]
@@ -49,16 +55,24 @@ pub struct Config {
     #[arg(long, env = "AUTH_HS256_SECRET", hide_env_values = true)]
     pub hs256_secret: Option<SecretString>,
 
+    /// A file holding the HS256 secret, instead of `AUTH_HS256_SECRET`.
+    #[arg(long, env = "AUTH_HS256_SECRET_FILE")]
+    pub hs256_secret_file: Option<PathBuf>,
+
     /// Base64 of 32 random bytes that seal the signing keys stored in the database.
     #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
     pub key_encryption_key: Option<SecretString>,
 
+    /// A file holding the key-encryption key, instead of `AUTH_KEY_ENCRYPTION_KEY`.
+    #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+
     /// The `iss` claim of issued tokens.
-    #[arg(long, env = "AUTH_TOKEN_ISSUER", default_value = "auth-service")]
+    #[arg(long, env = "AUTH_TOKEN_ISSUER", default_value_t = Audience::default().issuer)]
     pub token_issuer: String,
 
     /// The `aud` claim of issued tokens; verifiers must expect the same.
-    #[arg(long, env = "AUTH_TOKEN_AUDIENCE", default_value = "persons-api")]
+    #[arg(long, env = "AUTH_TOKEN_AUDIENCE", default_value_t = Audience::default().audience)]
     pub token_audience: String,
 
     /// The first admin, created once if absent.
@@ -68,7 +82,11 @@ pub struct Config {
     #[arg(long, env = "AUTH_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
     pub bootstrap_admin_password: Option<SecretString>,
 
-    /// Defaults to `<username>@localhost`.
+    /// A file holding the first admin's password, instead of `AUTH_BOOTSTRAP_ADMIN_PASSWORD`.
+    #[arg(long, env = "AUTH_BOOTSTRAP_ADMIN_PASSWORD_FILE")]
+    pub bootstrap_admin_password_file: Option<PathBuf>,
+
+    /// Defaults to `<username>@localhost.localdomain`.
     #[arg(long, env = "AUTH_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
 
@@ -79,6 +97,30 @@ pub struct Config {
     /// Password checks allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
+
+    /// Peers (the gateway) whose `x-forwarded-for` metadata names the client; IPs or CIDRs,
+    /// comma-separated. Any other caller is known by its own address.
+    #[arg(
+        long,
+        env = "AUTH_TRUSTED_PEERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1"
+    )]
+    pub trusted_peers: Vec<String>,
+}
+
+/// Everything the service was told, checked and in the form it uses.
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub database: Database,
+    pub db_max_connections: u32,
+    pub keys: KeyConfig,
+    pub audience: Audience,
+    pub access_token_ttl: Duration,
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    pub hash_workers: usize,
+    pub hash_queue: usize,
+    pub trusted_peers: Vec<IpNet>,
 }
 
 /// The first admin account, validated.
@@ -88,167 +130,175 @@ pub struct BootstrapAdmin {
     pub password: Password,
 }
 
+impl TryFrom<Config> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(config: Config) -> Result<Self, ConfigError> {
+        // Access tokens are only recalled by expiry, so they must be short-lived.
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&config.access_token_ttl)
+        {
+            return Err(ConfigError::new(
+                "AUTH_ACCESS_TOKEN_TTL",
+                "must be between 10s and 1h",
+            ));
+        }
+        if config.token_issuer.is_empty() || config.token_audience.is_empty() {
+            return Err(ConfigError::new(
+                "AUTH_TOKEN_ISSUER",
+                "AUTH_TOKEN_ISSUER and AUTH_TOKEN_AUDIENCE must not be empty",
+            ));
+        }
+        if config.db_max_connections == 0 {
+            return Err(ConfigError::new(
+                "AUTH_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        let database_url = secret(
+            config.database_url,
+            config.database_url_file.as_deref(),
+            "AUTH_DATABASE_URL",
+            "AUTH_DATABASE_URL_FILE",
+        )?;
+        Ok(Self {
+            grpc_addr: config.grpc_addr,
+            database: Database::new(
+                database_url,
+                config.data_dir.join("auth.db"),
+                "AUTH_DATABASE_URL",
+            )?,
+            db_max_connections: config.db_max_connections,
+            keys: key_config(
+                config.token_alg,
+                secret(
+                    config.hs256_secret,
+                    config.hs256_secret_file.as_deref(),
+                    "AUTH_HS256_SECRET",
+                    "AUTH_HS256_SECRET_FILE",
+                )?,
+                secret(
+                    config.key_encryption_key,
+                    config.key_encryption_key_file.as_deref(),
+                    "AUTH_KEY_ENCRYPTION_KEY",
+                    "AUTH_KEY_ENCRYPTION_KEY_FILE",
+                )?,
+            )?,
+            audience: Audience {
+                issuer: config.token_issuer,
+                audience: config.token_audience,
+            },
+            access_token_ttl: config.access_token_ttl,
+            bootstrap_admin: bootstrap_admin(
+                config.bootstrap_admin_username,
+                secret(
+                    config.bootstrap_admin_password,
+                    config.bootstrap_admin_password_file.as_deref(),
+                    "AUTH_BOOTSTRAP_ADMIN_PASSWORD",
+                    "AUTH_BOOTSTRAP_ADMIN_PASSWORD_FILE",
+                )?,
+                config.bootstrap_admin_email,
+            )?,
+            hash_workers: config
+                .hash_workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .max(1),
+            hash_queue: config.hash_queue,
+            trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
+        })
+    }
+}
+
+fn key_config(
+    alg: Algorithm,
+    hs256_secret: Option<SecretString>,
+    kek: Option<SecretString>,
+) -> Result<KeyConfig, ConfigError> {
+    match (alg, hs256_secret) {
+        (Algorithm::HS256, Some(secret)) => Ok(KeyConfig::Hs256(
+            Hs256Secret::new(secret.expose_secret().as_bytes())
+                .map_err(|e| ConfigError::new("AUTH_HS256_SECRET", e.to_string()))?,
+        )),
+        (Algorithm::HS256, None) => Err(ConfigError::new(
+            "AUTH_HS256_SECRET",
+            "AUTH_TOKEN_ALG=HS256 needs AUTH_HS256_SECRET (at least 32 bytes)",
+        )),
+        (Algorithm::EdDSA, Some(_)) => Err(ConfigError::new(
+            "AUTH_HS256_SECRET",
+            "is set but AUTH_TOKEN_ALG is EdDSA; set AUTH_TOKEN_ALG=HS256 or remove the secret",
+        )),
+        (Algorithm::EdDSA, None) => {
+            let kek = kek
+                .map(|k| {
+                    let text = k.expose_secret().trim();
+                    let bytes = general_purpose::STANDARD
+                        .decode(text)
+                        .or_else(|_| general_purpose::URL_SAFE_NO_PAD.decode(text))
+                        .map_err(|_| {
+                            ConfigError::new("AUTH_KEY_ENCRYPTION_KEY", "is not valid base64")
+                        })?;
+                    KeyEncryptionKey::new(bytes)
+                        .map_err(|e| ConfigError::new("AUTH_KEY_ENCRYPTION_KEY", e.to_string()))
+                })
+                .transpose()?;
+            Ok(KeyConfig::Ed25519 { kek })
+        }
+    }
+}
+
+fn bootstrap_admin(
+    username: Option<String>,
+    password: Option<SecretString>,
+    email: Option<String>,
+) -> Result<Option<BootstrapAdmin>, ConfigError> {
+    match (username, password) {
+        (None, None) => Ok(None),
+        (Some(username), Some(password)) => {
+            let username = Username::parse(&username)
+                .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_USERNAME", e))?;
+            let email = email.unwrap_or_else(|| format!("{username}@localhost.localdomain"));
+            Ok(Some(BootstrapAdmin {
+                email: Email::parse(&email)
+                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_EMAIL", e))?,
+                password: Password::parse(password)
+                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_PASSWORD", e))?,
+                username,
+            }))
+        }
+        _ => Err(ConfigError::new(
+            "AUTH_BOOTSTRAP_ADMIN_USERNAME",
+            "set both AUTH_BOOTSTRAP_ADMIN_USERNAME and AUTH_BOOTSTRAP_ADMIN_PASSWORD, or neither",
+        )),
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
 impl Config {
     /// Defaults for tests: any free port, a fresh SQLite file, nothing read from the environment.
     pub fn for_tests() -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
+            database_url_file: None,
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),
             db_max_connections: 5,
             access_token_ttl: Duration::from_secs(900),
             token_alg: Algorithm::EdDSA,
             hs256_secret: None,
+            hs256_secret_file: None,
             key_encryption_key: None,
+            key_encryption_key_file: None,
             token_issuer: Audience::default().issuer,
             token_audience: Audience::default().audience,
             bootstrap_admin_username: None,
             bootstrap_admin_password: None,
+            bootstrap_admin_password_file: None,
             bootstrap_admin_email: None,
             hash_workers: None,
             hash_queue: 64,
-        }
-    }
-
-    pub fn audience(&self) -> Audience {
-        Audience {
-            issuer: self.token_issuer.clone(),
-            audience: self.token_audience.clone(),
-        }
-    }
-
-    pub fn hash_workers(&self) -> usize {
-        self.hash_workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
-
-    /// Checks everything that can be checked without I/O.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        // Access tokens cannot be recalled once issued, so they must be short-lived.
-        if self.access_token_ttl < Duration::from_secs(10)
-            || self.access_token_ttl > Duration::from_secs(3600)
-        {
-            bail!("AUTH_ACCESS_TOKEN_TTL must be between 10s and 1h");
-        }
-        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
-            bail!("AUTH_TOKEN_ISSUER and AUTH_TOKEN_AUDIENCE must not be empty");
-        }
-        if self.db_max_connections == 0 {
-            bail!("AUTH_DB_MAX_CONNECTIONS must be at least 1");
-        }
-        self.key_config()?;
-        self.bootstrap_admin()?;
-        Ok(())
-    }
-
-    pub fn key_config(&self) -> anyhow::Result<KeyConfig> {
-        match (self.token_alg, &self.hs256_secret) {
-            (Algorithm::HS256, Some(secret)) => Ok(KeyConfig::Hs256(
-                Hs256Secret::new(secret.expose_secret().as_bytes())
-                    .context("AUTH_HS256_SECRET is unusable")?,
-            )),
-            (Algorithm::HS256, None) => {
-                bail!("AUTH_TOKEN_ALG=HS256 needs AUTH_HS256_SECRET (at least 32 bytes)")
-            }
-            (Algorithm::EdDSA, Some(_)) => bail!(
-                "AUTH_HS256_SECRET is set but AUTH_TOKEN_ALG is EdDSA; set AUTH_TOKEN_ALG=HS256 or remove the secret"
-            ),
-            (Algorithm::EdDSA, None) => {
-                let kek = self
-                    .key_encryption_key
-                    .as_ref()
-                    .map(|k| {
-                        let text = k.expose_secret().trim();
-                        let bytes = general_purpose::STANDARD
-                            .decode(text)
-                            .or_else(|_| general_purpose::URL_SAFE_NO_PAD.decode(text))
-                            .map_err(|_| {
-                                anyhow::anyhow!("AUTH_KEY_ENCRYPTION_KEY is not valid base64")
-                            })?;
-                        KeyEncryptionKey::new(bytes).context("AUTH_KEY_ENCRYPTION_KEY is unusable")
-                    })
-                    .transpose()?;
-                Ok(KeyConfig::Ed25519 { kek })
-            }
-        }
-    }
-
-    pub fn bootstrap_admin(&self) -> anyhow::Result<Option<BootstrapAdmin>> {
-        match (
-            &self.bootstrap_admin_username,
-            &self.bootstrap_admin_password,
-        ) {
-            (None, None) => Ok(None),
-            (Some(username), Some(password)) => {
-                let username = Username::parse(username)
-                    .map_err(|e| anyhow::anyhow!("AUTH_BOOTSTRAP_ADMIN_USERNAME: {e}"))?;
-                let email = self
-                    .bootstrap_admin_email
-                    .clone()
-                    .unwrap_or_else(|| format!("{username}@localhost.localdomain"));
-                let email = Email::parse(&email)
-                    .map_err(|e| anyhow::anyhow!("AUTH_BOOTSTRAP_ADMIN_EMAIL: {e}"))?;
-                let password = Password::parse(password.clone())
-                    .map_err(|e| anyhow::anyhow!("AUTH_BOOTSTRAP_ADMIN_PASSWORD: {e}"))?;
-                Ok(Some(BootstrapAdmin {
-                    username,
-                    email,
-                    password,
-                }))
-            }
-            _ => bail!(
-                "set both AUTH_BOOTSTRAP_ADMIN_USERNAME and AUTH_BOOTSTRAP_ADMIN_PASSWORD, or neither"
-            ),
+            trusted_peers: vec!["127.0.0.1".to_owned()],
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_defaults_are_valid() {
-        Config::for_tests().validate().unwrap();
-    }
-
-    #[test]
-    fn a_short_hs256_secret_is_refused() {
-        let mut config = Config::for_tests();
-        config.token_alg = Algorithm::HS256;
-        config.hs256_secret = Some("short".into());
-        let error = format!("{:#}", config.validate().unwrap_err());
-        assert!(error.contains("at least 32 bytes"), "{error}");
-        assert!(
-            !error.contains("short\""),
-            "the secret must not be echoed: {error}"
-        );
-    }
-
-    #[test]
-    fn hs256_without_a_secret_is_refused() {
-        let mut config = Config::for_tests();
-        config.token_alg = Algorithm::HS256;
-        assert!(config.validate().is_err());
-    }
-
-    #[test]
-    fn half_a_bootstrap_admin_is_refused() {
-        let mut config = Config::for_tests();
-        config.bootstrap_admin_username = Some("root".into());
-        assert!(config.validate().is_err());
-        config.bootstrap_admin_password = Some("short".into());
-        assert!(config.validate().is_err());
-        config.bootstrap_admin_password = Some("long enough password".into());
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn a_kek_must_decode_to_32_bytes() {
-        let mut config = Config::for_tests();
-        config.key_encryption_key = Some("bm90IDMyIGJ5dGVz".into());
-        assert!(config.validate().is_err());
-        config.key_encryption_key = Some(general_purpose::STANDARD.encode([7u8; 32]).into());
-        config.validate().unwrap();
-    }
-}
+mod tests;

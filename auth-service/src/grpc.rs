@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use authn::{Access, Policy};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use proto::auth::v1::{
+    self as pb,
+    auth_service_server::{AuthService, SERVICE_NAME},
+};
 use secrecy::SecretString;
 use token::{Claims, Role};
 use tonic::{Request, Response, Status};
@@ -20,7 +23,7 @@ use crate::{
 pub fn policy() -> Policy {
     const ADMIN: &[Role] = &[Role::Admin];
     Policy::new(
-        "auth.v1.AuthService",
+        SERVICE_NAME,
         &[
             ("SignUp", Access::OptionalToken),
             ("SignIn", Access::Public),
@@ -256,7 +259,7 @@ mod tests {
     fn every_rpc_has_an_access_rule() {
         let policy = policy();
         assert_eq!(
-            policy.methods_without_rule("auth.v1.AuthService"),
+            policy.methods_without_rule(SERVICE_NAME),
             Vec::<String>::new()
         );
         assert_eq!(policy.rules_without_method(), Vec::<String>::new());

@@ -15,5 +15,5 @@ pub mod signing;
 pub mod startup;
 pub mod store;
 
-pub use config::Config;
+pub use config::{Config, Settings};
 pub use startup::Application;

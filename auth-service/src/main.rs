@@ -1,28 +1,17 @@
 use std::process::ExitCode;
 
-use auth_service::{Application, Config};
-use clap::Parser;
+use auth_service::{Application, Config, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     telemetry::init();
-    let config = Config::parse();
-    if let Err(e) = config.validate() {
-        eprintln!("invalid configuration: {e:#}");
-        return ExitCode::from(64); // EX_USAGE
-    }
-    let app = match Application::build(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "failed to start");
-            return ExitCode::FAILURE;
-        }
+    let settings = match settings::load::<Config, Settings>() {
+        Ok(settings) => settings,
+        Err(code) => return code,
     };
-    match app.run_until_stopped(telemetry::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+    let result = async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped(telemetry::shutdown_signal()).await
+    };
+    telemetry::exit_code("auth-service", result.await)
 }

@@ -1,18 +1,18 @@
-//! Building the server from configuration and running it until told to stop.
+//! Building the server from its settings and running it until told to stop.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use authn::{AuthnLayer, Keys, TokenCache};
-use proto::auth::v1::auth_service_server::AuthServiceServer;
+use ipnet::IpNet;
+use proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::server::HealthReporter;
-use tower::ServiceBuilder;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
 
 use crate::{
-    Config,
+    Settings,
     accounts::Accounts,
     grpc::{self, AuthGrpc},
     password::PasswordHasher,
@@ -23,42 +23,41 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     accounts: Arc<Accounts>,
+    trusted_peers: Vec<IpNet>,
 }
 
 impl Application {
-    /// Validates the configuration, opens and migrates the database, loads (or creates) the
-    /// signing key and the first admin, and binds the listener. Nothing is served yet.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.validate()?;
-        let key_config = config.key_config()?;
-        let admin = config.bootstrap_admin()?;
-
-        let url = config
-            .database_url
-            .as_ref()
-            .map(|u| u.expose_secret().to_owned());
-        let store =
-            store::connect(url.as_deref(), &config.data_dir, config.db_max_connections).await?;
+    /// Binds the listener, opens and migrates the database, loads (or creates) the signing key
+    /// and the first admin. Nothing is served yet.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", settings.grpc_addr))?;
+        let url = settings
+            .database
+            .prepare()
+            .context("failed to create the data directory")?;
+        let store = store::connect(url.expose_secret(), settings.db_max_connections).await?;
         let keys = SigningKeys::load_or_create(
             store.as_ref(),
-            &key_config,
-            &config.audience(),
-            config.access_token_ttl,
+            &settings.keys,
+            &settings.audience,
+            settings.access_token_ttl,
         )
         .await?;
-        let hasher = PasswordHasher::new(config.hash_workers(), config.hash_queue)?;
+        let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
         let accounts = Arc::new(Accounts::new(store, hasher, Arc::new(keys)));
-        if let Some(admin) = admin {
+        if let Some(admin) = settings.bootstrap_admin {
             accounts
                 .ensure_admin(admin)
                 .await
                 .map_err(|e| anyhow::anyhow!("failed to create the bootstrap admin: {e}"))?;
         }
-
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", config.grpc_addr))?;
-        Ok(Self { listener, accounts })
+        Ok(Self {
+            listener,
+            accounts,
+            trusted_peers: settings.trusted_peers,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,57 +78,31 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build reflection service")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("failed to build reflection service")?;
-
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let (reflection_v1, reflection_v1alpha) =
+            telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
+                .context("failed to build reflection service")?;
         // The service verifies its own tokens (GetMe, admin calls) with the same layer every
         // other service uses, fed with its own keys instead of a JWKS fetch.
         let keys = Keys::fixed(self.accounts.keys().verifier.clone());
-        // Outermost first: give the call a request id, open its span (so everything below,
-        // including refusals, logs with that id), echo the id back, then authenticate.
-        let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
-        let layers = ServiceBuilder::new()
-            .layer(set_request_id)
-            .layer(telemetry::grpc_trace_layer())
-            .layer(propagate_request_id)
-            .layer(AuthnLayer::new(grpc::policy(), keys, TokenCache::default()));
+        let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
+            grpc::policy(),
+            keys,
+            TokenCache::default(),
+        ));
+        let routes = Routes::new(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts)));
 
-        let auth = AuthServiceServer::new(AuthGrpc::new(self.accounts.clone()));
-        set_serving(&health, true).await;
+        // Everything was loaded in `build`, so the service is ready as soon as it listens.
+        telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
-
-        let server = |stop| {
-            Server::builder()
-                .layer(layers)
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(auth)
-                .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), stop)
-        };
-        telemetry::serve_with_drain(server, shutdown, set_serving(&health, false))
+        let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
+        telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("gRPC server failed")?;
         tracing::info!("auth-service stopped");
         Ok(())
     }
-}
-
-async fn set_serving(health: &HealthReporter, serving: bool) {
-    let status = if serving {
-        tonic_health::ServingStatus::Serving
-    } else {
-        tonic_health::ServingStatus::NotServing
-    };
-    health
-        .set_service_status("auth.v1.AuthService", status)
-        .await;
-    health.set_service_status("", status).await;
 }

@@ -4,7 +4,7 @@
 mod postgres;
 mod sqlite;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -93,30 +93,15 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store named by `url`, or a SQLite file under `data_dir` when there is none, and
-/// applies the embedded migrations (safe when several replicas start at once).
-pub async fn connect(
-    url: Option<&str>,
-    data_dir: &Path,
-    max_connections: u32,
-) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match url {
-        None => {
-            std::fs::create_dir_all(data_dir).with_context(|| {
-                format!("failed to create data directory {}", data_dir.display())
-            })?;
-            let path = data_dir.join("auth.db");
-            Arc::new(SqliteStore::open_file(&path, max_connections).await?)
-        }
-        Some(url) if url.starts_with("sqlite:") => {
-            Arc::new(SqliteStore::open(url, max_connections).await?)
-        }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Arc::new(PgStore::open(url, max_connections).await?)
-        }
-        Some(_) => {
-            anyhow::bail!("database URL must start with sqlite:, postgres:// or postgresql://")
-        }
+/// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
+/// migrations (safe when several replicas start at once).
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::open(url, max_connections).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::open(url, max_connections).await?)
+    } else {
+        anyhow::bail!("database URL must start with sqlite:, postgres:// or postgresql://")
     };
     Ok(store)
 }

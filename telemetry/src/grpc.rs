@@ -2,14 +2,24 @@
 //! check, server reflection limited to what the server serves, and health reported the same way.
 
 use std::{
+    future::Future,
     net::IpAddr,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Request};
+use bytes::Bytes;
+use http::{HeaderName, Request, Response};
 use ipnet::IpNet;
-use tonic::transport::server::TcpConnectInfo;
+use tokio::net::TcpListener;
+use tonic::{
+    body::Body,
+    service::Routes,
+    transport::{
+        Server,
+        server::{TcpConnectInfo, TcpIncoming},
+    },
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{v1, v1alpha};
 use tower::{
@@ -19,6 +29,8 @@ use tower::{
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{GrpcTraceLayer, NewRequestId, grpc_trace_layer, request_id_layers};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The metadata key a trusted peer (the gateway) names the original client's address with.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -147,6 +159,30 @@ pub fn reflection(
 }
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Serves `routes` behind `layers` (ours from [`grpc_layers`], then the service's access check)
+/// until `shutdown` resolves, then drains as [`crate::serve_with_drain`] says: `draining` reports
+/// NOT_SERVING, the listener closes, and calls in flight get [`crate::DRAIN_GRACE`] to finish.
+pub async fn serve_grpc<L, ResBody>(
+    listener: TcpListener,
+    layers: ServiceBuilder<L>,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+    draining: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    L: Layer<Routes>,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send,
+    <L::Service as Service<Request<Body>>>::Error: Into<BoxError> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let service = layers.service(routes.prepare());
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = |stop| Server::builder().serve_with_incoming_shutdown(service, incoming, stop);
+    crate::serve_with_drain(server, shutdown, draining).await
+}
 
 /// Reports `status` for `service` and for the server as a whole (the empty name), which is what
 /// Kubernetes' gRPC probes and our gateway's health checks ask for.

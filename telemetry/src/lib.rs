@@ -15,7 +15,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub use grpc::{
     ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, grpc_layers, reflection,
-    report_health,
+    report_health, serve_grpc,
 };
 
 /// The header (and gRPC metadata key) that carries the request id.
@@ -47,6 +47,18 @@ pub fn init() {
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
         init();
+    }
+}
+
+/// How a service's `main` ends: success, or the error logged with its cause chain and a failing
+/// exit code.
+pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(service, error = format!("{error:#}"), "stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

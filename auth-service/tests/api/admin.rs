@@ -174,10 +174,12 @@ async fn a_bootstrap_admin_name_taken_by_a_plain_user_stops_start_up() {
     let app = crate::helpers::spawn_with(config.clone()).await;
     app.sign_up("root", "root@example.com").await.unwrap();
     app.stop().await;
-    let error = auth_service::Application::build(crate::helpers::with_admin(config))
-        .await
-        .err()
-        .expect("start-up refused");
+    let error = auth_service::Application::build(crate::helpers::settings(
+        crate::helpers::with_admin(config),
+    ))
+    .await
+    .err()
+    .expect("start-up refused");
     let message = format!("{error:#}");
     assert!(message.contains("exists but is not an admin"), "{message}");
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use auth_service::{Application, Config};
+use auth_service::{Application, Config, Settings};
 use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -33,9 +33,14 @@ pub fn with_admin(mut config: Config) -> Config {
     config
 }
 
+/// The settings a test configuration stands for; test configurations are valid.
+pub fn settings(config: Config) -> Settings {
+    Settings::try_from(config).expect("a valid test configuration")
+}
+
 pub async fn spawn_with(config: Config) -> TestApp {
     telemetry::init_for_tests();
-    let app = Application::build(config)
+    let app = Application::build(settings(config))
         .await
         .expect("auth-service starts");
     let addr = app.local_addr();

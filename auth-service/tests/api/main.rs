@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod binary;
 mod helpers;
 mod replicas;
 mod serving;

@@ -4,7 +4,7 @@ use auth_service::{Application, Config};
 use base64::Engine;
 use proto::auth::v1 as pb;
 
-use crate::helpers::{PASSWORD, authed, fresh_postgres_database, spawn_with, with_admin};
+use crate::helpers::{PASSWORD, authed, fresh_postgres_database, settings, spawn_with, with_admin};
 
 fn config_on(url: &str) -> Config {
     let mut config = with_admin(Config::for_tests());
@@ -15,7 +15,7 @@ fn config_on(url: &str) -> Config {
 #[tokio::test]
 async fn replicas_starting_together_share_one_key_and_one_admin() {
     let url = fresh_postgres_database().await;
-    let builds = (0..3).map(|_| Application::build(config_on(&url)));
+    let builds = (0..3).map(|_| Application::build(settings(config_on(&url))));
     let apps: Vec<Application> = futures::future::try_join_all(builds).await.unwrap();
     drop(apps);
 
@@ -72,12 +72,18 @@ async fn a_sealed_signing_key_needs_its_key_encryption_key() {
             .encode([7u8; 32])
             .into(),
     );
-    let error = format!("{:#}", Application::build(wrong).await.err().unwrap());
+    let error = format!(
+        "{:#}",
+        Application::build(settings(wrong)).await.err().unwrap()
+    );
     assert!(error.contains("AUTH_KEY_ENCRYPTION_KEY"), "{error}");
     assert!(!error.contains(&kek));
     let mut none = config;
     none.key_encryption_key = None;
-    let error = format!("{:#}", Application::build(none).await.err().unwrap());
+    let error = format!(
+        "{:#}",
+        Application::build(settings(none)).await.err().unwrap()
+    );
     assert!(error.contains("sealed"), "{error}");
 }
 

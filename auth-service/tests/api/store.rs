@@ -137,19 +137,17 @@ async fn the_first_signing_key_of_a_generation_wins(store: Arc<dyn Store>) {
 }
 
 async fn sqlite() -> Arc<dyn Store> {
-    let dir = std::env::temp_dir().join(format!("auth-store-{}", uuid::Uuid::new_v4()));
-    store::connect(None, &dir, 5).await.unwrap()
+    let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
+    store::connect(&format!("sqlite://{}", file.display()), 5)
+        .await
+        .unwrap()
 }
 
 async fn postgres() -> Arc<dyn Store> {
     let url = fresh_postgres_database().await;
     // Connecting twice applies migrations once and then finds nothing to do.
-    store::connect(Some(&url), std::path::Path::new("."), 5)
-        .await
-        .unwrap();
-    store::connect(Some(&url), std::path::Path::new("."), 5)
-        .await
-        .unwrap()
+    store::connect(&url, 5).await.unwrap();
+    store::connect(&url, 5).await.unwrap()
 }
 
 macro_rules! suite {

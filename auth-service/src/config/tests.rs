@@ -1,0 +1,115 @@
+use super::*;
+
+fn settings(config: Config) -> Result<Settings, ConfigError> {
+    Settings::try_from(config)
+}
+
+#[test]
+fn the_defaults_are_valid() {
+    settings(Config::for_tests()).unwrap();
+}
+
+#[test]
+fn a_short_hs256_secret_is_refused() {
+    let mut config = Config::for_tests();
+    config.token_alg = Algorithm::HS256;
+    config.hs256_secret = Some("short".into());
+    let error = settings(config).err().unwrap().to_string();
+    assert!(error.contains("at least 32 bytes"), "{error}");
+    assert!(
+        !error.contains("short\""),
+        "the secret must not be echoed: {error}"
+    );
+}
+
+#[test]
+fn hs256_without_a_secret_is_refused() {
+    let mut config = Config::for_tests();
+    config.token_alg = Algorithm::HS256;
+    assert!(settings(config).is_err());
+}
+
+#[test]
+fn half_a_bootstrap_admin_is_refused() {
+    let mut config = Config::for_tests();
+    config.bootstrap_admin_username = Some("root".into());
+    assert!(settings(config.clone()).is_err());
+    config.bootstrap_admin_password = Some("short".into());
+    assert!(settings(config.clone()).is_err());
+    config.bootstrap_admin_password = Some("long enough password".into());
+    settings(config).unwrap();
+}
+
+#[test]
+fn a_kek_must_decode_to_32_bytes() {
+    let mut config = Config::for_tests();
+    config.key_encryption_key = Some("bm90IDMyIGJ5dGVz".into());
+    assert!(settings(config.clone()).is_err());
+    config.key_encryption_key = Some(general_purpose::STANDARD.encode([7u8; 32]).into());
+    settings(config).unwrap();
+}
+
+#[test]
+fn secrets_can_come_from_mounted_files() {
+    let dir = std::env::temp_dir().join(format!("auth-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kek = dir.join("kek");
+    std::fs::write(&kek, general_purpose::STANDARD.encode([7u8; 32]) + "\n").unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, "long enough password\n").unwrap();
+    let mut config = Config::for_tests();
+    config.key_encryption_key_file = Some(kek);
+    config.bootstrap_admin_username = Some("root".into());
+    config.bootstrap_admin_password_file = Some(password);
+    let settings = settings(config).unwrap();
+    assert!(matches!(settings.keys, KeyConfig::Ed25519 { kek: Some(_) }));
+    let admin = settings.bootstrap_admin.unwrap();
+    assert_eq!(
+        admin.password.secret().expose_secret(),
+        "long enough password"
+    );
+}
+
+#[test]
+fn reading_the_configuration_creates_nothing() {
+    let mut config = Config::for_tests();
+    let data_dir = config.data_dir.clone();
+    config.database_url = None;
+    let settings = settings(config).unwrap();
+    assert!(matches!(settings.database, Database::SqliteFile(_)));
+    assert!(!data_dir.exists());
+}
+
+#[test]
+fn every_secret_hides_its_environment_value_from_help() {
+    use clap::CommandFactory;
+    let command = Config::command();
+    let secrets: Vec<_> = command
+        .get_arguments()
+        .filter(|arg| {
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ["URL", "SECRET", "KEY", "PASSWORD"]
+                .iter()
+                .any(|word| env.contains(word) && !env.ends_with("_FILE"))
+        })
+        .collect();
+    assert_eq!(
+        secrets.len(),
+        4,
+        "database URL, HS256 secret, KEK, admin password"
+    );
+    for arg in secrets {
+        assert!(arg.is_hide_env_values_set(), "{:?}", arg.get_env());
+    }
+}
+
+#[test]
+fn trusted_peers_must_be_addresses_or_networks() {
+    let mut config = Config::for_tests();
+    config.trusted_peers = vec!["10.0.0.0/8".into(), "gateway".into()];
+    let error = settings(config).err().unwrap();
+    assert_eq!(error.setting, "AUTH_TRUSTED_PEERS");
+}
