@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use proto::person::v1::{GetPersonRequest, person_service_client::PersonServiceClient};
-use resource_service::{Application, Config, config::TEST_HS256_SECRET, domain::PersonFields};
+use resource_service::{
+    Application, Config, Settings, config::TEST_HS256_SECRET, domain::PersonFields,
+};
 use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
 use tonic::{Request, transport::Channel};
 
@@ -27,7 +29,8 @@ fn bench(c: &mut Criterion) {
         let (client, id) = runtime.block_on(async {
             let mut config = Config::for_tests();
             config.token_cache_capacity = capacity;
-            let app = Application::build(config).await.expect("build");
+            let settings = Settings::try_from(config).expect("valid settings");
+            let app = Application::build(settings).await.expect("build");
             let person = app
                 .store()
                 .create(

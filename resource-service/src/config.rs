@@ -1,11 +1,13 @@
 //! Everything the service is told from outside, read from flags or `RESOURCE_*` environment
-//! variables and checked before any port is bound.
+//! variables and turned once into validated [`Settings`] before any port is bound.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Parser, builder::BoolishValueParser};
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use token::{Algorithm, Audience, Hs256Secret, KeyError};
+use settings::{ConfigError, Database, secret};
+use token::{Algorithm, Audience, Hs256Secret};
 
 #[derive(Parser, Clone, Debug)]
 #[command(
@@ -18,9 +20,17 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_GRPC_ADDR", default_value = "127.0.0.1:50052")]
     pub grpc_addr: SocketAddr,
 
-    /// `postgres://…` or `sqlite:…`. Unset: the SQLite file `./data/resource.db`.
+    /// `postgres://…` or `sqlite:…`. Unset: the SQLite file `resource.db` in the data directory.
     #[arg(long, env = "RESOURCE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
+
+    /// A file holding the database URL (a mounted Secret), instead of `RESOURCE_DATABASE_URL`.
+    #[arg(long, env = "RESOURCE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// Where the embedded SQLite database lives when no database URL is given.
+    #[arg(long, env = "RESOURCE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 
     /// auth-service replicas to fetch the token keys (JWKS) from, comma-separated.
     #[arg(
@@ -39,6 +49,10 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_HS256_SECRET", hide_env_values = true)]
     pub hs256_secret: Option<SecretString>,
 
+    /// A file holding the HS256 secret, instead of `RESOURCE_HS256_SECRET`.
+    #[arg(long, env = "RESOURCE_HS256_SECRET_FILE")]
+    pub hs256_secret_file: Option<PathBuf>,
+
     /// The `iss` every accepted token must carry.
     #[arg(long, env = "RESOURCE_TOKEN_ISSUER", default_value_t = Audience::default().issuer)]
     pub token_issuer: String,
@@ -51,9 +65,13 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
     pub token_cache_capacity: u64,
 
-    /// Seconds between background refreshes of the token keys.
-    #[arg(long, env = "RESOURCE_JWKS_REFRESH_SECS", default_value_t = 60)]
-    pub jwks_refresh_secs: u64,
+    /// How often the token keys are refreshed in the background, e.g. `60s` [default: 60s].
+    #[arg(long, env = "RESOURCE_JWKS_REFRESH", value_parser = humantime::parse_duration)]
+    pub jwks_refresh: Option<Duration>,
+
+    /// Deprecated: seconds between key refreshes; use `RESOURCE_JWKS_REFRESH=60s`.
+    #[arg(long, env = "RESOURCE_JWKS_REFRESH_SECS", hide = true)]
+    pub jwks_refresh_secs: Option<u64>,
 
     /// Load the tutorials' persons into an empty database.
     #[arg(
@@ -64,32 +82,35 @@ pub struct Config {
         value_parser = BoolishValueParser::new()
     )]
     pub sample_data: bool,
+
+    /// Peers (the gateway) whose `x-forwarded-for` metadata names the client; IPs or CIDRs,
+    /// comma-separated. Any other caller is known by its own address.
+    #[arg(
+        long,
+        env = "RESOURCE_TRUSTED_PEERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1"
+    )]
+    pub trusted_peers: Vec<String>,
 }
 
-/// Where the service keeps its SQLite file when no database URL is given.
-pub const DEFAULT_SQLITE_PATH: &str = "./data/resource.db";
+/// How often the token keys are refreshed when nothing says otherwise.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("RESOURCE_TOKEN_ALG=HS256 needs RESOURCE_HS256_SECRET")]
-    MissingSecret,
-    #[error("RESOURCE_HS256_SECRET is set but RESOURCE_TOKEN_ALG is {0}; set one or the other")]
-    UnusedSecret(Algorithm),
-    #[error("RESOURCE_HS256_SECRET: {0}")]
-    BadSecret(#[from] KeyError),
-    #[error("RESOURCE_AUTH_URL must name at least one auth-service URL")]
-    NoAuthUrl,
-    #[error("RESOURCE_AUTH_URL: {0:?} is not an http:// or https:// URL")]
-    BadAuthUrl(String),
-    #[error("RESOURCE_DATABASE_URL must start with postgres://, postgresql:// or sqlite:")]
-    BadDatabaseUrl,
-    #[error("RESOURCE_TOKEN_ISSUER and RESOURCE_TOKEN_AUDIENCE must not be empty")]
-    EmptyAudience,
-    #[error("RESOURCE_JWKS_REFRESH_SECS must be at least 1")]
-    ZeroRefresh,
+/// Everything the service was told, checked and in the form it uses.
+#[derive(Debug)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub database: Database,
+    pub token_keys: TokenKeys,
+    pub audience: Audience,
+    pub token_cache_capacity: u64,
+    pub jwks_refresh: Duration,
+    pub sample_data: bool,
+    pub trusted_peers: Vec<IpNet>,
 }
 
-/// How tokens are checked, once the configuration has been validated.
+/// How tokens are checked.
 #[derive(Clone, Debug)]
 pub enum TokenKeys {
     /// Ed25519 keys fetched from these auth-service replicas.
@@ -97,81 +118,128 @@ pub enum TokenKeys {
     Hs256(Hs256Secret),
 }
 
-impl Config {
-    /// Checks everything that can be checked without I/O.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.token_keys()?;
-        if let Some(url) = &self.database_url {
-            let url = url.expose_secret();
-            if !["postgres://", "postgresql://", "sqlite:"]
+impl TryFrom<Config> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(config: Config) -> Result<Self, ConfigError> {
+        if config.token_issuer.is_empty() || config.token_audience.is_empty() {
+            return Err(ConfigError::new(
+                "RESOURCE_TOKEN_ISSUER",
+                "RESOURCE_TOKEN_ISSUER and RESOURCE_TOKEN_AUDIENCE must not be empty",
+            ));
+        }
+        let database_url = secret(
+            config.database_url,
+            config.database_url_file.as_deref(),
+            "RESOURCE_DATABASE_URL",
+            "RESOURCE_DATABASE_URL_FILE",
+        )?;
+        let hs256_secret = secret(
+            config.hs256_secret,
+            config.hs256_secret_file.as_deref(),
+            "RESOURCE_HS256_SECRET",
+            "RESOURCE_HS256_SECRET_FILE",
+        )?;
+        Ok(Self {
+            grpc_addr: config.grpc_addr,
+            database: Database::new(
+                database_url,
+                config.data_dir.join("resource.db"),
+                "RESOURCE_DATABASE_URL",
+            )?,
+            token_keys: token_keys(config.token_alg, hs256_secret, &config.auth_url)?,
+            audience: Audience {
+                issuer: config.token_issuer,
+                audience: config.token_audience,
+            },
+            token_cache_capacity: config.token_cache_capacity,
+            jwks_refresh: jwks_refresh(config.jwks_refresh, config.jwks_refresh_secs)?,
+            sample_data: config.sample_data,
+            trusted_peers: settings::networks(&config.trusted_peers, "RESOURCE_TRUSTED_PEERS")?,
+        })
+    }
+}
+
+fn token_keys(
+    alg: Algorithm,
+    hs256_secret: Option<SecretString>,
+    auth_urls: &[String],
+) -> Result<TokenKeys, ConfigError> {
+    match (alg, hs256_secret) {
+        (Algorithm::HS256, None) => Err(ConfigError::new(
+            "RESOURCE_HS256_SECRET",
+            "RESOURCE_TOKEN_ALG=HS256 needs RESOURCE_HS256_SECRET",
+        )),
+        (Algorithm::HS256, Some(secret)) => Ok(TokenKeys::Hs256(
+            Hs256Secret::new(secret.expose_secret().as_bytes())
+                .map_err(|e| ConfigError::new("RESOURCE_HS256_SECRET", e.to_string()))?,
+        )),
+        (alg, Some(_)) => Err(ConfigError::new(
+            "RESOURCE_HS256_SECRET",
+            format!("is set but RESOURCE_TOKEN_ALG is {alg}; set one or the other"),
+        )),
+        (Algorithm::EdDSA, None) => {
+            let urls: Vec<String> = auth_urls
                 .iter()
-                .any(|p| url.starts_with(p))
-            {
-                return Err(ConfigError::BadDatabaseUrl);
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect();
+            if urls.is_empty() {
+                return Err(ConfigError::new(
+                    "RESOURCE_AUTH_URL",
+                    "must name at least one auth-service URL",
+                ));
             }
-        }
-        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
-            return Err(ConfigError::EmptyAudience);
-        }
-        if self.jwks_refresh_secs == 0 {
-            return Err(ConfigError::ZeroRefresh);
-        }
-        Ok(())
-    }
-
-    pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
-        match (self.token_alg, &self.hs256_secret) {
-            (Algorithm::HS256, None) => Err(ConfigError::MissingSecret),
-            (Algorithm::HS256, Some(secret)) => Ok(TokenKeys::Hs256(Hs256Secret::new(
-                secret.expose_secret().as_bytes(),
-            )?)),
-            (alg, Some(_)) => Err(ConfigError::UnusedSecret(alg)),
-            (Algorithm::EdDSA, None) => {
-                let urls: Vec<String> = self
-                    .auth_url
-                    .iter()
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect();
-                if urls.is_empty() {
-                    return Err(ConfigError::NoAuthUrl);
-                }
-                if let Some(bad) = urls.iter().find(|u| {
-                    !(u.starts_with("http://") || u.starts_with("https://"))
-                        || u.parse::<tonic::transport::Uri>().is_err()
-                }) {
-                    return Err(ConfigError::BadAuthUrl(bad.clone()));
-                }
-                Ok(TokenKeys::Jwks(urls))
+            if let Some(bad) = urls.iter().find(|u| {
+                !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.parse::<tonic::transport::Uri>().is_err()
+            }) {
+                return Err(ConfigError::new(
+                    "RESOURCE_AUTH_URL",
+                    format!("{bad:?} is not an http:// or https:// URL"),
+                ));
             }
+            Ok(TokenKeys::Jwks(urls))
         }
     }
+}
 
-    pub fn audience(&self) -> Audience {
-        Audience {
-            issuer: self.token_issuer.clone(),
-            audience: self.token_audience.clone(),
+/// `RESOURCE_JWKS_REFRESH`, or the deprecated `RESOURCE_JWKS_REFRESH_SECS` for one more release.
+fn jwks_refresh(
+    refresh: Option<Duration>,
+    deprecated_secs: Option<u64>,
+) -> Result<Duration, ConfigError> {
+    let refresh = match (refresh, deprecated_secs) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "RESOURCE_JWKS_REFRESH",
+                "set RESOURCE_JWKS_REFRESH only; RESOURCE_JWKS_REFRESH_SECS is its deprecated old name",
+            ));
         }
-    }
-
-    pub fn jwks_refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.jwks_refresh_secs)
-    }
-
-    /// The database to open: the configured URL, or the default SQLite file (whose directory
-    /// is created when missing).
-    pub fn database_url(&self) -> anyhow::Result<SecretString> {
-        if let Some(url) = &self.database_url {
-            return Ok(url.clone());
+        (Some(refresh), None) => refresh,
+        (None, Some(secs)) => {
+            tracing::warn!(
+                "RESOURCE_JWKS_REFRESH_SECS is deprecated and will be removed; set RESOURCE_JWKS_REFRESH={secs}s instead"
+            );
+            Duration::from_secs(secs)
         }
-        let path = PathBuf::from(DEFAULT_SQLITE_PATH);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("failed to create {}: {e}", dir.display()))?;
-        }
-        Ok(format!("sqlite://{}", path.display()).into())
+        (None, None) => DEFAULT_JWKS_REFRESH,
+    };
+    if refresh < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "RESOURCE_JWKS_REFRESH",
+            "must be at least 1s",
+        ));
     }
+    Ok(refresh)
+}
 
+/// The HS256 secret of [`Config::for_tests`]; never use it anywhere else.
+#[cfg(any(test, feature = "test-util"))]
+pub const TEST_HS256_SECRET: &str = "test-only-secret-0123456789abcdefghij";
+
+#[cfg(any(test, feature = "test-util"))]
+impl Config {
     /// A configuration for tests: port 0, a fresh SQLite file in the temp directory, HS256 with
     /// a fixed test secret, no sample data. Tests change fields as they need.
     pub fn for_tests() -> Self {
@@ -182,14 +250,19 @@ impl Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: Some(format!("sqlite://{}", file.display()).into()),
+            database_url_file: None,
+            data_dir: dir,
             auth_url: Vec::new(),
             token_alg: Algorithm::HS256,
             hs256_secret: Some(TEST_HS256_SECRET.into()),
+            hs256_secret_file: None,
             token_issuer: Audience::default().issuer,
             token_audience: Audience::default().audience,
             token_cache_capacity: 1_000,
-            jwks_refresh_secs: 60,
+            jwks_refresh: None,
+            jwks_refresh_secs: None,
             sample_data: false,
+            trusted_peers: vec!["127.0.0.1".to_owned()],
         }
     }
 
@@ -202,84 +275,5 @@ impl Config {
     }
 }
 
-/// The HS256 secret of [`Config::for_tests`]; never use it anywhere else.
-pub const TEST_HS256_SECRET: &str = "test-only-secret-0123456789abcdefghij";
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_parse_from(std::iter::once("resource-service").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn defaults_are_eddsa_against_a_local_auth_service() {
-        // Only valid when the RESOURCE_* variables are unset, as they are under `cargo test`.
-        let config = parse(&[]).unwrap();
-        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50052");
-        assert!(config.database_url.is_none());
-        assert!(!config.sample_data);
-        assert!(
-            matches!(config.token_keys(), Ok(TokenKeys::Jwks(urls)) if urls == ["http://127.0.0.1:50051"])
-        );
-        assert_eq!(config.audience(), Audience::default());
-    }
-
-    #[test]
-    fn several_auth_urls_are_comma_separated() {
-        let config = parse(&["--auth-url", "http://a:1,http://b:2"]).unwrap();
-        assert!(matches!(config.token_keys(), Ok(TokenKeys::Jwks(urls)) if urls.len() == 2));
-    }
-
-    #[test]
-    fn sample_data_accepts_true_and_false() {
-        assert!(parse(&["--sample-data", "true"]).unwrap().sample_data);
-        assert!(!parse(&["--sample-data", "false"]).unwrap().sample_data);
-        assert!(parse(&["--sample-data", "maybe"]).is_err());
-    }
-
-    #[test]
-    fn hs256_needs_a_long_enough_secret() {
-        let mut config = Config::for_tests();
-        assert!(config.validate().is_ok());
-        config.hs256_secret = Some("short".into());
-        assert!(matches!(config.validate(), Err(ConfigError::BadSecret(_))));
-        config.hs256_secret = None;
-        assert!(matches!(config.validate(), Err(ConfigError::MissingSecret)));
-    }
-
-    #[test]
-    fn a_secret_without_hs256_is_refused() {
-        let mut config = Config::for_tests().with_jwks(vec!["http://127.0.0.1:1".into()]);
-        assert!(config.validate().is_ok());
-        config.hs256_secret = Some(TEST_HS256_SECRET.into());
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::UnusedSecret(_))
-        ));
-    }
-
-    #[test]
-    fn bad_urls_are_refused_before_start() {
-        let config = Config::for_tests().with_jwks(vec![]);
-        assert!(matches!(config.validate(), Err(ConfigError::NoAuthUrl)));
-        let config = Config::for_tests().with_jwks(vec!["127.0.0.1:50051".into()]);
-        assert!(matches!(config.validate(), Err(ConfigError::BadAuthUrl(_))));
-        let mut config = Config::for_tests();
-        config.database_url = Some("mysql://x".into());
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::BadDatabaseUrl)
-        ));
-    }
-
-    #[test]
-    fn debug_output_hides_secrets() {
-        let mut config = Config::for_tests();
-        config.database_url = Some("postgres://u:hunter2@db/x".into());
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2"));
-        assert!(!shown.contains(TEST_HS256_SECRET));
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use authn::{Access, Policy};
 use proto::person::v1::{
     CreatePersonRequest, DeletePersonRequest, DeletePersonResponse, GetPersonRequest,
     ListPersonsRequest, ListPersonsResponse, Person as PbPerson, UpdatePersonRequest,
-    person_service_server::PersonService,
+    person_service_server::{PersonService, SERVICE_NAME},
 };
 use token::{Claims, Role};
 use tonic::{Request, Response, Status};
@@ -18,15 +18,12 @@ use crate::{
     store::Store,
 };
 
-/// The protobuf name of the service, as the access policy and reflection know it.
-pub const SERVICE: &str = "person.v1.PersonService";
-
 /// Who may call each RPC: the only place this is decided. `AuthnLayer` enforces it before a
 /// handler runs; a method missing here is refused for everyone, and a test fails the build.
 pub fn policy() -> Policy {
     const EDITORS: &[Role] = &[Role::Moderator, Role::Admin];
     Policy::new(
-        SERVICE,
+        SERVICE_NAME,
         &[
             ("ListPersons", Access::SignedIn),
             ("GetPerson", Access::SignedIn),
@@ -165,14 +162,17 @@ mod tests {
     #[test]
     fn every_rpc_has_a_declared_policy_and_every_rule_names_an_rpc() {
         let policy = policy();
-        assert_eq!(policy.methods_without_rule(SERVICE), Vec::<String>::new());
+        assert_eq!(
+            policy.methods_without_rule(SERVICE_NAME),
+            Vec::<String>::new()
+        );
         assert_eq!(policy.rules_without_method(), Vec::<String>::new());
     }
 
     #[test]
     fn the_policy_reads_for_everyone_and_writes_for_editors() {
         let policy = policy();
-        let path = |m: &str| format!("/{SERVICE}/{m}");
+        let path = |m: &str| format!("/{SERVICE_NAME}/{m}");
         assert_eq!(policy.access(&path("ListPersons")), Some(Access::SignedIn));
         assert_eq!(policy.access(&path("GetPerson")), Some(Access::SignedIn));
         assert_eq!(

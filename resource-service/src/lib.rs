@@ -10,6 +10,6 @@ pub mod grpc;
 pub mod startup;
 pub mod store;
 
-pub use config::Config;
+pub use config::{Config, Settings};
 pub use error::Error;
 pub use startup::Application;

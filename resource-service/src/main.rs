@@ -1,26 +1,17 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use resource_service::{Application, Config};
+use resource_service::{Application, Config, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     telemetry::init();
-    let config = Config::parse();
-    if let Err(e) = config.validate() {
-        eprintln!("invalid configuration: {e}");
-        return ExitCode::from(64); // EX_USAGE
-    }
+    let settings = match settings::load::<Config, Settings>() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
     let result = async {
-        let app = Application::build(config).await?;
+        let app = Application::build(settings).await?;
         app.run_until_stopped(telemetry::shutdown_signal()).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error.cause_chain = ?e, "resource-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    };
+    telemetry::exit_code("resource-service", result.await)
 }

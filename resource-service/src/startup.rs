@@ -1,18 +1,19 @@
-//! Building the server from a [`Config`] and running it until asked to stop.
+//! Building the server from its [`Settings`] and running it until asked to stop.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use authn::{AuthnLayer, JwksSource, JwksSourceConfig, Keys, TokenCache};
-use proto::person::v1::person_service_server::PersonServiceServer;
+use ipnet::IpNet;
+use proto::person::v1::person_service_server::{PersonServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
 use token::Verifier;
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{Config, TokenKeys},
+    config::{Settings, TokenKeys},
     domain::sample_persons,
     grpc::{self, Persons},
     store::Store,
@@ -26,41 +27,46 @@ pub struct Application {
     store: Store,
     keys: Keys,
     cache: TokenCache,
+    trusted_peers: Vec<IpNet>,
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.validate().context("invalid configuration")?;
-        let token_keys = config.token_keys()?;
-        let listener = TcpListener::bind(config.grpc_addr)
+    /// Binds the listener, opens and migrates the database (loading the sample persons if
+    /// asked), and starts following the token keys.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.grpc_addr)
             .await
-            .with_context(|| format!("failed to bind {}", config.grpc_addr))?;
+            .with_context(|| format!("failed to bind {}", settings.grpc_addr))?;
         let local_addr = listener
             .local_addr()
             .context("failed to read the bound address")?;
 
-        let store = Store::connect(config.database_url()?.expose_secret()).await?;
-        if config.sample_data {
+        let url = settings
+            .database
+            .prepare()
+            .context("failed to create the data directory")?;
+        let store = Store::connect(url.expose_secret()).await?;
+        if settings.sample_data {
             let loaded = store.load_if_empty(&sample_persons()).await?;
             tracing::info!(loaded, "sample persons requested");
         }
 
-        let audience = config.audience();
-        let keys = match token_keys {
-            TokenKeys::Hs256(secret) => Keys::fixed(Verifier::hs256(&secret, &audience)),
+        let keys = match settings.token_keys {
+            TokenKeys::Hs256(secret) => Keys::fixed(Verifier::hs256(&secret, &settings.audience)),
             TokenKeys::Jwks(urls) => {
-                let mut jwks = JwksSourceConfig::new(urls, audience);
-                jwks.refresh_interval = config.jwks_refresh_interval();
+                let mut jwks = JwksSourceConfig::new(urls, settings.audience);
+                jwks.refresh_interval = settings.jwks_refresh;
                 JwksSource::start(jwks).await?
             }
         };
-        tracing::info!(%local_addr, alg = %config.token_alg, "resource-service built");
+        tracing::info!(%local_addr, "resource-service built");
         Ok(Self {
             listener,
             local_addr,
             store,
             keys,
-            cache: TokenCache::new(config.token_cache_capacity),
+            cache: TokenCache::new(settings.token_cache_capacity),
+            trusted_peers: settings.trusted_peers,
         })
     }
 
@@ -84,22 +90,19 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        set_health(&reporter, ServingStatus::NotServing).await;
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
-        // Outermost first. The request id comes first so every later log line carries it; the
-        // trace span wraps authentication so refused calls are logged too; authentication runs
-        // before any service, so no handler ever sees an unverified or unauthorised call.
-        let layers = tower::ServiceBuilder::new()
-            .layer(telemetry::request_id_layers())
-            .layer(telemetry::grpc_trace_layer::<tonic::body::Body>())
-            .layer(AuthnLayer::new(
-                grpc::policy(),
-                self.keys.clone(),
-                self.cache,
-            ))
-            .into_inner();
+        telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
+        let (reflection_v1, reflection_v1alpha) =
+            telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
+                .context("failed to build reflection service")?;
+        let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
+            grpc::policy(),
+            self.keys.clone(),
+            self.cache,
+        ));
+        let routes = Routes::new(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(PersonServiceServer::new(Persons::new(self.store.clone())));
 
         let ready = tokio::spawn(report_ready(
             reporter.clone(),
@@ -108,21 +111,9 @@ impl Application {
         ));
         let draining = async move {
             ready.abort();
-            set_health(&reporter, ServingStatus::NotServing).await;
+            telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         };
-        let server = |stop| {
-            Server::builder()
-                .layer(layers)
-                .add_service(health)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(PersonServiceServer::new(Persons::new(self.store.clone())))
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                    stop,
-                )
-        };
-        let result = telemetry::serve_with_drain(server, shutdown, draining)
+        let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
         self.store.close().await;
@@ -139,7 +130,7 @@ async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
         let db = store.ping().await;
         let has_keys = keys.verifier().key_count() > 0;
         if db.is_ok() && has_keys {
-            set_health(&reporter, ServingStatus::Serving).await;
+            telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
             tracing::info!("serving");
             return;
         }
@@ -153,18 +144,4 @@ async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Reflection for grpcurl and friends, advertising only what this server serves.
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(grpc::SERVICE)
-        .with_service_name("grpc.health.v1.Health")
-}
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(grpc::SERVICE, status).await;
 }

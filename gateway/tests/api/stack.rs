@@ -68,7 +68,8 @@ pub async fn spawn_auth() -> Running {
     config.bootstrap_admin_username = Some(ADMIN_USERNAME.to_owned());
     config.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
     config.bootstrap_admin_email = Some("admin@example.com".to_owned());
-    let app = auth_service::Application::build(config)
+    let settings = auth_service::Settings::try_from(config).expect("valid settings");
+    let app = auth_service::Application::build(settings)
         .await
         .expect("auth-service builds");
     let port = app.port();
@@ -85,7 +86,8 @@ pub async fn spawn_resource(auth_url: &str, port: u16) -> Running {
     let mut config = resource_service::Config::for_tests().with_jwks(vec![auth_url.to_owned()]);
     config.sample_data = true;
     config.grpc_addr.set_port(port);
-    let app = resource_service::Application::build(config)
+    let settings = resource_service::Settings::try_from(config).expect("valid settings");
+    let app = resource_service::Application::build(settings)
         .await
         .expect("resource-service builds");
     let port = app.port();

@@ -34,7 +34,8 @@ pub async fn spawn_auth() -> Auth {
     let mut config = auth_service::Config::for_tests();
     config.bootstrap_admin_username = Some("root".into());
     config.bootstrap_admin_password = Some(PASSWORD.into());
-    let app = auth_service::Application::build(config)
+    let settings = auth_service::Settings::try_from(config).expect("valid settings");
+    let app = auth_service::Application::build(settings)
         .await
         .expect("auth-service starts");
     let url = format!("http://{}", app.local_addr());

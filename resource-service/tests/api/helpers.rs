@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use proto::person::v1::{Person, person_service_client::PersonServiceClient};
 use resource_service::{
-    Application, Config, config::TEST_HS256_SECRET, domain::PersonFields, store::Store,
+    Application, Config, Settings, config::TEST_HS256_SECRET, domain::PersonFields, store::Store,
 };
 use sqlx::{Connection, Executor, PgConnection};
 use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
@@ -26,7 +26,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
     telemetry::init_for_tests();
-    let app = Application::build(config)
+    let settings = Settings::try_from(config).expect("a valid test configuration");
+    let app = Application::build(settings)
         .await
         .expect("build resource-service");
     let addr = app.local_addr();

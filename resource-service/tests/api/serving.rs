@@ -2,7 +2,7 @@
 //! only on request, and a clean stop.
 
 use proto::person::v1::ListPersonsRequest;
-use resource_service::{Application, Config, domain::sample_persons};
+use resource_service::{Config, Settings, domain::sample_persons};
 use token::Role;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -98,7 +98,8 @@ async fn a_stopped_server_returns_and_refuses_new_connections() {
 async fn an_invalid_configuration_is_refused_before_binding() {
     let mut config = Config::for_tests();
     config.hs256_secret = Some("too-short".into());
-    assert!(Application::build(config).await.is_err());
+    let error = Settings::try_from(config).err().expect("refused");
+    assert_eq!(error.setting, "RESOURCE_HS256_SECRET");
 }
 
 #[tokio::test]
