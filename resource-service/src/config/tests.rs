@@ -9,7 +9,7 @@ fn settings(config: Config) -> Result<Settings, ConfigError> {
 }
 
 fn refused_for(config: Config) -> &'static str {
-    settings(config).err().expect("refused").setting
+    settings(config).expect_err("refused").setting
 }
 
 #[test]

@@ -98,7 +98,7 @@ async fn a_stopped_server_returns_and_refuses_new_connections() {
 async fn an_invalid_configuration_is_refused_before_binding() {
     let mut config = Config::for_tests();
     config.hs256_secret = Some("too-short".into());
-    let error = Settings::try_from(config).err().expect("refused");
+    let error = Settings::try_from(config).expect_err("refused");
     assert_eq!(error.setting, "RESOURCE_HS256_SECRET");
 }
 
