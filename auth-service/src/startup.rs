@@ -22,6 +22,7 @@ use crate::{
 
 pub struct Application {
     listener: TcpListener,
+    local_addr: SocketAddr,
     accounts: Arc<Accounts>,
     trusted_peers: Vec<IpNet>,
 }
@@ -30,9 +31,7 @@ impl Application {
     /// Binds the listener, opens and migrates the database, loads (or creates) the signing key
     /// and the first admin. Nothing is served yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", settings.grpc_addr))?;
+        let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
         let url = settings
             .database
             .prepare()
@@ -55,20 +54,18 @@ impl Application {
         }
         Ok(Self {
             listener,
+            local_addr,
             accounts,
             trusted_peers: settings.trusted_peers,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        // A bound listener always has a local address.
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.local_addr
     }
 
     pub fn port(&self) -> u16 {
-        self.local_addr().port()
+        self.local_addr.port()
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
@@ -77,7 +74,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let addr = self.local_addr();
+        let addr = self.local_addr;
         let (reporter, health) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])

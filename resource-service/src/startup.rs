@@ -34,13 +34,7 @@ impl Application {
     /// Binds the listener, opens and migrates the database (loading the sample persons if
     /// asked), and starts following the token keys.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", settings.grpc_addr))?;
-        let local_addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
-
+        let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
         let url = settings
             .database
             .prepare()

@@ -3,11 +3,12 @@
 
 use std::{
     future::Future,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     task::{Context, Poll},
 };
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use ipnet::IpNet;
@@ -159,6 +160,17 @@ pub fn reflection(
 }
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Binds a server's listener (port 0 picks a free one) and returns it with the address it got.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {addr}"))?;
+    let local_addr = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    Ok((listener, local_addr))
+}
 
 /// Serves `routes` behind `layers` (ours from [`grpc_layers`], then the service's access check)
 /// until `shutdown` resolves, then drains as [`crate::serve_with_drain`] says: `draining` reports

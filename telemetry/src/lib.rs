@@ -14,7 +14,7 @@ use tower_http::{
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub use grpc::{
-    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, grpc_layers, reflection,
+    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, bind, grpc_layers, reflection,
     report_health, serve_grpc,
 };
 
@@ -50,13 +50,28 @@ pub fn init_for_tests() {
     }
 }
 
-/// How a service's `main` ends: success, or the error logged with its cause chain and a failing
-/// exit code.
-pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
+/// A service's whole `main`: logging, then settings from flags and environment (on a bad one,
+/// one line and exit code 64 before anything starts), then `run` until it returns; an error is
+/// logged with its cause chain and fails the exit code.
+pub async fn run_service<C, S, F>(service: &str, run: impl FnOnce(S) -> F) -> std::process::ExitCode
+where
+    C: clap::Parser,
+    S: TryFrom<C, Error = settings::ConfigError>,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    init();
+    let settings = match settings::load::<C, S>() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(service, error = format!("{error:#}"), "stopped with an error");
+            tracing::error!(
+                service,
+                error = format!("{error:#}"),
+                "stopped with an error"
+            );
             std::process::ExitCode::FAILURE
         }
     }
