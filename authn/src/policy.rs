@@ -54,6 +54,15 @@ impl Policy {
         self.rules.get(path).copied()
     }
 
+    /// Everything wrong with the policy of a server serving `service`: its methods without a
+    /// rule, then rules naming no method. Each service has a test asserting this is empty, so
+    /// adding an RPC without deciding who may call it fails the build.
+    pub fn problems(&self, service: &str) -> Vec<String> {
+        let mut problems = self.methods_without_rule(service);
+        problems.extend(self.rules_without_method());
+        problems
+    }
+
     /// Methods of `service` (as the compiled protos describe it) that have no rule. Each service
     /// has a test asserting this is empty, so adding an RPC without a policy fails the build.
     pub fn methods_without_rule(&self, service: &str) -> Vec<String> {
@@ -147,5 +156,6 @@ mod tests {
             policy.rules_without_method(),
             vec!["/person.v1.PersonService/GetPersons".to_owned()]
         );
+        assert_eq!(policy.problems("person.v1.PersonService").len(), 6);
     }
 }
