@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use token::{Algorithm, Audience, Hs256Secret};
 
 use crate::{
+    accounts::BootstrapAdmin,
     domain::{Email, Password, Username},
     signing::{KeyConfig, KeyEncryptionKey},
 };
@@ -79,13 +80,6 @@ pub struct Config {
     /// Password checks allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
-}
-
-/// The first admin account, validated.
-pub struct BootstrapAdmin {
-    pub username: Username,
-    pub email: Email,
-    pub password: Password,
 }
 
 impl Config {
