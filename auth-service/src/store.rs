@@ -11,7 +11,11 @@ mod sqlite;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use sqlx::{Database, Encode, Executor, IntoArguments, Transaction, Type};
+use sqlx::{
+    Connection, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+    migrate::{Migrate, Migrator},
+    pool::PoolOptions,
+};
 use token::Role;
 use uuid::Uuid;
 
@@ -111,6 +115,29 @@ pub async fn connect(
 
 /// How long a request waits for a pooled connection before failing as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a pool with the settings both databases share and applies the backend's migrations.
+async fn open_pool<DB>(
+    options: <DB::Connection as Connection>::Options,
+    max_connections: u32,
+    migrator: &Migrator,
+) -> anyhow::Result<Pool<DB>>
+where
+    DB: Database,
+    DB::Connection: Migrate,
+{
+    let pool = PoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .context("failed to connect to the database")?;
+    migrator
+        .run(&pool)
+        .await
+        .context("failed to apply the database migrations")?;
+    Ok(pool)
+}
 
 // One SQL text per query for both databases: sqlx binds `$N` by number on SQLite too, and the
 // bundled SQLite has `string_agg`. Ids are read back as text, the one form both can return.

@@ -1,16 +1,21 @@
 //! The shared store for replicas: PostgreSQL. Only what differs from SQLite lives here:
 //! connect options, migrations, and ids stored as `uuid`.
 
+use std::str::FromStr;
+
 use anyhow::Context;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPool},
+};
 use uuid::Uuid;
 
-use super::ACQUIRE_TIMEOUT;
+use super::open_pool;
 use crate::domain::UserId;
 
 /// sqlx holds a PostgreSQL advisory lock while migrating, so replicas starting together apply
 /// each migration exactly once.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -19,16 +24,8 @@ pub struct PgStore {
 
 impl PgStore {
     pub(super) async fn open(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
-            .await
-            .context("failed to connect to PostgreSQL")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("failed to apply PostgreSQL migrations")?;
+        let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+        let pool = open_pool(options, max_connections, &MIGRATOR).await?;
         Ok(Self { pool })
     }
 

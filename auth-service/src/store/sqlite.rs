@@ -4,14 +4,15 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+use sqlx::{
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous},
 };
 
-use super::ACQUIRE_TIMEOUT;
+use super::open_pool;
 use crate::domain::UserId;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,16 +46,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .context("failed to open the SQLite database")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("failed to apply SQLite migrations")?;
+        let pool = open_pool(options, max_connections, &MIGRATOR).await?;
         Ok(Self { pool })
     }
 
