@@ -6,7 +6,6 @@ use secrecy::{ExposeSecret, SecretString};
 use token::{Claims, Issued, Role, unix_now};
 
 use crate::{
-    config::BootstrapAdmin,
     domain::{Email, NewUser, Password, User, UserId, Username, roles_with_user},
     error::Error,
     password::PasswordHasher,
@@ -15,7 +14,7 @@ use crate::{
 };
 
 pub struct Accounts {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     hasher: PasswordHasher,
     keys: Arc<SigningKeys>,
 }
@@ -28,11 +27,18 @@ pub struct SignUp {
     pub roles: Vec<Role>,
 }
 
+/// The first admin account, created at start-up when configured.
+pub struct BootstrapAdmin {
+    pub username: Username,
+    pub email: Email,
+    pub password: Password,
+}
+
 /// The longest login or password worth hashing; anything longer cannot be a real account.
 const MAX_LOGIN: usize = 254;
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, keys: Arc<SigningKeys>) -> Self {
+    pub fn new(store: Arc<Store>, hasher: PasswordHasher, keys: Arc<SigningKeys>) -> Self {
         Self {
             store,
             hasher,
@@ -44,18 +50,12 @@ impl Accounts {
         &self.keys
     }
 
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
     /// Creates an account. `caller` is the signed-in user, if any: only an admin may grant
     /// roles beyond `user`.
     pub async fn sign_up(&self, request: SignUp, caller: Option<&Claims>) -> Result<User, Error> {
         let roles = roles_with_user(request.roles);
         if roles != [Role::User] && !caller.is_some_and(|c| c.has_role(Role::Admin)) {
-            return Err(Error::PermissionDenied(
-                "only an admin can grant roles beyond user".to_owned(),
-            ));
+            return Err(Error::CannotGrantRoles);
         }
         let password_hash = self.hasher.hash(request.password.secret().clone()).await?;
         let user = self
@@ -82,9 +82,7 @@ impl Accounts {
     ) -> Result<(User, Issued), Error> {
         let login = login.trim();
         if login.is_empty() || password.expose_secret().is_empty() {
-            return Err(Error::InvalidArgument(
-                "username (or email) and password are required".to_owned(),
-            ));
+            return Err(Error::CredentialsMissing);
         }
         if login.len() > MAX_LOGIN || password.expose_secret().chars().count() > Password::MAX {
             return Err(Error::InvalidCredentials);
@@ -112,14 +110,9 @@ impl Accounts {
     }
 
     pub async fn me(&self, caller: &Claims) -> Result<User, Error> {
-        let id: UserId = caller
-            .sub
-            .parse()
-            .map_err(|_| Error::NotFound("this token's account no longer exists".to_owned()))?;
-        self.store
-            .find_user(id)
-            .await?
-            .ok_or_else(|| Error::NotFound("this token's account no longer exists".to_owned()))
+        // Every token this service issues names a user id; one that does not names nobody.
+        let id: UserId = caller.sub.parse().map_err(|_| Error::AccountGone)?;
+        self.store.find_user(id).await?.ok_or(Error::AccountGone)
     }
 
     pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, Error> {
@@ -134,15 +127,13 @@ impl Accounts {
     ) -> Result<User, Error> {
         let roles = roles_with_user(roles);
         if caller.sub == id.to_string() && !roles.contains(&Role::Admin) {
-            return Err(Error::FailedPrecondition(
-                "an admin cannot remove their own admin role".to_owned(),
-            ));
+            return Err(Error::CannotDropOwnAdmin);
         }
         let user = self
             .store
             .set_roles(id, &roles)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("user {id} not found")))?;
+            .ok_or(Error::UserNotFound(id))?;
         tracing::info!(user_id = %id, by = %caller.sub, roles = ?user.roles, "roles changed");
         Ok(user)
     }
@@ -190,10 +181,7 @@ impl Accounts {
             tracing::info!(username = %user.username, "bootstrap admin already exists");
             Ok(())
         } else {
-            Err(Error::FailedPrecondition(format!(
-                "an account named {:?} exists but is not an admin; choose another AUTH_BOOTSTRAP_ADMIN_USERNAME",
-                user.username
-            )))
+            Err(Error::BootstrapNameTaken(user.username.clone()))
         }
     }
 }

@@ -11,6 +11,7 @@ use settings::{ConfigError, Database, secret};
 use token::{Algorithm, Audience, Hs256Secret};
 
 use crate::{
+    accounts::BootstrapAdmin,
     domain::{Email, Password, Username},
     signing::{KeyConfig, KeyEncryptionKey},
 };
@@ -121,13 +122,6 @@ pub struct Settings {
     pub hash_workers: usize,
     pub hash_queue: usize,
     pub trusted_peers: Vec<IpNet>,
-}
-
-/// The first admin account, validated.
-pub struct BootstrapAdmin {
-    pub username: Username,
-    pub email: Email,
-    pub password: Password,
 }
 
 impl TryFrom<Config> for Settings {
@@ -254,13 +248,13 @@ fn bootstrap_admin(
         (None, None) => Ok(None),
         (Some(username), Some(password)) => {
             let username = Username::parse(&username)
-                .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_USERNAME", e))?;
+                .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_USERNAME", e.0))?;
             let email = email.unwrap_or_else(|| format!("{username}@localhost.localdomain"));
             Ok(Some(BootstrapAdmin {
                 email: Email::parse(&email)
-                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_EMAIL", e))?,
+                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_EMAIL", e.0))?,
                 password: Password::parse(password)
-                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_PASSWORD", e))?,
+                    .map_err(|e| ConfigError::new("AUTH_BOOTSTRAP_ADMIN_PASSWORD", e.0))?,
                 username,
             }))
         }

@@ -9,3 +9,8 @@ pub use email::Email;
 pub use password::Password;
 pub use user::{NewUser, User, UserId, roles_with_user};
 pub use username::Username;
+
+/// Why a value was refused; the message is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     accounts::{Accounts, SignUp},
-    domain::{Email, Password, User, UserId, Username},
+    domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
 };
 
@@ -53,14 +53,18 @@ impl AuthGrpc {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
+        let message = e.to_string();
         match e {
-            Error::InvalidArgument(m) => Status::invalid_argument(m),
-            Error::InvalidCredentials => Status::unauthenticated(e.to_string()),
-            Error::UsernameTaken | Error::EmailTaken => Status::already_exists(e.to_string()),
-            Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::NotFound(m) => Status::not_found(m),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::Busy => Status::resource_exhausted(e.to_string()),
+            Error::Invalid(_) | Error::CredentialsMissing => Status::invalid_argument(message),
+            Error::InvalidCredentials => Status::unauthenticated(message),
+            Error::UsernameTaken | Error::EmailTaken => Status::already_exists(message),
+            Error::CannotGrantRoles => Status::permission_denied(message),
+            Error::AccountGone | Error::UserNotFound(_) => Status::not_found(message),
+            Error::CannotDropOwnAdmin | Error::BootstrapNameTaken(_) => {
+                Status::failed_precondition(message)
+            }
+            Error::Busy => Status::resource_exhausted(message),
+            Error::StoreUnavailable(_) => Status::unavailable(message),
             Error::Unexpected(_) => Status::internal("internal error"),
         }
     }
@@ -68,8 +72,12 @@ impl From<Error> for Status {
 
 /// Logs what the client will not see, then converts.
 fn status(e: Error) -> Status {
-    if let Error::Unexpected(cause) = &e {
-        tracing::error!(error.cause_chain = ?cause, "request failed");
+    match &e {
+        Error::Unexpected(cause) => tracing::error!(error.cause_chain = ?cause, "request failed"),
+        Error::StoreUnavailable(cause) => {
+            tracing::warn!(error.cause_chain = ?cause, "the database is unavailable");
+        }
+        _ => {}
     }
     e.into()
 }
@@ -84,13 +92,10 @@ fn signed_in<T>(request: &Request<T>) -> Result<&Claims, Status> {
     caller(request).ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
-fn parse_roles(names: &[String]) -> Result<Vec<Role>, Status> {
+fn parse_roles(names: &[String]) -> Result<Vec<Role>, Invalid> {
     names
         .iter()
-        .map(|n| {
-            n.parse::<Role>()
-                .map_err(|e| Status::invalid_argument(e.to_string()))
-        })
+        .map(|n| n.parse::<Role>().map_err(|e| Invalid(e.to_string())))
         .collect()
 }
 
@@ -116,11 +121,10 @@ impl AuthService for AuthGrpc {
         let caller = caller(&request).cloned();
         let req = request.into_inner();
         let sign_up = SignUp {
-            username: Username::parse(&req.username).map_err(Status::invalid_argument)?,
-            email: Email::parse(&req.email).map_err(Status::invalid_argument)?,
-            password: Password::parse(SecretString::from(req.password))
-                .map_err(Status::invalid_argument)?,
-            roles: parse_roles(&req.roles)?,
+            username: Username::parse(&req.username).map_err(Error::from)?,
+            email: Email::parse(&req.email).map_err(Error::from)?,
+            password: Password::parse(SecretString::from(req.password)).map_err(Error::from)?,
+            roles: parse_roles(&req.roles).map_err(Error::from)?,
         };
         let user = self
             .accounts
@@ -192,10 +196,13 @@ impl AuthService for AuthGrpc {
         let req = request.into_inner();
         let limit = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
-            n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+            n if n < 0 => {
+                let invalid = Invalid("page_size must not be negative".to_owned());
+                return Err(Error::from(invalid).into());
+            }
             n => (n as u32).min(MAX_PAGE_SIZE),
         };
-        let after = decode_page_token(&req.page_token)?;
+        let after = decode_page_token(&req.page_token).map_err(Error::from)?;
         // One extra row tells whether another page follows.
         let mut users = self
             .accounts
@@ -223,8 +230,8 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::SetUserRolesResponse>, Status> {
         let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
-        let id: UserId = req.user_id.parse().map_err(Status::invalid_argument)?;
-        let roles = parse_roles(&req.roles)?;
+        let id: UserId = req.user_id.parse().map_err(Error::from)?;
+        let roles = parse_roles(&req.roles).map_err(Error::from)?;
         let user = self
             .accounts
             .set_roles(&caller, id, roles)
@@ -241,11 +248,11 @@ fn encode_page_token(id: UserId) -> String {
     URL_SAFE_NO_PAD.encode(id.0.as_bytes())
 }
 
-fn decode_page_token(token: &str) -> Result<Option<UserId>, Status> {
+fn decode_page_token(token: &str) -> Result<Option<UserId>, Invalid> {
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || Status::invalid_argument("page_token is not valid");
+    let invalid = || Invalid("page_token is not valid".to_owned());
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let uuid = uuid::Uuid::from_slice(&bytes).map_err(|_| invalid())?;
     Ok(Some(UserId(uuid)))
@@ -263,6 +270,25 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(policy.rules_without_method(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_database_outage_is_unavailable_with_a_retry_hint() {
+        let status = Status::from(Error::StoreUnavailable(anyhow::anyhow!(
+            "connection refused"
+        )));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the database is unavailable; retry shortly"
+        );
+    }
+
+    #[test]
+    fn unexpected_errors_reveal_nothing() {
+        let status = Status::from(Error::Unexpected(anyhow::anyhow!("disk on fire")));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "internal error");
     }
 
     #[test]

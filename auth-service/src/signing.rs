@@ -100,7 +100,7 @@ pub struct SigningKeys {
 
 impl SigningKeys {
     pub async fn load_or_create(
-        store: &dyn Store,
+        store: &Store,
         config: &KeyConfig,
         audience: &Audience,
         ttl: std::time::Duration,
@@ -144,7 +144,7 @@ impl SigningKeys {
 
 /// Every stored Ed25519 key, newest first, generating the first one if there is none.
 async fn load_ed25519(
-    store: &dyn Store,
+    store: &Store,
     kek: Option<&KeyEncryptionKey>,
 ) -> anyhow::Result<Vec<Ed25519Key>> {
     let mut stored = store.signing_keys().await?;

@@ -17,13 +17,14 @@ use crate::{
     grpc::{self, AuthGrpc},
     password::PasswordHasher,
     signing::SigningKeys,
-    store,
+    store::{self, Store},
 };
 
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     accounts: Arc<Accounts>,
+    store: Arc<Store>,
     trusted_peers: Vec<IpNet>,
 }
 
@@ -45,17 +46,18 @@ impl Application {
         )
         .await?;
         let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
-        let accounts = Arc::new(Accounts::new(store, hasher, Arc::new(keys)));
+        let accounts = Arc::new(Accounts::new(store.clone(), hasher, Arc::new(keys)));
         if let Some(admin) = settings.bootstrap_admin {
             accounts
                 .ensure_admin(admin)
                 .await
-                .map_err(|e| anyhow::anyhow!("failed to create the bootstrap admin: {e}"))?;
+                .context("failed to create the bootstrap admin")?;
         }
         Ok(Self {
             listener,
             local_addr,
             accounts,
+            store,
             trusted_peers: settings.trusted_peers,
         })
     }
@@ -96,10 +98,11 @@ impl Application {
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
         let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
-        telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
+        let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
-            .context("gRPC server failed")?;
+            .context("the gRPC server failed");
+        self.store.close().await;
         tracing::info!("auth-service stopped");
-        Ok(())
+        result
     }
 }

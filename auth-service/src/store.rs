@@ -1,26 +1,30 @@
-//! Persistence behind one interface, implemented for SQLite (the embedded default) and
-//! PostgreSQL (shared by replicas). Both pass the same test suite (`tests/api/store.rs`).
+//! Persistence for accounts and signing keys, on SQLite (the embedded default) or PostgreSQL
+//! (shared by replicas). The SQL, the row mapping and the error classification are written once
+//! here; `store/sqlite.rs` and `store/postgres.rs` hold only what differs: how to connect, the
+//! migrations, and how an id is encoded. Both pass the same suite (`tests/api/store.rs`).
 
+mod error;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use async_trait::async_trait;
+use sqlx::{
+    Connection, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+    migrate::{Migrate, Migrator},
+    pool::PoolOptions,
+};
+use token::Role;
+use uuid::Uuid;
 
-pub use self::{postgres::PgStore, sqlite::SqliteStore};
+pub use self::{error::StoreError, postgres::PgStore, sqlite::SqliteStore};
+use self::{
+    error::{failed, insert_user_failed},
+    rows::{CredentialsRow, UserRow},
+};
 use crate::domain::{NewUser, User, UserId};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("username is already taken")]
-    UsernameTaken,
-    #[error("email is already registered")]
-    EmailTaken,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
 
 /// An account with its password hash, for sign-in only.
 #[derive(Clone)]
@@ -62,86 +66,264 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Inserts the user and its roles in one transaction. Uniqueness of username and email
-    /// (both case-insensitive) is decided by the database's unique indexes.
-    async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError>;
+/// The database the service was configured with. An enum rather than a trait object: there
+/// are exactly two, and each call is written once and dispatched with `on_backend!`.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
 
-    /// The account whose username or email equals `login`, ignoring case.
-    async fn find_credentials(&self, login: &str) -> Result<Option<Credentials>, StoreError>;
-
-    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-
-    /// Up to `limit` users with ids greater than `after`, in id (creation) order.
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError>;
-
-    /// Replaces the user's roles in one transaction; `None` if there is no such user.
-    async fn set_roles(
-        &self,
-        id: UserId,
-        roles: &[token::Role],
-    ) -> Result<Option<User>, StoreError>;
-
-    /// Every signing key, newest generation first.
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
-
-    /// Inserts the key unless one with its generation exists; returns whether it was inserted.
-    async fn insert_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError>;
-
-    /// A cheap round trip, for readiness.
-    async fn ping(&self) -> Result<(), StoreError>;
+/// Runs `$body` with `$db` bound to the store's backend (its `pool` and its `id` encoding).
+/// The body is compiled once per database, so the SQL and its binds cannot drift apart.
+macro_rules! on_backend {
+    ($store:expr, $db:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($db) => $body,
+            Store::Postgres($db) => $body,
+        }
+    };
 }
 
 /// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
 /// migrations (safe when several replicas start at once).
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::open(url, max_connections).await?)
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<Store>> {
+    let store = if url.starts_with("sqlite:") {
+        Store::Sqlite(SqliteStore::open(url, max_connections).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(PgStore::open(url, max_connections).await?)
+        Store::Postgres(PgStore::open(url, max_connections).await?)
     } else {
         anyhow::bail!("database URL must start with sqlite:, postgres:// or postgresql://")
     };
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
-/// The same SQL on both databases.
-pub(crate) const SELECT_SIGNING_KEYS: &str = "SELECT kid, generation, algorithm, encryption, private_key, created_at \
-     FROM signing_keys ORDER BY generation DESC";
-pub(crate) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
+/// How long a request waits for a pooled connection before failing as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a pool with the settings both databases share and applies the backend's migrations.
+async fn open_pool<DB>(
+    options: <DB::Connection as Connection>::Options,
+    max_connections: u32,
+    migrator: &Migrator,
+) -> anyhow::Result<Pool<DB>>
+where
+    DB: Database,
+    DB::Connection: Migrate,
+{
+    let pool = PoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .context("failed to connect to the database")?;
+    migrator
+        .run(&pool)
+        .await
+        .context("failed to apply the database migrations")?;
+    Ok(pool)
+}
+
+// One SQL text per query for both databases: sqlx binds `$N` by number on SQLite too, and the
+// bundled SQLite has `string_agg`. Ids are read back as text, the one form both can return.
+/// Roles come back as one comma-separated column so a user is one row.
+const USER_COLUMNS: &str = "CAST(u.id AS TEXT) AS id, u.username, u.email, u.created_at, \
+     (SELECT string_agg(role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+const INSERT_USER: &str = "INSERT INTO users (id, username, email, password_hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5)";
+const INSERT_ROLE: &str = "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) \
+     ON CONFLICT (user_id, role) DO NOTHING";
+const DELETE_ROLES: &str = "DELETE FROM user_roles WHERE user_id = $1";
+const USER_EXISTS: &str = "SELECT 1 FROM users WHERE id = $1";
+const SELECT_SIGNING_KEYS: &str = "SELECT kid, generation, algorithm, encryption, private_key, \
+     created_at FROM signing_keys ORDER BY generation DESC";
+const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
      (kid, generation, algorithm, encryption, private_key, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (generation) DO NOTHING";
 
-/// How long a request waits for a pooled connection before failing as unavailable.
-pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Maps a unique-index violation to the field it protects.
-pub(crate) fn unique_violation(error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &error
-        && db.is_unique_violation()
-    {
-        // PostgreSQL names the constraint; SQLite names the index in its message.
-        let name = db
-            .constraint()
-            .map(str::to_owned)
-            .unwrap_or_else(|| db.message().to_owned());
-        if name.contains("users_email_key") {
-            return StoreError::EmailTaken;
-        }
-        if name.contains("users_username_key") {
-            return StoreError::UsernameTaken;
-        }
-    }
-    StoreError::Unexpected(anyhow::Error::new(error).context("failed to insert user"))
+fn find_credentials_sql() -> String {
+    format!(
+        "SELECT {USER_COLUMNS}, u.password_hash FROM users u \
+         WHERE lower(u.username) = lower($1) OR lower(u.email) = lower($1) LIMIT 1"
+    )
 }
 
-pub(crate) fn parse_roles(names: &[String]) -> anyhow::Result<Vec<token::Role>> {
-    let mut roles = names
-        .iter()
-        .map(|n| n.parse::<token::Role>())
-        .collect::<Result<Vec<_>, _>>()
-        .context("stored role is not known")?;
-    roles.sort();
-    Ok(roles)
+fn find_user_sql() -> String {
+    format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1")
+}
+
+fn list_users_sql() -> String {
+    format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id > $1 ORDER BY u.id LIMIT $2")
+}
+
+impl Store {
+    /// Inserts the user and its roles in one transaction. Uniqueness of username and email
+    /// (both case-insensitive) is decided by the database's unique indexes.
+    pub async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+        on_backend!(self, db => {
+            let mut tx = db.pool.begin().await.map_err(failed("failed to begin"))?;
+            sqlx::query(INSERT_USER)
+                .bind(db.id(user.id))
+                .bind(user.username.as_ref())
+                .bind(user.email.as_ref())
+                .bind(&user.password_hash)
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(insert_user_failed)?;
+            insert_roles(&mut tx, db.id(user.id), &user.roles).await?;
+            tx.commit().await.map_err(failed("failed to commit user"))?;
+        });
+        let mut roles = user.roles.clone();
+        roles.sort();
+        Ok(User {
+            id: user.id,
+            username: user.username.to_string(),
+            email: user.email.to_string(),
+            roles,
+            created_at: user.created_at,
+        })
+    }
+
+    /// The account whose username or email equals `login`, ignoring case.
+    pub async fn find_credentials(&self, login: &str) -> Result<Option<Credentials>, StoreError> {
+        let sql = find_credentials_sql();
+        let row = on_backend!(self, db => {
+            sqlx::query_as::<_, CredentialsRow>(&sql)
+                .bind(login)
+                .fetch_optional(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to look up credentials"))?;
+        Ok(row.map(CredentialsRow::into_credentials).transpose()?)
+    }
+
+    pub async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let sql = find_user_sql();
+        let row = on_backend!(self, db => {
+            sqlx::query_as::<_, UserRow>(&sql)
+                .bind(db.id(id))
+                .fetch_optional(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to look up user"))?;
+        Ok(row.map(UserRow::into_user).transpose()?)
+    }
+
+    /// Up to `limit` users with ids greater than `after`, in id (creation) order.
+    pub async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>, StoreError> {
+        // The nil UUID sorts before every id `UserId::new` makes, as a UUID and as text.
+        let after = after.unwrap_or(UserId(Uuid::nil()));
+        let sql = list_users_sql();
+        let rows = on_backend!(self, db => {
+            sqlx::query_as::<_, UserRow>(&sql)
+                .bind(db.id(after))
+                .bind(i64::from(limit))
+                .fetch_all(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to list users"))?;
+        Ok(rows
+            .into_iter()
+            .map(UserRow::into_user)
+            .collect::<anyhow::Result<_>>()?)
+    }
+
+    /// Replaces the user's roles in one transaction; `None` if there is no such user.
+    pub async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<Option<User>, StoreError> {
+        let found = on_backend!(self, db => {
+            let mut tx = db.pool.begin().await.map_err(failed("failed to begin"))?;
+            // Write first, so on SQLite the transaction holds the write lock before it reads.
+            sqlx::query(DELETE_ROLES)
+                .bind(db.id(id))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("failed to clear roles"))?;
+            let found = sqlx::query(USER_EXISTS)
+                .bind(db.id(id))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed("failed to look up user"))?
+                .is_some();
+            // Without the user, dropping the transaction rolls the delete back.
+            if found {
+                insert_roles(&mut tx, db.id(id), roles).await?;
+                tx.commit().await.map_err(failed("failed to commit roles"))?;
+            }
+            found
+        });
+        if !found {
+            return Ok(None);
+        }
+        self.find_user(id).await
+    }
+
+    /// Every signing key, newest generation first.
+    pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        on_backend!(self, db => {
+            sqlx::query_as::<_, StoredKey>(SELECT_SIGNING_KEYS)
+                .fetch_all(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to load signing keys"))
+    }
+
+    /// Inserts the key unless one with its generation exists; returns whether it was inserted.
+    pub async fn insert_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        let inserted = on_backend!(self, db => {
+            sqlx::query(INSERT_SIGNING_KEY)
+                .bind(&key.kid)
+                .bind(key.generation)
+                .bind(&key.algorithm)
+                .bind(&key.encryption)
+                .bind(&key.private_key)
+                .bind(key.created_at)
+                .execute(&db.pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(failed("failed to insert signing key"))?;
+        Ok(inserted == 1)
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, db => sqlx::query("SELECT 1").execute(&db.pool).await.map(drop))
+            .map_err(failed("failed to reach the database"))
+    }
+
+    /// Closes every pooled connection, waiting for those in use to come back. Calls made
+    /// afterwards fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        on_backend!(self, db => db.pool.close().await)
+    }
+}
+
+/// Adds `roles` to the user inside the caller's transaction. Generic over the database so the
+/// statement and its loop exist once; `id` is already in the backend's encoding.
+async fn insert_roles<DB, Id>(
+    tx: &mut Transaction<'_, DB>,
+    id: Id,
+    roles: &[Role],
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    Id: for<'q> Encode<'q, DB> + Type<DB> + Clone + Send + 'static,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    for role in roles {
+        sqlx::query::<DB>(INSERT_ROLE)
+            .bind(id.clone())
+            .bind(role.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(failed("failed to insert role"))?;
+    }
+    Ok(())
 }

@@ -3,20 +3,22 @@
 
 use std::fmt;
 
+use super::Invalid;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
-        let invalid = || format!("{s:?} is not a valid email address");
+        let invalid = || Invalid(format!("{s:?} is not a valid email address"));
         if s.len() > 254 {
-            return Err("email must be at most 254 characters".to_owned());
+            return Err(Invalid("email must be at most 254 characters".to_owned()));
         }
         // Case-insensitive uniqueness must mean the same on SQLite (whose lower() folds ASCII
         // only) and PostgreSQL, so addresses are ASCII.
         if !s.is_ascii() {
-            return Err("email must be plain ASCII".to_owned());
+            return Err(Invalid("email must be plain ASCII".to_owned()));
         }
         let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
         let plausible = !local.is_empty()

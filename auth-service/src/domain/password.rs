@@ -4,22 +4,27 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::Invalid;
+
 pub struct Password(SecretString);
 
 impl Password {
     pub const MIN: usize = 8;
     pub const MAX: usize = 128;
 
-    pub fn parse(s: SecretString) -> Result<Self, String> {
+    pub fn parse(s: SecretString) -> Result<Self, Invalid> {
         let len = s.expose_secret().chars().count();
         if len < Self::MIN {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "password must be at least {} characters",
                 Self::MIN
-            ));
+            )));
         }
         if len > Self::MAX {
-            return Err(format!("password must be at most {} characters", Self::MAX));
+            return Err(Invalid(format!(
+                "password must be at most {} characters",
+                Self::MAX
+            )));
         }
         Ok(Self(s))
     }

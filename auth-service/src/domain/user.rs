@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 use token::Role;
 use uuid::Uuid;
 
-use super::{Email, Username};
+use super::{Email, Invalid, Username};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(pub Uuid);
@@ -24,12 +24,12 @@ impl Default for UserId {
 }
 
 impl FromStr for UserId {
-    type Err = String;
+    type Err = Invalid;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s.trim())
             .map(Self)
-            .map_err(|_| "user id must be a UUID".to_owned())
+            .map_err(|_| Invalid("user id must be a UUID".to_owned()))
     }
 }
 

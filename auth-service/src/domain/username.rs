@@ -2,22 +2,26 @@
 
 use std::fmt;
 
+use super::Invalid;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let len = s.chars().count();
         if !(3..=32).contains(&len) {
-            return Err(format!("username must be 3 to 32 characters, got {len}"));
+            return Err(Invalid(format!(
+                "username must be 3 to 32 characters, got {len}"
+            )));
         }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
         {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "username may only contain letters, digits, '_', '.' and '-', found {c:?}"
-            ));
+            )));
         }
         Ok(Self(s.to_owned()))
     }

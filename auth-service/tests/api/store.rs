@@ -21,7 +21,7 @@ fn new_user(username: &str, email: &str) -> NewUser {
     }
 }
 
-async fn inserts_and_finds_users_by_name_or_email_ignoring_case(store: Arc<dyn Store>) {
+async fn inserts_and_finds_users_by_name_or_email_ignoring_case(store: Arc<Store>) {
     let user = store
         .insert_user(&new_user("Alice", "Alice@Example.com"))
         .await
@@ -40,7 +40,7 @@ async fn inserts_and_finds_users_by_name_or_email_ignoring_case(store: Arc<dyn S
     assert_eq!(store.find_user(UserId::new()).await.unwrap(), None);
 }
 
-async fn unique_indexes_decide_duplicates(store: Arc<dyn Store>) {
+async fn unique_indexes_decide_duplicates(store: Arc<Store>) {
     store
         .insert_user(&new_user("alice", "alice@example.com"))
         .await
@@ -59,7 +59,7 @@ async fn unique_indexes_decide_duplicates(store: Arc<dyn Store>) {
     ));
 }
 
-async fn concurrent_inserts_of_one_name_let_exactly_one_win(store: Arc<dyn Store>) {
+async fn concurrent_inserts_of_one_name_let_exactly_one_win(store: Arc<Store>) {
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let store = store.clone();
@@ -81,7 +81,7 @@ async fn concurrent_inserts_of_one_name_let_exactly_one_win(store: Arc<dyn Store
     assert_eq!(won, 1);
 }
 
-async fn roles_are_replaced_whole(store: Arc<dyn Store>) {
+async fn roles_are_replaced_whole(store: Arc<Store>) {
     let user = store
         .insert_user(&new_user("bob", "bob@example.com"))
         .await
@@ -104,7 +104,7 @@ async fn roles_are_replaced_whole(store: Arc<dyn Store>) {
     );
 }
 
-async fn users_are_listed_in_creation_order_a_page_at_a_time(store: Arc<dyn Store>) {
+async fn users_are_listed_in_creation_order_a_page_at_a_time(store: Arc<Store>) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -121,7 +121,7 @@ async fn users_are_listed_in_creation_order_a_page_at_a_time(store: Arc<dyn Stor
     assert_eq!(rest.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..]);
 }
 
-async fn the_first_signing_key_of_a_generation_wins(store: Arc<dyn Store>) {
+async fn the_first_signing_key_of_a_generation_wins(store: Arc<Store>) {
     let key = |kid: &str| StoredKey {
         kid: kid.into(),
         generation: 1,
@@ -136,14 +136,33 @@ async fn the_first_signing_key_of_a_generation_wins(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
-async fn sqlite() -> Arc<dyn Store> {
+async fn a_closed_store_answers_unavailable(store: Arc<Store>) {
+    store.ping().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.find_user(UserId::new()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .insert_user(&new_user("late", "late@example.com"))
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+async fn sqlite() -> Arc<Store> {
     let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
     store::connect(&format!("sqlite://{}", file.display()), 5)
         .await
         .unwrap()
 }
 
-async fn postgres() -> Arc<dyn Store> {
+async fn postgres() -> Arc<Store> {
     let url = fresh_postgres_database().await;
     // Connecting twice applies migrations once and then finds nothing to do.
     store::connect(&url, 5).await.unwrap();
@@ -168,4 +187,5 @@ suite!(
     roles_are_replaced_whole,
     users_are_listed_in_creation_order_a_page_at_a_time,
     the_first_signing_key_of_a_generation_wins,
+    a_closed_store_answers_unavailable,
 );
