@@ -24,7 +24,7 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use crate::{error::ApiError, page, state::AppState};
+use crate::{config::Cors, error::ApiError, page, state::AppState};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -74,7 +74,7 @@ pub fn app(state: AppState) -> Router {
             deadline,
         ))
         .with_state(state);
-    if let Some(cors) = cors(&settings.cors_origins) {
+    if let Some(cors) = cors(&settings.cors) {
         router = router.layer(cors);
     }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
@@ -143,19 +143,11 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    let origins: Vec<&str> = origins
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .collect();
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.contains(&"*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+fn cors(cors: &Cors) -> Option<CorsLayer> {
+    let allow = match cors {
+        Cors::SameOrigin => return None,
+        Cors::Any => AllowOrigin::any(),
+        Cors::Origins(origins) => AllowOrigin::list(origins.iter().cloned()),
     };
     Some(
         CorsLayer::new()

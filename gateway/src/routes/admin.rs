@@ -2,14 +2,15 @@
 //! only admins may call these.
 
 use axum::extract::State;
-use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{User, missing, parse_roles};
 use crate::{
-    backend::Safety,
+    backend::Safety::Idempotent,
     error::ApiError,
     extract::{Caller, Json, Path, Query},
+    rpc::AuthClient,
     state::AppState,
 };
 
@@ -40,12 +41,8 @@ pub async fn list_users(
     };
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move { AuthServiceClient::new(channel).list_users(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, AuthClient::list_users, message)
+        .await?;
     Ok(axum::Json(Page {
         users: response.users.into_iter().map(User::from).collect(),
         next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
@@ -71,16 +68,8 @@ pub async fn set_roles(
     // Setting roles to a given list is idempotent, so a retry cannot do harm.
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                AuthServiceClient::new(channel)
-                    .set_user_roles(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, AuthClient::set_user_roles, message)
+        .await?;
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
     ))

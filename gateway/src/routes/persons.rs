@@ -6,13 +6,14 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use proto::person::v1::{self as pb, person_service_client::PersonServiceClient};
+use proto::person::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    backend::Safety,
+    backend::Safety::{Idempotent, Once},
     error::ApiError,
     extract::{Caller, Json, Path, Query},
+    rpc::PersonClient,
     state::AppState,
 };
 
@@ -65,16 +66,8 @@ pub async fn list(
     };
     let response = state
         .resource
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .list_persons(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, PersonClient::list_persons, message)
+        .await?;
     Ok(axum::Json(Page {
         persons: response.persons.into_iter().map(Person::from).collect(),
         next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
@@ -87,14 +80,11 @@ pub async fn show(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let message = pb::GetPersonRequest { person_id: id };
     let person = state
         .resource
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(pb::GetPersonRequest { person_id: id });
-            async move { PersonServiceClient::new(channel).get_person(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, PersonClient::get_person, message)
+        .await?;
     Ok(axum::Json(person.into()))
 }
 
@@ -108,26 +98,14 @@ pub struct PersonBody {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<PersonBody>,
+    Json(PersonBody { name, email, age }): Json<PersonBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let outgoing = caller.outgoing()?;
-    let message = pb::CreatePersonRequest {
-        name: body.name,
-        email: body.email,
-        age: body.age,
-    };
+    let message = pb::CreatePersonRequest { name, email, age };
     let person = state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .create_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::create_person, message)
+        .await?;
     let location = format!("/api/persons/{}", person.person_id);
     Ok((
         StatusCode::CREATED,
@@ -140,27 +118,19 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    Json(body): Json<PersonBody>,
+    Json(PersonBody { name, email, age }): Json<PersonBody>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::UpdatePersonRequest {
         person_id: id,
-        name: body.name,
-        email: body.email,
-        age: body.age,
+        name,
+        email,
+        age,
     };
     let person = state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .update_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::update_person, message)
+        .await?;
     Ok(axum::Json(person.into()))
 }
 
@@ -170,17 +140,10 @@ pub async fn remove(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
+    let message = pb::DeletePersonRequest { person_id: id };
     state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(pb::DeletePersonRequest { person_id: id });
-            async move {
-                PersonServiceClient::new(channel)
-                    .delete_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::delete_person, message)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
