@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
+use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -99,6 +100,29 @@ pub fn app(state: AppState) -> Router {
                 HeaderValue::from_static("no-referrer"),
             )),
     )
+}
+
+/// The paging parameters of every list route: `?pageSize=…&pageToken=…`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paging {
+    page_size: Option<i32>,
+    page_token: Option<String>,
+}
+
+impl Paging {
+    /// The services' defaults: size 0 means theirs, an empty token the first page.
+    pub fn into_parts(self) -> (i32, String) {
+        (
+            self.page_size.unwrap_or_default(),
+            self.page_token.unwrap_or_default(),
+        )
+    }
+}
+
+/// The services mark the last page with an empty token; the API leaves the token out.
+pub fn next_page(token: String) -> Option<String> {
+    Some(token).filter(|t| !t.is_empty())
 }
 
 fn request_span(request: &Request) -> tracing::Span {

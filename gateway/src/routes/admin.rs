@@ -5,7 +5,6 @@ use axum::extract::State;
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{User, missing, parse_roles};
 use crate::{
     backend::Safety::Idempotent,
     error::ApiError,
@@ -14,12 +13,11 @@ use crate::{
     state::AppState,
 };
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
-}
+use super::{
+    Paging,
+    auth::{User, missing, parse_roles},
+    next_page,
+};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,12 +30,13 @@ pub struct Page {
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    Query(paging): Query<Paging>,
 ) -> Result<axum::Json<Page>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let (page_size, page_token) = paging.into_parts();
     let message = pb::ListUsersRequest {
-        page_size: query.page_size.unwrap_or_default(),
-        page_token: query.page_token.unwrap_or_default(),
+        page_size,
+        page_token,
     };
     let response = state
         .auth
@@ -45,7 +44,7 @@ pub async fn list_users(
         .await?;
     Ok(axum::Json(Page {
         users: response.users.into_iter().map(User::from).collect(),
-        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+        next_page_token: next_page(response.next_page_token),
     }))
 }
 

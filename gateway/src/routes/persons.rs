@@ -17,6 +17,8 @@ use crate::{
     state::AppState,
 };
 
+use super::{Paging, next_page};
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Person {
@@ -37,11 +39,9 @@ impl From<pb::Person> for Person {
     }
 }
 
+/// `?name=…`, beside the paging parameters.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
+pub struct NameFilter {
     name: Option<String>,
 }
 
@@ -56,13 +56,15 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    Query(paging): Query<Paging>,
+    Query(filter): Query<NameFilter>,
 ) -> Result<axum::Json<Page>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let (page_size, page_token) = paging.into_parts();
     let message = pb::ListPersonsRequest {
-        page_size: query.page_size.unwrap_or_default(),
-        page_token: query.page_token.unwrap_or_default(),
-        name_filter: query.name.unwrap_or_default(),
+        page_size,
+        page_token,
+        name_filter: filter.name.unwrap_or_default(),
     };
     let response = state
         .resource
@@ -70,7 +72,7 @@ pub async fn list(
         .await?;
     Ok(axum::Json(Page {
         persons: response.persons.into_iter().map(Person::from).collect(),
-        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+        next_page_token: next_page(response.next_page_token),
     }))
 }
 
