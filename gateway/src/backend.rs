@@ -86,7 +86,8 @@ pub struct BackendConfig {
     pub name: &'static str,
     /// The grpc.health.v1 service name to check, e.g. "auth.v1.AuthService".
     pub health_service: &'static str,
-    pub urls: Vec<String>,
+    /// The configured URLs; at least one.
+    pub targets: Vec<Target>,
     pub health_interval: Duration,
     pub connect_timeout: Duration,
 }
@@ -99,7 +100,6 @@ pub struct Backend {
 
 struct Inner {
     config: BackendConfig,
-    targets: Vec<Target>,
     replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
     next: AtomicUsize,
 }
@@ -108,17 +108,14 @@ impl Backend {
     /// Resolves the URLs once (so calls can start at once) and starts the background task that
     /// keeps the replicas and their health current for as long as the backend is in use.
     pub async fn start(config: BackendConfig) -> anyhow::Result<Self> {
-        let targets = config
-            .urls
-            .iter()
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| Target::parse(u))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::ensure!(!targets.is_empty(), "no URL given for {}", config.name);
+        anyhow::ensure!(
+            !config.targets.is_empty(),
+            "no URL given for {}",
+            config.name
+        );
         let backend = Self {
             inner: Arc::new(Inner {
                 config,
-                targets,
                 replicas: RwLock::new(Arc::default()),
                 next: AtomicUsize::new(0),
             }),
@@ -214,7 +211,7 @@ impl Inner {
     async fn refresh_replicas(&self) {
         let current = self.snapshot();
         let mut uris = Vec::new();
-        for target in &self.targets {
+        for target in &self.config.targets {
             match target.resolve().await {
                 Ok(found) => uris.extend(found),
                 Err(error) => {

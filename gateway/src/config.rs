@@ -1,9 +1,18 @@
 //! The gateway's configuration: flags for local runs, `GATEWAY_*` environment variables in the
-//! cluster, every default visible here.
+//! cluster, every default visible here; and the [`Settings`] validated from it once, before any
+//! port is bound, holding every parsed and derived value the gateway uses.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
+use axum::http::{HeaderValue, Uri};
 use clap::Parser;
+use ipnet::IpNet;
+use settings::ConfigError;
+
+use crate::backend::Target;
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -39,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Proxies whose `X-Forwarded-For` and `Forwarded` headers are believed (comma-separated IPs
+    /// or CIDRs). Empty means none: the client address is always the TCP peer.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// Longest time a request may take end to end, backend retries included.
     #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
@@ -56,6 +70,7 @@ pub struct Config {
     pub connect_timeout: Duration,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Config {
     /// A gateway on a random local port in front of the given replicas, checking health often so
     /// tests see a stopped replica dropped quickly.
@@ -65,6 +80,7 @@ impl Config {
             auth_urls,
             resource_urls,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
             health_interval: Duration::from_millis(200),
@@ -73,9 +89,142 @@ impl Config {
     }
 }
 
+/// The configuration once validated: what the gateway runs on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    /// Never empty.
+    pub auth_targets: Vec<Target>,
+    /// Never empty.
+    pub resource_targets: Vec<Target>,
+    pub cors: Cors,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Never zero.
+    pub request_timeout: Duration,
+    /// Never zero.
+    pub body_limit: usize,
+    /// Never zero.
+    pub health_interval: Duration,
+    /// Never zero.
+    pub connect_timeout: Duration,
+}
+
+/// Which browser origins may call the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cors {
+    /// No CORS headers at all: only the gateway's own page calls the API.
+    SameOrigin,
+    Any,
+    /// Exactly these `scheme://host[:port]` origins, as browsers send them.
+    Origins(Vec<HeaderValue>),
+}
+
+impl TryFrom<Config> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http_addr: config.http_addr,
+            auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL")?,
+            resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL")?,
+            cors: cors(&config.cors_origins)?,
+            trusted_proxies: config
+                .trusted_proxies
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(proxy)
+                .collect::<Result<_, _>>()?,
+            request_timeout: non_zero(config.request_timeout, "GATEWAY_REQUEST_TIMEOUT")?,
+            body_limit: match config.body_limit {
+                0 => return Err(ConfigError::new("GATEWAY_BODY_LIMIT", "must be above 0")),
+                limit => limit,
+            },
+            health_interval: non_zero(config.health_interval, "GATEWAY_HEALTH_INTERVAL")?,
+            connect_timeout: non_zero(config.connect_timeout, "GATEWAY_CONNECT_TIMEOUT")?,
+        })
+    }
+}
+
+fn targets(urls: &[String], setting: &'static str) -> Result<Vec<Target>, ConfigError> {
+    let targets = urls
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| Target::parse(u).map_err(|e| ConfigError::new(setting, format!("{e:#}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if targets.is_empty() {
+        return Err(ConfigError::new(setting, "no URL given"));
+    }
+    Ok(targets)
+}
+
+fn cors(origins: &[String]) -> Result<Cors, ConfigError> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return Ok(Cors::SameOrigin);
+    }
+    if origins.contains(&"*") {
+        return Ok(Cors::Any);
+    }
+    origins
+        .into_iter()
+        .map(origin)
+        .collect::<Result<_, _>>()
+        .map(Cors::Origins)
+}
+
+/// A browser's `Origin` is `scheme://host[:port]` with nothing after it, so anything else could
+/// never match and is a mistake worth stopping for.
+fn origin(text: &str) -> Result<HeaderValue, ConfigError> {
+    let invalid = || {
+        ConfigError::new(
+            "GATEWAY_CORS_ORIGINS",
+            format!("{text:?} is not an origin like https://app.example"),
+        )
+    };
+    let uri: Uri = text.parse().map_err(|_| invalid())?;
+    let bare = uri.scheme().is_some()
+        && uri.authority().is_some()
+        && uri.path() == "/"
+        && uri.query().is_none()
+        && !text.ends_with('/');
+    if !bare {
+        return Err(invalid());
+    }
+    HeaderValue::from_str(text).map_err(|_| invalid())
+}
+
+/// One IP address (a single proxy) or a CIDR block.
+fn proxy(text: &str) -> Result<IpNet, ConfigError> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::new(
+                "GATEWAY_TRUSTED_PROXIES",
+                format!("{text:?} is neither an IP address nor a CIDR block"),
+            )
+        })
+}
+
+fn non_zero(duration: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
+    if duration.is_zero() {
+        return Err(ConfigError::new(setting, "must be longer than 0s"));
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let args = std::iter::once("gateway").chain(args.iter().copied());
+        Settings::try_from(Config::try_parse_from(args).unwrap())
+    }
 
     #[test]
     fn defaults_match_the_documented_ports() {
@@ -98,5 +247,65 @@ mod tests {
         .unwrap();
         assert_eq!(config.resource_urls.len(), 2);
         assert_eq!(config.request_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_defaults_are_valid_settings() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.auth_targets.len(), 1);
+        assert_eq!(settings.cors, Cors::SameOrigin);
+        assert!(settings.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn a_bad_backend_url_names_its_setting() {
+        let error = settings(&["--resource-urls", "ftp://x:1"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_RESOURCE_URL");
+        let error = settings(&["--auth-urls", " , "]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_AUTH_URL");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let parsed = settings(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.1,::1"]).unwrap();
+        let expected: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(parsed.trusted_proxies, expected);
+        let error = settings(&["--trusted-proxies", "10.0.0.0/33"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn cors_origins_are_any_or_exact_origins() {
+        assert_eq!(settings(&["--cors-origins", "*"]).unwrap().cors, Cors::Any);
+        let listed = settings(&[
+            "--cors-origins",
+            "https://app.example,http://localhost:3000",
+        ]);
+        assert_eq!(
+            listed.unwrap().cors,
+            Cors::Origins(vec![
+                HeaderValue::from_static("https://app.example"),
+                HeaderValue::from_static("http://localhost:3000"),
+            ])
+        );
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/x",
+        ] {
+            let error = settings(&["--cors-origins", bad]).unwrap_err();
+            assert_eq!(error.setting, "GATEWAY_CORS_ORIGINS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let error = settings(&["--request-timeout", "0s"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_REQUEST_TIMEOUT");
+        let error = settings(&["--body-limit", "0"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_BODY_LIMIT");
     }
 }

@@ -1,10 +1,12 @@
-//! What handlers take from a request: the caller's token and request id (passed on to the
-//! services as gRPC metadata), and JSON bodies, query strings and path parameters whose
+//! What handlers take from a request: the caller's token, request id and address (passed on to
+//! the services as gRPC metadata), and JSON bodies, query strings and path parameters whose
 //! rejections speak the API's JSON error model instead of axum's plain text.
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     extract::{
-        FromRequest, FromRequestParts, Request,
+        ConnectInfo, FromRequest, FromRequestParts, Request,
         rejection::{JsonRejection, PathRejection, QueryRejection},
     },
     http::{StatusCode, request::Parts},
@@ -12,22 +14,27 @@ use axum::{
 use serde::de::DeserializeOwned;
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::error::ApiError;
+use crate::{client_addr, error::ApiError, rpc::Outgoing, state::AppState};
 
 /// Who is calling: the access token (from `Authorization: Bearer` or `x-access-token`), checked
-/// by the services and never by the gateway, and the request id.
+/// by the services and never by the gateway, the request id, and the client's address.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     token: Option<String>,
     /// A token header was present but unusable; the message says why.
     token_error: Option<&'static str>,
     request_id: Option<AsciiMetadataValue>,
+    /// `None` without a TCP peer (the router driven in-process).
+    client_addr: Option<IpAddr>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let (token, token_error) = match authn::bearer_token(&parts.headers) {
             Ok(token) => (token.map(str::to_owned), None),
             Err(message) => (None, Some(message)),
@@ -37,19 +44,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get(telemetry::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let client_addr =
+            client_addr::resolve(peer, &parts.headers, &state.settings.trusted_proxies);
         Ok(Self {
             token,
             token_error,
             request_id,
+            client_addr,
         })
     }
 }
 
 impl Caller {
-    pub fn token_sent(&self) -> bool {
-        self.token.is_some() || self.token_error.is_some()
-    }
-
     /// The metadata to send with the caller's token. A token header that cannot be read is
     /// refused here rather than silently dropped.
     pub fn outgoing(&self) -> Result<Outgoing, ApiError> {
@@ -63,46 +73,21 @@ impl Caller {
                 })?),
                 None => None,
             };
-        Ok(Outgoing {
+        Ok(Outgoing::new(
             authorization,
-            request_id: self.request_id.clone(),
-        })
+            self.request_id.clone(),
+            self.metadata_addr(),
+        ))
     }
 
-    /// A request with the request id only, for calls that must not carry a token (sign-in).
-    pub fn public_request<T>(&self, message: T) -> tonic::Request<T> {
-        Outgoing {
-            authorization: None,
-            request_id: self.request_id.clone(),
-        }
-        .request(message)
+    /// The metadata without a token, for calls that must not carry one (sign-in, the keys).
+    pub fn public(&self) -> Outgoing {
+        Outgoing::new(None, self.request_id.clone(), self.metadata_addr())
     }
 
-    /// The HTTP form of a backend's error for this caller.
-    pub fn error(&self, status: &tonic::Status) -> ApiError {
-        ApiError::from_status(status, self.token_sent())
-    }
-}
-
-/// The metadata every backend call of one request carries; cloned into each attempt.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    authorization: Option<AsciiMetadataValue>,
-    request_id: Option<AsciiMetadataValue>,
-}
-
-impl Outgoing {
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(value) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        if let Some(id) = &self.request_id {
-            request.metadata_mut().insert("x-request-id", id.clone());
-        }
-        request
+    fn metadata_addr(&self) -> Option<AsciiMetadataValue> {
+        // An IP address prints as ASCII digits, dots and colons, so the parse cannot fail.
+        self.client_addr.and_then(|ip| ip.to_string().parse().ok())
     }
 }
 

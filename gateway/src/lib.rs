@@ -1,15 +1,17 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod page;
 pub mod routes;
+pub mod rpc;
 pub mod startup;
 pub mod state;
 
-pub use config::Config;
+pub use config::{Config, Settings};
 pub use routes::app;
 pub use startup::Application;
 pub use state::AppState;

@@ -1,23 +1,24 @@
-use clap::Parser;
-use gateway::{Application, Config};
+use std::process::ExitCode;
+
+use gateway::{Application, Config, Settings};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     telemetry::init();
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(error) => error.exit(),
+    let settings = match settings::load::<Config, Settings>() {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
     };
     let result = async {
-        let app = Application::build(config).await?;
+        let app = Application::build(settings).await?;
         tracing::info!(url = %format!("http://{}/", app.local_addr()), "gateway listening");
         app.run_until_stopped(telemetry::shutdown_signal()).await
     };
     match result.await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "gateway stopped");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
+use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -24,7 +25,7 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use crate::{error::ApiError, page, state::AppState};
+use crate::{config::Cors, error::ApiError, page, state::AppState};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -74,7 +75,7 @@ pub fn app(state: AppState) -> Router {
             deadline,
         ))
         .with_state(state);
-    if let Some(cors) = cors(&settings.cors_origins) {
+    if let Some(cors) = cors(&settings.cors) {
         router = router.layer(cors);
     }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
@@ -99,6 +100,29 @@ pub fn app(state: AppState) -> Router {
                 HeaderValue::from_static("no-referrer"),
             )),
     )
+}
+
+/// The paging parameters of every list route: `?pageSize=…&pageToken=…`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paging {
+    page_size: Option<i32>,
+    page_token: Option<String>,
+}
+
+impl Paging {
+    /// The services' defaults: size 0 means theirs, an empty token the first page.
+    pub fn into_parts(self) -> (i32, String) {
+        (
+            self.page_size.unwrap_or_default(),
+            self.page_token.unwrap_or_default(),
+        )
+    }
+}
+
+/// The services mark the last page with an empty token; the API leaves the token out.
+pub fn next_page(token: String) -> Option<String> {
+    Some(token).filter(|t| !t.is_empty())
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -143,19 +167,11 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    let origins: Vec<&str> = origins
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .collect();
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.contains(&"*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+fn cors(cors: &Cors) -> Option<CorsLayer> {
+    let allow = match cors {
+        Cors::SameOrigin => return None,
+        Cors::Any => AllowOrigin::any(),
+        Cors::Origins(origins) => AllowOrigin::list(origins.iter().cloned()),
     };
     Some(
         CorsLayer::new()

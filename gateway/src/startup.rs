@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::{config::Config, routes::app, state::AppState};
+use crate::{config::Settings, routes::app, state::AppState};
 
 pub struct Application {
     listener: TcpListener,
@@ -15,11 +15,12 @@ pub struct Application {
 impl Application {
     /// Binds the port (0 picks a free one) and prepares the backends; no request is served until
     /// [`Application::run_until_stopped`].
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let state = AppState::connect(&config).await?;
-        let listener = TcpListener::bind(config.http_addr)
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let http_addr = settings.http_addr;
+        let state = AppState::connect(settings).await?;
+        let listener = TcpListener::bind(http_addr)
             .await
-            .with_context(|| format!("failed to bind {}", config.http_addr))?;
+            .with_context(|| format!("failed to bind {http_addr}"))?;
         Ok(Self { listener, state })
     }
 
@@ -41,7 +42,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let server = |stop| {
-            axum::serve(self.listener, app(self.state))
+            // The peer's address feeds the client address sent to the services.
+            let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(self.listener, app)
                 .with_graceful_shutdown(stop)
                 .into_future()
         };

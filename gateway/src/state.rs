@@ -1,10 +1,15 @@
-//! What every handler shares: a balanced client per backend and the HTTP settings.
+//! What every handler shares: a balanced client per backend and the validated settings.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
+
+use proto::{
+    auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE,
+    person::v1::person_service_server::SERVICE_NAME as PERSON_SERVICE,
+};
 
 use crate::{
-    backend::{Backend, BackendConfig},
-    config::Config,
+    backend::{Backend, BackendConfig, Target},
+    config::Settings,
 };
 
 #[derive(Clone)]
@@ -14,42 +19,31 @@ pub struct AppState {
     pub settings: Arc<Settings>,
 }
 
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub request_timeout: Duration,
-    pub body_limit: usize,
-    pub cors_origins: Vec<String>,
-}
-
 impl AppState {
     /// Resolves the backends' replicas and starts checking their health; connections are made
     /// on first use, so this succeeds while the backends are still starting.
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let backend = |name, health_service, urls: &Vec<String>| BackendConfig {
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let backend = |name, health_service, targets: &Vec<Target>| BackendConfig {
             name,
             health_service,
-            urls: urls.clone(),
-            health_interval: config.health_interval,
-            connect_timeout: config.connect_timeout,
+            targets: targets.clone(),
+            health_interval: settings.health_interval,
+            connect_timeout: settings.connect_timeout,
         };
         Ok(Self {
             auth: Backend::start(backend(
                 "auth-service",
-                "auth.v1.AuthService",
-                &config.auth_urls,
+                AUTH_SERVICE,
+                &settings.auth_targets,
             ))
             .await?,
             resource: Backend::start(backend(
                 "resource-service",
-                "person.v1.PersonService",
-                &config.resource_urls,
+                PERSON_SERVICE,
+                &settings.resource_targets,
             ))
             .await?,
-            settings: Arc::new(Settings {
-                request_timeout: config.request_timeout,
-                body_limit: config.body_limit,
-                cors_origins: config.cors_origins.clone(),
-            }),
+            settings: Arc::new(settings),
         })
     }
 }

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway::{Application, Config};
+use gateway::{Application, Config, Settings};
 
 use stack::{PASSWORD, spawn_stack};
 
@@ -53,7 +53,8 @@ async fn the_page_works_in_headless_chromium() {
         vec![stack.auth.url.clone()],
         stack.resources.iter().map(|r| r.url.clone()).collect(),
     );
-    let app = Application::build(config).await.expect("gateway builds");
+    let settings = Settings::try_from(config).expect("valid test settings");
+    let app = Application::build(settings).await.expect("gateway builds");
     let url = format!("http://{}/", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {

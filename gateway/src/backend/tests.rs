@@ -10,9 +10,9 @@ async fn backend() -> Backend {
     Backend::start(BackendConfig {
         name: "test",
         health_service: "test.v1.Test",
-        urls: vec![
-            "http://127.0.0.1:9".to_owned(),
-            "http://127.0.0.2:9".to_owned(),
+        targets: vec![
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Target::parse("http://127.0.0.2:9").unwrap(),
         ],
         health_interval: Duration::from_secs(3600),
         connect_timeout: Duration::from_millis(100),

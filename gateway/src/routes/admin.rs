@@ -2,23 +2,22 @@
 //! only admins may call these.
 
 use axum::extract::State;
-use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{User, missing, parse_roles};
 use crate::{
-    backend::Safety,
+    backend::Safety::Idempotent,
     error::ApiError,
     extract::{Caller, Json, Path, Query},
+    rpc::AuthClient,
     state::AppState,
 };
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
-}
+use super::{
+    Paging,
+    auth::{User, missing, parse_roles},
+    next_page,
+};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,24 +30,21 @@ pub struct Page {
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    Query(paging): Query<Paging>,
 ) -> Result<axum::Json<Page>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let (page_size, page_token) = paging.into_parts();
     let message = pb::ListUsersRequest {
-        page_size: query.page_size.unwrap_or_default(),
-        page_token: query.page_token.unwrap_or_default(),
+        page_size,
+        page_token,
     };
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move { AuthServiceClient::new(channel).list_users(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, AuthClient::list_users, message)
+        .await?;
     Ok(axum::Json(Page {
         users: response.users.into_iter().map(User::from).collect(),
-        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+        next_page_token: next_page(response.next_page_token),
     }))
 }
 
@@ -71,16 +67,8 @@ pub async fn set_roles(
     // Setting roles to a given list is idempotent, so a retry cannot do harm.
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                AuthServiceClient::new(channel)
-                    .set_user_roles(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, AuthClient::set_user_roles, message)
+        .await?;
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
     ))

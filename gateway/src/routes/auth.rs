@@ -1,14 +1,15 @@
 //! Sign-up, sign-in and the caller's profile, in the tutorials' JSON shapes.
 
 use axum::extract::State;
-use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 use token::Role;
 
 use crate::{
-    backend::Safety,
+    backend::Safety::{Idempotent, Once},
     error::ApiError,
     extract::{Caller, Json},
+    rpc::AuthClient,
     state::AppState,
 };
 
@@ -43,12 +44,8 @@ pub async fn sign_up(
     };
     state
         .auth
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(message.clone());
-            async move { AuthServiceClient::new(channel).sign_up(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, AuthClient::sign_up, message)
+        .await?;
     Ok(axum::Json(Message {
         message: "User was registered successfully!".to_owned(),
     }))
@@ -97,12 +94,8 @@ pub async fn sign_in(
     // Signing in changes nothing a retry could duplicate (a second token is harmless).
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = caller.public_request(message.clone());
-            async move { AuthServiceClient::new(channel).sign_in(request).await }
-        })
-        .await
-        .map_err(|e| ApiError::from_status(&e, false))?;
+        .rpc(&caller.public(), Idempotent, AuthClient::sign_in, message)
+        .await?;
     let user = response.user.ok_or_else(missing("user"))?;
     Ok(axum::Json(SignedIn {
         id: user.id,
@@ -156,14 +149,11 @@ pub async fn me(
 /// The caller's account, as auth-service sees it after verifying the token.
 pub async fn current_user(state: &AppState, caller: &Caller) -> Result<pb::User, ApiError> {
     let outgoing = caller.outgoing()?;
+    let message = pb::GetMeRequest {};
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(pb::GetMeRequest {});
-            async move { AuthServiceClient::new(channel).get_me(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, AuthClient::get_me, message)
+        .await?;
     response.user.ok_or_else(missing("user"))
 }
 

@@ -1,5 +1,9 @@
-//! The tutorials' four text boards, each for the right role. The gateway never reads a token
-//! itself: auth-service verifies it (GetMe) and tells us the caller's roles.
+//! The tutorials' four text boards, each for the right role.
+//!
+//! The one place the gateway checks roles (ARCHITECTURE.md: "no handler checks roles"): the
+//! boards are static text served by the gateway itself, so no backend RPC exists whose policy
+//! could decide. The gateway still never reads a token: auth-service verifies it (GetMe), and
+//! the roles checked here are the ones in its answer.
 
 use axum::extract::State;
 use token::Role;

@@ -5,13 +5,14 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use proto::auth::v1 as pb;
 use serde_json::json;
 
 use crate::{
-    backend::{Backend, ReplicaState, Safety},
+    backend::{Backend, ReplicaState, Safety::Idempotent},
     error::ApiError,
     extract::Caller,
+    rpc::AuthClient,
     state::AppState,
 };
 
@@ -19,14 +20,11 @@ use crate::{
 const DEFAULT_JWKS_MAX_AGE: i64 = 300;
 
 pub async fn jwks(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let message = pb::GetJwksRequest {};
     let response = state
         .auth
-        .call(Safety::Idempotent, |channel| {
-            let request = caller.public_request(pb::GetJwksRequest {});
-            async move { AuthServiceClient::new(channel).get_jwks(request).await }
-        })
-        .await
-        .map_err(|e| ApiError::from_status(&e, false))?;
+        .rpc(&caller.public(), Idempotent, AuthClient::get_jwks, message)
+        .await?;
     let keys = response
         .keys
         .into_iter()

@@ -6,15 +6,18 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use proto::person::v1::{self as pb, person_service_client::PersonServiceClient};
+use proto::person::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    backend::Safety,
+    backend::Safety::{Idempotent, Once},
     error::ApiError,
     extract::{Caller, Json, Path, Query},
+    rpc::PersonClient,
     state::AppState,
 };
+
+use super::{Paging, next_page};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,11 +39,9 @@ impl From<pb::Person> for Person {
     }
 }
 
+/// `?name=…`, beside the paging parameters.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
+pub struct NameFilter {
     name: Option<String>,
 }
 
@@ -55,29 +56,23 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    Query(paging): Query<Paging>,
+    Query(filter): Query<NameFilter>,
 ) -> Result<axum::Json<Page>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let (page_size, page_token) = paging.into_parts();
     let message = pb::ListPersonsRequest {
-        page_size: query.page_size.unwrap_or_default(),
-        page_token: query.page_token.unwrap_or_default(),
-        name_filter: query.name.unwrap_or_default(),
+        page_size,
+        page_token,
+        name_filter: filter.name.unwrap_or_default(),
     };
     let response = state
         .resource
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .list_persons(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, PersonClient::list_persons, message)
+        .await?;
     Ok(axum::Json(Page {
         persons: response.persons.into_iter().map(Person::from).collect(),
-        next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+        next_page_token: next_page(response.next_page_token),
     }))
 }
 
@@ -87,14 +82,11 @@ pub async fn show(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
+    let message = pb::GetPersonRequest { person_id: id };
     let person = state
         .resource
-        .call(Safety::Idempotent, |channel| {
-            let request = outgoing.request(pb::GetPersonRequest { person_id: id });
-            async move { PersonServiceClient::new(channel).get_person(request).await }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Idempotent, PersonClient::get_person, message)
+        .await?;
     Ok(axum::Json(person.into()))
 }
 
@@ -108,26 +100,14 @@ pub struct PersonBody {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<PersonBody>,
+    Json(PersonBody { name, email, age }): Json<PersonBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let outgoing = caller.outgoing()?;
-    let message = pb::CreatePersonRequest {
-        name: body.name,
-        email: body.email,
-        age: body.age,
-    };
+    let message = pb::CreatePersonRequest { name, email, age };
     let person = state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .create_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::create_person, message)
+        .await?;
     let location = format!("/api/persons/{}", person.person_id);
     Ok((
         StatusCode::CREATED,
@@ -140,27 +120,19 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    Json(body): Json<PersonBody>,
+    Json(PersonBody { name, email, age }): Json<PersonBody>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::UpdatePersonRequest {
         person_id: id,
-        name: body.name,
-        email: body.email,
-        age: body.age,
+        name,
+        email,
+        age,
     };
     let person = state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(message.clone());
-            async move {
-                PersonServiceClient::new(channel)
-                    .update_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::update_person, message)
+        .await?;
     Ok(axum::Json(person.into()))
 }
 
@@ -170,17 +142,10 @@ pub async fn remove(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
+    let message = pb::DeletePersonRequest { person_id: id };
     state
         .resource
-        .call(Safety::Once, |channel| {
-            let request = outgoing.request(pb::DeletePersonRequest { person_id: id });
-            async move {
-                PersonServiceClient::new(channel)
-                    .delete_person(request)
-                    .await
-            }
-        })
-        .await
-        .map_err(|e| caller.error(&e))?;
+        .rpc(&outgoing, Once, PersonClient::delete_person, message)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use gateway::{AppState, Config, app};
+use gateway::{AppState, Config, Settings, app};
 
 /// A gateway whose backends are nowhere: only for what the gateway answers on its own.
 pub async fn gateway_without_backends() -> TestGateway {
@@ -68,7 +68,8 @@ impl TestResponse {
 
 impl TestGateway {
     pub async fn from_config(config: Config) -> Self {
-        let state = AppState::connect(&config).await.expect("gateway state");
+        let settings = Settings::try_from(config).expect("valid test settings");
+        let state = AppState::connect(settings).await.expect("gateway state");
         Self {
             router: app(state.clone()),
             state,

@@ -11,3 +11,4 @@ mod metadata;
 mod openapi;
 mod persons;
 mod stack;
+mod startup;

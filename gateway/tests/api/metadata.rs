@@ -1,6 +1,8 @@
 //! What the services receive: the caller's token as `authorization: Bearer` (whichever header
-//! the caller used) and the request id as `x-request-id` metadata. A stub stands in for
-//! auth-service so the test sees the raw gRPC request.
+//! the caller used), the request id as `x-request-id` and the client's address as
+//! `x-forwarded-for` metadata. A stub stands in for auth-service so the test sees the raw gRPC
+//! request; tests of the client address serve the gateway on a socket, since only a socket has a
+//! peer.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +13,7 @@ use axum::{
 };
 use tonic::{service::Routes, transport::server::TcpIncoming};
 
-use gateway::Config;
+use gateway::{Application, Config, Settings};
 
 use crate::helpers::TestGateway;
 
@@ -82,4 +84,91 @@ async fn the_token_and_request_id_reach_the_service_as_metadata() {
     assert_eq!(seen[0]["x-request-id"], "req-from-client-1");
     assert_eq!(seen[1]["authorization"], "Bearer bearer-style-token");
     assert_eq!(seen[1]["x-request-id"], generated_id.as_str());
+}
+
+/// The gateway served on a loopback socket; stops when the returned sender is dropped.
+async fn serve(config: Config) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let settings = Settings::try_from(config).expect("valid test settings");
+    let app = Application::build(settings).await.expect("gateway builds");
+    let url = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+/// Calls `GET /api/auth/me` through a socket with these extra headers; returns every
+/// `x-forwarded-for` value the service received for it.
+async fn forwarded_for_sent(trusted_proxies: &[&str], headers: &[(&str, &str)]) -> Vec<String> {
+    let (url, seen) = recording_stub().await;
+    let mut config = Config::for_tests(vec![url.clone()], vec![url]);
+    config.trusted_proxies = trusted_proxies.iter().map(|p| p.to_string()).collect();
+    let (gateway, _stop) = serve(config).await;
+    let mut request = reqwest::Client::new()
+        .get(format!("{gateway}/api/auth/me"))
+        .bearer_auth("some-token");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("gateway answers");
+    assert_eq!(response.status(), 401);
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 1, "one backend call per request");
+    seen[0]
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().expect("text").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn without_a_socket_no_client_address_is_sent() {
+    let (url, seen) = recording_stub().await;
+    let gateway = TestGateway::from_config(Config::for_tests(vec![url.clone()], vec![url])).await;
+    let request = Request::builder()
+        .uri("/api/auth/me")
+        .header("x-access-token", "some-token")
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(gateway.send(request).await.status, 401);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].get("x-forwarded-for"), None);
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_is_sent_as_the_client_whatever_it_claims() {
+    let claims = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("forwarded", "for=198.51.100.8"),
+    ];
+    assert_eq!(forwarded_for_sent(&[], &claims).await, ["127.0.0.1"]);
+    let elsewhere = ["10.0.0.0/8"];
+    assert_eq!(forwarded_for_sent(&elsewhere, &claims).await, ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_in_x_forwarded_for_or_forwarded() {
+    let trusted = ["127.0.0.1", "10.0.0.0/8"];
+    let chain = [("x-forwarded-for", "203.0.113.1, 198.51.100.7, 10.0.0.3")];
+    assert_eq!(forwarded_for_sent(&trusted, &chain).await, ["198.51.100.7"]);
+    let forwarded = [("forwarded", "for=\"[2001:db8::7]:4711\";proto=https")];
+    assert_eq!(
+        forwarded_for_sent(&trusted, &forwarded).await,
+        ["2001:db8::7"]
+    );
+}
+
+#[tokio::test]
+async fn junk_from_a_trusted_proxy_is_ignored() {
+    for junk in [
+        ("x-forwarded-for", "not-an-address"),
+        ("x-forwarded-for", "198.51.100.7, 999.1.1.1"),
+        ("forwarded", "for=unknown"),
+    ] {
+        let sent = forwarded_for_sent(&["127.0.0.0/8"], &[junk]).await;
+        assert_eq!(sent, ["127.0.0.1"], "{junk:?}");
+    }
 }

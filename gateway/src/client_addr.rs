@@ -1,0 +1,180 @@
+//! Who the client is on the network: the TCP peer, or, when that peer is a trusted proxy, the
+//! address the proxies recorded in `Forwarded` (RFC 7239) or `X-Forwarded-For`.
+//!
+//! Why only behind a trusted proxy: anyone can send those headers, so believing them from any
+//! peer would let every client choose its own address. The chain is read from the right, the hop
+//! nearest to us, and the first address that is not itself a trusted proxy is the client; an
+//! entry that is no IP address (junk, `unknown`, an obfuscated name) ends the trust in the
+//! header, which is then ignored.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
+
+/// The client's address as the gateway tells the services; `None` without a TCP peer (a router
+/// driven in-process, as most tests do).
+pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    if !is_trusted(peer, trusted) {
+        return Some(peer);
+    }
+    let forwarded = hops(headers, header::FORWARDED, forwarded_for);
+    let x_forwarded_for = hops(headers, "x-forwarded-for", Some);
+    [forwarded, x_forwarded_for]
+        .into_iter()
+        .find_map(|hops| client_of(&hops, trusted))
+        .or(Some(peer))
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Every hop of every line of the header, left to right, each as the text naming its address
+/// (`None` for a hop that names none).
+fn hops<'a>(
+    headers: &'a HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+    address: impl Fn(&'a str) -> Option<&'a str>,
+) -> Vec<Option<&'a str>> {
+    headers
+        .get_all(name)
+        .iter()
+        // A line that is not text names no address; it stays one hop so it still ends the trust.
+        .flat_map(|line| line.to_str().unwrap_or("\u{fffd}").split(','))
+        .map(|hop| address(hop.trim()))
+        .collect()
+}
+
+/// The `for=` parameter of one RFC 7239 element, unquoted.
+fn forwarded_for(element: &str) -> Option<&str> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim().trim_matches('"'))
+    })
+}
+
+/// The right-most hop that is not a trusted proxy; if every hop is one, the left-most. `None`
+/// when the header is absent or a hop on the way is not an address.
+fn client_of(hops: &[Option<&str>], trusted: &[IpNet]) -> Option<IpAddr> {
+    let mut furthest = None;
+    for hop in hops.iter().rev() {
+        let ip = parse_ip((*hop)?)?;
+        if !is_trusted(ip, trusted) {
+            return Some(ip);
+        }
+        furthest = Some(ip);
+    }
+    furthest
+}
+
+/// `192.0.2.1`, `2001:db8::1`, or either with a port (`192.0.2.1:4711`, `[2001:db8::1]:4711`),
+/// and RFC 7239's bracketed IPv6 without a port (`[2001:db8::1]`).
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    let ip = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            text.strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or_default()
+                .parse::<IpAddr>()
+        })
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const PEER: [u8; 4] = [10, 0, 0, 2];
+
+    fn resolve_with(headers: &[(&'static str, &'static str)], trusted: &[&str]) -> IpAddr {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        let trusted: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        resolve(Some(IpAddr::from(PEER)), &map, &trusted).unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_peer_there_is_no_address() {
+        assert_eq!(resolve(None, &HeaderMap::new(), &[]), None);
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let claimed = [
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=1.2.3.4"),
+        ];
+        assert_eq!(resolve_with(&claimed, &[]), ip("10.0.0.2"));
+        assert_eq!(resolve_with(&claimed, &["10.0.1.0/24"]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
+        let headers = [
+            ("x-forwarded-for", "203.0.113.5, 198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.9"),
+        ];
+        assert_eq!(resolve_with(&headers, &["10.0.0.0/8"]), ip("198.51.100.7"));
+        let all_trusted = [("x-forwarded-for", "10.1.1.1, 10.0.0.9")];
+        assert_eq!(resolve_with(&all_trusted, &["10.0.0.0/8"]), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn forwarded_elements_give_their_for_address() {
+        let headers = [(
+            "forwarded",
+            "for=\"[2001:db8:cafe::17]:4711\";proto=https, For=10.0.0.9;by=10.0.0.2",
+        )];
+        assert_eq!(
+            resolve_with(&headers, &["10.0.0.0/8"]),
+            ip("2001:db8:cafe::17")
+        );
+        let with_port = [("forwarded", "for=\"192.0.2.60:8080\"")];
+        assert_eq!(resolve_with(&with_port, &["10.0.0.2/32"]), ip("192.0.2.60"));
+    }
+
+    #[test]
+    fn junk_in_the_nearest_hops_is_ignored() {
+        for junk in [
+            ("x-forwarded-for", "198.51.100.7, not-an-address"),
+            ("x-forwarded-for", ""),
+            ("forwarded", "for=unknown"),
+            ("forwarded", "proto=https"),
+        ] {
+            assert_eq!(
+                resolve_with(&[junk], &["10.0.0.2/32"]),
+                ip("10.0.0.2"),
+                "{junk:?}"
+            );
+        }
+        let junk_further_left = [("forwarded", "for=_hidden, for=198.51.100.7;proto=http")];
+        assert_eq!(
+            resolve_with(&junk_further_left, &["10.0.0.2/32"]),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_its_ipv4_address() {
+        let peer = ip("::ffff:192.0.2.1");
+        assert_eq!(
+            resolve(Some(peer), &HeaderMap::new(), &[]),
+            Some(ip("192.0.2.1"))
+        );
+    }
+}

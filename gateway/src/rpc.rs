@@ -1,0 +1,115 @@
+//! A backend call on behalf of one HTTP request, written once: the generated client with the
+//! request's metadata attached by an interceptor, a replica picked (and perhaps a retry) by
+//! [`Backend::call`], and a failure turned into the API's error.
+
+use proto::{
+    auth::v1::auth_service_client::AuthServiceClient,
+    person::v1::person_service_client::PersonServiceClient,
+};
+use tonic::{
+    Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+use crate::{
+    backend::{Backend, Safety},
+    error::ApiError,
+};
+
+/// auth-service's client for one attempt of one call.
+pub type AuthClient = AuthServiceClient<InterceptedService<Channel, Outgoing>>;
+/// resource-service's client for one attempt of one call.
+pub type PersonClient = PersonServiceClient<InterceptedService<Channel, Outgoing>>;
+
+/// A generated client that sends [`Outgoing`] metadata with every call.
+pub trait Client {
+    fn new(channel: Channel, outgoing: Outgoing) -> Self;
+}
+
+impl Client for AuthClient {
+    fn new(channel: Channel, outgoing: Outgoing) -> Self {
+        AuthServiceClient::with_interceptor(channel, outgoing)
+    }
+}
+
+impl Client for PersonClient {
+    fn new(channel: Channel, outgoing: Outgoing) -> Self {
+        PersonServiceClient::with_interceptor(channel, outgoing)
+    }
+}
+
+/// The metadata every backend call of one HTTP request carries: the caller's token (unless the
+/// call is public), the request id, and the client's address. Cloned into each attempt.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    authorization: Option<AsciiMetadataValue>,
+    request_id: Option<AsciiMetadataValue>,
+    /// Exactly one IP address, sent as `x-forwarded-for`.
+    client_addr: Option<AsciiMetadataValue>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(
+        authorization: Option<AsciiMetadataValue>,
+        request_id: Option<AsciiMetadataValue>,
+        client_addr: Option<AsciiMetadataValue>,
+    ) -> Self {
+        Self {
+            authorization,
+            request_id,
+            client_addr,
+        }
+    }
+
+    /// The HTTP form of a backend's error: a 401 says whether a token was sent, and a call
+    /// carries one exactly when the caller sent a usable one.
+    pub fn error(&self, status: &Status) -> ApiError {
+        ApiError::from_status(status, self.authorization.is_some())
+    }
+}
+
+impl Interceptor for Outgoing {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        // `insert` replaces: whatever else set these names, the services see only our values.
+        for (name, value) in [
+            ("authorization", &self.authorization),
+            ("x-request-id", &self.request_id),
+            ("x-forwarded-for", &self.client_addr),
+        ] {
+            if let Some(value) = value {
+                metadata.insert(name, value.clone());
+            }
+        }
+        Ok(request)
+    }
+}
+
+impl Backend {
+    /// Calls `rpc` (a generated client's method, e.g. `AuthClient::get_me`) with `message`, on
+    /// another replica when it fails in a way `safety` allows retrying, and maps a failure to
+    /// the API's error.
+    pub async fn rpc<C, M, T, F>(
+        &self,
+        outgoing: &Outgoing,
+        safety: Safety,
+        rpc: F,
+        message: M,
+    ) -> Result<T, ApiError>
+    where
+        C: Client,
+        M: Clone,
+        F: AsyncFn(&mut C, M) -> Result<tonic::Response<T>, Status>,
+    {
+        let rpc = &rpc;
+        self.call(safety, |channel| {
+            let mut client = C::new(channel, outgoing.clone());
+            let message = message.clone();
+            async move { rpc(&mut client, message).await }
+        })
+        .await
+        .map_err(|status| outgoing.error(&status))
+    }
+}
