@@ -9,30 +9,30 @@ use crate::{config::Settings, routes::app, state::AppState};
 
 pub struct Application {
     listener: TcpListener,
+    local_addr: SocketAddr,
     state: AppState,
 }
 
 impl Application {
-    /// Binds the port (0 picks a free one) and prepares the backends; no request is served until
+    /// Binds the port (0 picks a free one), then prepares the backends, in the same order as
+    /// the services; no request is served until
     /// [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let http_addr = settings.http_addr;
+        let (listener, local_addr) = telemetry::bind(settings.http_addr).await?;
         let state = AppState::connect(settings).await?;
-        let listener = TcpListener::bind(http_addr)
-            .await
-            .with_context(|| format!("failed to bind {http_addr}"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        // A bound listener always has a local address; the fallback is never used.
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.local_addr
     }
 
     pub fn port(&self) -> u16 {
-        self.local_addr().port()
+        self.local_addr.port()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
