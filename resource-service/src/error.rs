@@ -10,8 +10,12 @@ pub enum Error {
     PersonNotFound(PersonId),
     #[error("a person with this email already exists")]
     EmailTaken,
-    /// Everything the caller cannot fix (the database is gone, a row does not parse). Logged with
-    /// its cause; the caller only learns that it happened.
+    /// The database cannot be reached right now; the same call may succeed shortly. The cause
+    /// is for the log, not the caller.
+    #[error("the database is unavailable; retry shortly")]
+    StoreUnavailable(#[source] anyhow::Error),
+    /// Everything the caller cannot fix (a query fails for another reason, a row does not
+    /// parse). Logged with its cause; the caller only learns that it happened.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -136,8 +136,12 @@ fn invalid(e: crate::domain::Invalid) -> Status {
 
 /// Logs what the caller must not see, then converts.
 fn status(error: Error) -> Status {
-    if let Error::Unexpected(cause) = &error {
-        tracing::error!(error.cause_chain = ?cause, "request failed");
+    match &error {
+        Error::Unexpected(cause) => tracing::error!(error.cause_chain = ?cause, "request failed"),
+        Error::StoreUnavailable(cause) => {
+            tracing::warn!(error.cause_chain = ?cause, "the database is unavailable");
+        }
+        _ => {}
     }
     error.into()
 }
@@ -148,6 +152,9 @@ impl From<Error> for Status {
             Error::Invalid(e) => Status::invalid_argument(e.to_string()),
             Error::PersonNotFound(id) => Status::not_found(format!("person {id} not found")),
             Error::EmailTaken => Status::already_exists("a person with this email already exists"),
+            Error::StoreUnavailable(_) => {
+                Status::unavailable("the database is unavailable; retry shortly")
+            }
             Error::Unexpected(_) => Status::internal("internal error"),
         }
     }
@@ -188,6 +195,18 @@ mod tests {
         )));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_without_its_cause() {
+        let status = Status::from(Error::StoreUnavailable(anyhow::anyhow!(
+            "connection to db.internal:5432 refused"
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the database is unavailable; retry shortly"
+        );
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! still ends in `EmailTaken`, never in two rows.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use anyhow::Context;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use self::{postgres::PostgresStore, sqlite::SqliteStore};
 
 use crate::{
     Error,
@@ -55,8 +55,8 @@ impl Store {
         let limit = i64::from(query.size.get()) + 1;
         let after = query.after.map_or(0, |id| id.0);
         let pattern = query.name_filter.as_ref().map(|f| f.like_pattern());
-        let rows = dispatch!(self, s => s.list(after, pattern.as_deref(), limit).await)
-            .context("failed to list persons")?;
+        let rows = dispatch!(self, s => s.list(after, pattern, limit).await)
+            .map_err(failed("failed to list persons"))?;
         let mut persons = rows
             .into_iter()
             .map(PersonRow::into_person)
@@ -72,29 +72,29 @@ impl Store {
 
     pub async fn get(&self, id: PersonId) -> Result<Person, Error> {
         dispatch!(self, s => s.get(id.0).await)
-            .context("failed to read a person")?
+            .map_err(failed("failed to read a person"))?
             .ok_or(Error::PersonNotFound(id))?
             .into_person()
     }
 
     pub async fn create(&self, fields: &PersonFields) -> Result<Person, Error> {
         dispatch!(self, s => s.create(fields).await)
-            .map_err(|e| write_error(e, "failed to insert a person"))?
+            .map_err(write_failed("failed to insert a person"))?
             .into_person()
     }
 
     /// Replaces every field of the person.
     pub async fn update(&self, id: PersonId, fields: &PersonFields) -> Result<Person, Error> {
         dispatch!(self, s => s.update(id.0, fields).await)
-            .map_err(|e| write_error(e, "failed to update a person"))?
+            .map_err(write_failed("failed to update a person"))?
             .ok_or(Error::PersonNotFound(id))?
             .into_person()
     }
 
     pub async fn delete(&self, id: PersonId) -> Result<(), Error> {
-        let deleted =
-            dispatch!(self, s => s.delete(id.0).await).context("failed to delete a person")?;
-        if deleted == 0 {
+        let deleted = dispatch!(self, s => s.delete(id.0).await)
+            .map_err(failed("failed to delete a person"))?;
+        if !deleted {
             return Err(Error::PersonNotFound(id));
         }
         Ok(())
@@ -106,9 +106,7 @@ impl Store {
         match dispatch!(self, s => s.load_if_empty(persons).await) {
             Ok(n) => Ok(n),
             Err(e) if is_unique_violation(&e) => Ok(0),
-            Err(e) => Err(anyhow::Error::new(e)
-                .context("failed to load sample data")
-                .into()),
+            Err(e) => Err(failed("failed to load sample data")(e)),
         }
     }
 
@@ -126,17 +124,53 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
-fn write_error(error: sqlx::Error, context: &'static str) -> Error {
-    if is_unique_violation(&error) {
-        Error::EmailTaken
-    } else {
-        anyhow::Error::new(error).context(context).into()
+/// Whether `error` means the database cannot be reached right now, so the same call may
+/// succeed shortly: the pool gave up waiting or was closed, the connection broke, or PostgreSQL
+/// refused the connection (SQLSTATE class 08) or is shutting down (57P01..57P03).
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            }),
+        _ => false,
     }
 }
 
-/// A row as both databases return it.
+/// Turns a failed statement into an [`Error`], with `context` saying what was being done.
+fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| {
+        let unavailable = is_unavailable(&error);
+        let error = anyhow::Error::new(error).context(context);
+        if unavailable {
+            Error::StoreUnavailable(error)
+        } else {
+            Error::Unexpected(error)
+        }
+    }
+}
+
+/// Like [`failed`], but the unique index on the folded email is a conflict the caller can act on.
+fn write_failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| {
+        if is_unique_violation(&error) {
+            Error::EmailTaken
+        } else {
+            failed(context)(error)
+        }
+    }
+}
+
+/// A row as both databases return it. Public only because the bounds of the generic queries
+/// name it; nothing outside the store can build or read one.
 #[derive(sqlx::FromRow)]
-struct PersonRow {
+pub struct PersonRow {
     person_id: i64,
     name: String,
     email: String,

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 
 use auth_service::{Application, Config, Settings};
 use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use sqlx::{Connection, Executor, PgConnection};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, Status, transport::Channel};
 
@@ -72,23 +71,7 @@ pub async fn postgres_config() -> Config {
 /// Creates an empty database and returns its URL. The PostgreSQL suite never skips: without
 /// `DATABASE_URL` it fails, and the README's test command always provides one.
 pub async fn fresh_postgres_database() -> String {
-    let url = std::env::var("DATABASE_URL").expect(
-        "DATABASE_URL must name a PostgreSQL server for the PostgreSQL suite; run the tests with scripts/test",
-    );
-    let mut admin = PgConnection::connect(&url)
-        .await
-        .expect("connects to DATABASE_URL");
-    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-        .await
-        .expect("creates a test database");
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url.as_str(), String::new()),
-    };
-    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-    format!("{server}/{name}{query}")
+    testdb::create_database("auth_test").await
 }
 
 impl TestApp {

@@ -1,21 +1,17 @@
-//! The PostgreSQL store, shared by every replica.
+//! What only PostgreSQL, the database every replica of a cluster shares, does differently:
+//! its pool, its migrations and how it locks the table while loading samples.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{PgPool, migrate::MigrateError, postgres::PgPoolOptions};
+use sqlx::{Postgres, migrate::MigrateError, postgres::PgPoolOptions};
 
-use super::PersonRow;
+use super::sql::SqlStore;
 use crate::domain::PersonFields;
 
-#[derive(Clone, Debug)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-const COLUMNS: &str = "person_id, name, email, age";
-
-impl PostgresStore {
+impl SqlStore<Postgres> {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
@@ -26,73 +22,10 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    /// A store over an existing pool; tests use it.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await
-    }
-
-    pub(super) async fn list(
-        &self,
-        after: i64,
-        pattern: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<PersonRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM persons \
-             WHERE person_id > $1 AND ($2::text IS NULL OR name_folded LIKE $2 ESCAPE '\\') \
-             ORDER BY person_id LIMIT $3"
-        ))
-        .bind(after)
-        .bind(pattern)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    pub(super) async fn get(&self, id: i64) -> Result<Option<PersonRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM persons WHERE person_id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    pub(super) async fn create(&self, p: &PersonFields) -> Result<PersonRow, sqlx::Error> {
-        insert(p).fetch_one(&self.pool).await
-    }
-
-    pub(super) async fn update(
-        &self,
-        id: i64,
-        p: &PersonFields,
-    ) -> Result<Option<PersonRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "UPDATE persons SET name = $2, name_folded = $3, email = $4, email_folded = $5, age = $6 \
-             WHERE person_id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(p.name.as_ref())
-        .bind(p.name.folded())
-        .bind(p.email.as_ref())
-        .bind(p.email.folded())
-        .bind(p.age.get())
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    pub(super) async fn delete(&self, id: i64) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM persons WHERE person_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
     }
 
     pub(super) async fn load_if_empty(&self, persons: &[PersonFields]) -> Result<u64, sqlx::Error> {
@@ -102,38 +35,6 @@ impl PostgresStore {
         sqlx::query("LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM persons")
-            .fetch_one(&mut *tx)
-            .await?;
-        if count > 0 {
-            return Ok(0);
-        }
-        for p in persons {
-            insert(p).fetch_one(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(persons.len() as u64)
+        Self::fill_if_empty(tx, persons).await
     }
-
-    pub(super) async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
-    }
-
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-fn insert(
-    p: &PersonFields,
-) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PersonRow, sqlx::postgres::PgArguments> {
-    sqlx::query_as(
-        "INSERT INTO persons (name, name_folded, email, email_folded, age) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING person_id, name, email, age",
-    )
-    .bind(p.name.as_ref().to_owned())
-    .bind(p.name.folded())
-    .bind(p.email.as_ref().to_owned())
-    .bind(p.email.folded())
-    .bind(p.age.get())
 }

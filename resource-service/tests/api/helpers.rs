@@ -7,7 +7,6 @@ use proto::person::v1::{Person, person_service_client::PersonServiceClient};
 use resource_service::{
     Application, Config, Settings, config::TEST_HS256_SECRET, domain::PersonFields, store::Store,
 };
-use sqlx::{Connection, Executor, PgConnection};
 use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
@@ -157,45 +156,5 @@ pub async fn postgres_store() -> Store {
 /// The URL of a new, empty database in the cluster `DATABASE_URL` points at. Tests never skip
 /// PostgreSQL: without `DATABASE_URL` they fail and say what to do.
 pub async fn fresh_postgres_database() -> String {
-    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
-        panic!(
-            "DATABASE_URL is not set: the PostgreSQL store tests need a superuser URL to a \
-             throwaway cluster, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:55432/postgres"
-        );
-    };
-    let name = format!("resource_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
-    conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-        .await
-        .expect("create test database");
-    conn.close().await.ok();
-    with_database(&admin_url, &name)
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{name}?{q}"),
-        None => format!("{host_part}/{name}"),
-    }
-}
-
-#[test]
-fn with_database_replaces_only_the_name() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5/postgres?sslmode=disable", "x"),
-        "postgres://u:p@h:5/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    testdb::create_database("resource_test").await
 }

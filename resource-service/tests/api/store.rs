@@ -36,6 +36,7 @@ store_suite!(
     like_wildcards_in_the_filter_match_only_themselves,
     sample_data_is_loaded_only_into_an_empty_table,
     a_walk_sees_every_existing_row_once_while_rows_are_inserted,
+    a_closed_store_answers_that_it_is_unavailable,
 );
 
 async fn a_created_person_can_be_read_back(store: Store) {
@@ -313,6 +314,16 @@ async fn a_walk_sees_every_existing_row_once_while_rows_are_inserted(store: Stor
     let seen = walk(&store, 7).await;
     writer.await.unwrap();
     assert_walk_complete(&seen, &existing);
+}
+
+async fn a_closed_store_answers_that_it_is_unavailable(store: Store) {
+    let p = store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    store.close().await;
+    let read = store.get(p.id).await;
+    assert!(matches!(read, Err(Error::StoreUnavailable(_))), "{read:?}");
 }
 
 /// Every id the walk returned, page by page.
