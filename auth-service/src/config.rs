@@ -5,9 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use base64::{Engine, engine::general_purpose};
 use clap::Parser;
+use database::Database;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use settings::{ConfigError, Database, secret};
+use settings::{ConfigError, secret};
 use token::{Algorithm, Audience, Hs256Secret};
 
 use crate::{

@@ -33,10 +33,7 @@ impl Application {
     /// and the first admin. Nothing is served yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
-        let url = settings
-            .database
-            .prepare()
-            .context("failed to create the data directory")?;
+        let url = settings.database.prepare()?;
         let store = store::connect(url.expose_secret(), settings.db_max_connections).await?;
         let keys = SigningKeys::load_or_create(
             store.as_ref(),

@@ -4,9 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Parser, builder::BoolishValueParser};
+use database::Database;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use settings::{ConfigError, Database, secret};
+use settings::{ConfigError, secret};
 use token::{Algorithm, Audience, Hs256Secret};
 
 #[derive(Parser, Clone, Debug)]

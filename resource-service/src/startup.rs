@@ -35,10 +35,7 @@ impl Application {
     /// asked), and starts following the token keys.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
-        let url = settings
-            .database
-            .prepare()
-            .context("failed to create the data directory")?;
+        let url = settings.database.prepare()?;
         let store = Store::connect(url.expose_secret()).await?;
         if settings.sample_data {
             let loaded = store.load_if_empty(&sample_persons()).await?;

@@ -124,29 +124,10 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
-/// Whether `error` means the database cannot be reached right now, so the same call may
-/// succeed shortly: the pool gave up waiting or was closed, the connection broke, or PostgreSQL
-/// refused the connection (SQLSTATE class 08) or is shutting down (57P01..57P03).
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(e) => e
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| {
-                let code = pg.code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-            }),
-        _ => false,
-    }
-}
-
 /// Turns a failed statement into an [`Error`], with `context` saying what was being done.
 fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |error| {
-        let unavailable = is_unavailable(&error);
+        let unavailable = database::is_unavailable(&error);
         let error = anyhow::Error::new(error).context(context);
         if unavailable {
             Error::StoreUnavailable(error)

@@ -6,14 +6,10 @@
 //! [`ConfigError`] naming the setting; [`load`] prints it on one line and exits with `EX_USAGE`
 //! before any port is bound. Secrets may come as a value or as a mounted file ([`secret`]).
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{path::Path, process::ExitCode};
 
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// A setting that cannot be used, and why. Never carries a secret's value.
 #[derive(Debug, thiserror::Error)]
@@ -84,62 +80,6 @@ pub fn secret(
     }
 }
 
-/// The database a service is configured with.
-#[derive(Clone)]
-pub enum Database {
-    /// The embedded default: a SQLite file, created (with its directory) at start.
-    SqliteFile(PathBuf),
-    /// `postgres://…` or `postgresql://…` for replicas sharing one database, or `sqlite:…`.
-    Url(SecretString),
-}
-
-impl Database {
-    /// The configured URL, checked for a scheme we can open, or the SQLite file `default_file`.
-    pub fn new(
-        url: Option<SecretString>,
-        default_file: PathBuf,
-        setting: &'static str,
-    ) -> Result<Self, ConfigError> {
-        let Some(url) = url else {
-            return Ok(Self::SqliteFile(default_file));
-        };
-        let known = ["postgres://", "postgresql://", "sqlite:"]
-            .iter()
-            .any(|scheme| url.expose_secret().starts_with(scheme));
-        if !known {
-            return Err(ConfigError::new(
-                setting,
-                "must start with postgres://, postgresql:// or sqlite:",
-            ));
-        }
-        Ok(Self::Url(url))
-    }
-
-    /// The URL to connect to; for the embedded file, after creating its directory. This is the
-    /// one side effect of the configuration, and it happens at start-up, not while parsing.
-    pub fn prepare(&self) -> std::io::Result<SecretString> {
-        match self {
-            Self::Url(url) => Ok(url.clone()),
-            Self::SqliteFile(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                Ok(format!("sqlite://{}", path.display()).into())
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::SqliteFile(path) => f.debug_tuple("SqliteFile").field(path).finish(),
-            // The URL may carry a password.
-            Self::Url(_) => f.write_str("Url([REDACTED])"),
-        }
-    }
-}
-
 /// Networks given as a comma-separated list of addresses (`10.0.0.7`) or CIDRs (`10.0.0.0/8`);
 /// empty entries are skipped.
 pub fn networks(list: &[String], setting: &'static str) -> Result<Vec<IpNet>, ConfigError> {
@@ -199,34 +139,6 @@ mod tests {
     fn an_empty_secret_file_is_refused() {
         let path = file_with("empty", "\n");
         assert!(secret(None, Some(&path), "X", "X_FILE").is_err());
-    }
-
-    #[test]
-    fn a_database_url_needs_a_scheme_we_can_open_and_is_never_printed() {
-        let default = PathBuf::from("./data/x.db");
-        let url = Some("postgres://u:hunter2@db/x".into());
-        let database = Database::new(url, default.clone(), "X_DATABASE_URL").unwrap();
-        assert!(!format!("{database:?}").contains("hunter2"));
-        let error = Database::new(
-            Some("mysql://db/x".into()),
-            default.clone(),
-            "X_DATABASE_URL",
-        )
-        .unwrap_err();
-        assert_eq!(error.setting, "X_DATABASE_URL");
-        assert!(matches!(
-            Database::new(None, default, "X").unwrap(),
-            Database::SqliteFile(_)
-        ));
-    }
-
-    #[test]
-    fn preparing_the_embedded_file_creates_its_directory() {
-        let dir = std::env::temp_dir().join(format!("settings-db-{}", std::process::id()));
-        let database = Database::SqliteFile(dir.join("nested/x.db"));
-        let url = database.prepare().unwrap();
-        assert!(dir.join("nested").is_dir());
-        assert!(url.expose_secret().starts_with("sqlite://"));
     }
 
     #[test]

@@ -14,30 +14,10 @@ pub enum StoreError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// Whether `error` means the database cannot be reached right now, rather than that this
-/// statement failed: the pool gave up waiting or was closed, the connection broke, or
-/// PostgreSQL reports a connection failure (SQLSTATE class 08) or is shutting down or starting
-/// up (57P01 to 57P03).
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| {
-                let code = pg.code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-            }),
-        _ => false,
-    }
-}
-
 /// Turns a failed statement into a [`StoreError`], with `context` saying what was being done.
 pub(super) fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| {
-        let unavailable = is_unavailable(&error);
+        let unavailable = database::is_unavailable(&error);
         let error = anyhow::Error::new(error).context(context);
         if unavailable {
             StoreError::Unavailable(error)
