@@ -592,7 +592,7 @@ def measure_storm(stack, args, signin_rps):
     reads_env = {"WRK_AUTH": stack.token, "WRK_DELAY_MS": str(args.storm_read_delay_ms)}
     url = stack.url("gateway", f"/api/persons/{PERSON_ID}")
     idle = run_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
-    rate = max(2 * signin_rps, args.storm_min_rate)
+    rate = max(args.storm_factor * signin_rps, args.storm_min_rate)
     reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
     try:
         flood, skipped = asyncio.run(
@@ -623,6 +623,8 @@ def fmt_rps(values):
 
 
 def fmt_us(value):
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.2f} s"
     return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.0f} µs"
 
 
@@ -658,7 +660,7 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
             f"| {fmt_us(statistics.median(r['p99_us'] for r in results))} | {cpu} | {rss} |")
     cpu = ", ".join(f"{n} {signin['cpu_us'][n]:.0f} µs" for n in ["gateway", "auth-service"])
     lines.append(
-        f"| sign-in through the gateway (argon2id) | {signin['accepted_rps']:,.1f} accepted "
+        f"| sign-in through the gateway (argon2id) | {signin['accepted_rps']:,.1f} accepted/s "
         f"| {fmt_us(signin['p50_us'])} | {fmt_us(signin['p99_us'])} | {cpu} "
         f"| auth-service {peak_rss['auth-service'] / 1024:.0f} MiB |")
 
@@ -673,8 +675,9 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
         f"- ours / Express KeyObject: {ratio('ours', 'express-keyobject')}",
         f"- gateway hop (ours / resource-service gRPC alone): {ratio('ours', 'grpc')}",
         "",
-        f"Login storm: {args.storm_duration} s of sign-ins at {storm['rate']:,.0f}/s (twice the "
-        f"sign-in throughput above, at least {args.storm_min_rate:.0f}/s) while "
+        f"Login storm: {args.storm_duration} s of sign-ins at {storm['rate']:,.0f}/s "
+        f"({args.storm_factor:g}× the sign-in throughput above, at least "
+        f"{args.storm_min_rate:.0f}/s) while "
         f"{args.storm_read_connections} connections read through the gateway, each pausing "
         f"{args.storm_read_delay_ms} ms between reads. Each sign-in is a new connection.",
         "",
@@ -695,6 +698,11 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
                      f"| {fmt_us(percentile(values, 99))} |")
     if storm["skipped"]:
         lines.append(f"| not sent (client had 512 waiting) | {storm['skipped']} | | | |")
+    accepted = len(storm["by_status"].get(200, []))
+    lines += ["", f"Of the sign-ins sent during the storm, {accepted / args.storm_duration:,.1f}/s were accepted."]
+    if not storm["by_status"].get(429):
+        lines[-1] += (" None was refused: the hash queue never filled, so the server kept up "
+                      "with this rate; raise `--storm-factor` to see refusals.")
     return "\n".join(lines) + "\n"
 
 
@@ -715,6 +723,8 @@ def parse_args():
     parser.add_argument("--storm-duration", type=int, default=10)
     parser.add_argument("--storm-read-connections", type=int, default=8)
     parser.add_argument("--storm-read-delay-ms", type=int, default=5)
+    parser.add_argument("--storm-factor", type=float, default=2.0,
+                        help="the storm's sign-in rate as a multiple of the measured throughput")
     parser.add_argument("--storm-min-rate", type=float, default=20.0,
                         help="sign-ins per second the storm sends at least")
     parser.add_argument("--out", default=None,
