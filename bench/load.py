@@ -1,0 +1,257 @@
+"""What scripts/bench runs against the stack: wrk, h2load and the open-loop sign-in flood, and
+the CPU time and memory of each server process read from /proc."""
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import time
+
+from stack import BENCH, PERSON_ID, BenchError, GET_PERSON, grpc_frame
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- /proc --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid):
+    """utime + stime of one process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces; the fields after its closing parenthesis do not.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid):
+    """The direct children of `pid` (PostgreSQL's backends are the postmaster's children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+# --- Load generators ----------------------------------------------------------------------------
+
+
+def run_wrk(url, connections, threads, duration, env=None):
+    """wrk's results as bench/wrk/report.lua prints them."""
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+            "--timeout", "10s", "-s", os.path.join(BENCH, "wrk", "report.lua"), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                         env={**os.environ, **(env or {})}, check=False)
+    return parse_wrk(out)
+
+
+def parse_wrk(out):
+    match = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.M)
+    if out.returncode != 0 or not match:
+        raise BenchError(f"wrk failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+    result = json.loads(match.group(1))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def start_wrk(url, connections, threads, duration, env):
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+            "--timeout", "10s", "-s", os.path.join(BENCH, "wrk", "report.lua"), url]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+
+
+def run_h2load(port, token, connections, threads, duration, work_dir):
+    """h2load POSTing GetPerson frames at resource-service; percentiles from its request log."""
+    frame = os.path.join(work_dir, "get-person.grpc")
+    with open(frame, "wb") as f:
+        f.write(grpc_frame())
+    request_log = os.path.join(work_dir, "h2load-requests.tsv")
+    argv = ["h2load", "-c", str(connections), "-t", str(threads), "-m", "1", "-D", str(duration),
+            "-d", frame, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "-H", f"authorization: Bearer {token}", f"--log-file={request_log}",
+            f"http://127.0.0.1:{port}{GET_PERSON}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    text = out.stdout + out.stderr
+    requests = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                         r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    finished = re.search(r"finished in ([\d.]+)(m?s)", text)
+    data = re.search(r"\((\d+)\) data", text)
+    if out.returncode != 0 or not requests or not finished:
+        raise BenchError(f"h2load failed ({out.returncode}):\n{text}")
+    done, succeeded = int(requests.group(3)), int(requests.group(4))
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    latencies, non_200 = [], 0
+    with open(request_log) as f:
+        for line in f:
+            fields = line.split("\t")
+            if len(fields) >= 3:
+                latencies.append(int(fields[2]))
+                non_200 += fields[1] != "200"
+    os.remove(request_log)
+    latencies.sort()
+    return {
+        "requests": done,
+        "rps": done / seconds,
+        "p50_us": percentile(latencies, 50),
+        "p99_us": percentile(latencies, 99),
+        # HTTP 200 alone does not prove success: an error is a trailers-only answer without a
+        # message, so a run whose answers carried no data did not read the person.
+        "failed": (done - succeeded) + non_200 + (0 if data and int(data.group(1)) > 0 else done),
+    }
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+async def signin_flood(port, body, rate, duration, max_in_flight=512):
+    """Open-loop sign-ins: `rate` per second for `duration` seconds whatever the answers, each on
+    its own connection. Returns (status, seconds) per sign-in; status 0 is a transport error and
+    'skipped' counts sign-ins not sent because `max_in_flight` were already waiting."""
+    payload = json.dumps(body).encode()
+    request = (f"POST /api/auth/signin HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+               f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
+               f"connection: close\r\n\r\n").encode() + payload
+    results, in_flight, skipped = [], 0, 0
+
+    async def one():
+        nonlocal in_flight
+        in_flight += 1
+        started = time.perf_counter()
+        status = 0
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout=30)
+            status = int(line.split()[1])
+            await asyncio.wait_for(reader.read(), timeout=30)
+            writer.close()
+        except (OSError, ValueError, IndexError, asyncio.TimeoutError):
+            pass
+        finally:
+            in_flight -= 1
+        results.append((status, time.perf_counter() - started))
+
+    tasks, sent, start = [], 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < duration:
+        while sent < int(elapsed * rate) + 1:
+            sent += 1
+            if in_flight >= max_in_flight:
+                skipped += 1
+            else:
+                tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(min(0.005, 1 / rate))
+    await asyncio.gather(*tasks)
+    return results, skipped
+
+
+# --- Measurements -------------------------------------------------------------------------------
+
+
+READ_TARGETS = [
+    # (key, row label, processes whose CPU counts)
+    ("ours", "ours: gateway → resource-service (HTTP/JSON)", ["gateway", "resource-service"]),
+    ("grpc", "resource-service alone (gRPC, h2load)", ["resource-service"]),
+    ("express-string", "Express + jsonwebtoken, string secret", ["express-string"]),
+    ("express-keyobject", "Express + jsonwebtoken, KeyObject", ["express-keyobject"]),
+]
+
+
+class Meter:
+    """CPU seconds of each server process (and PostgreSQL's, when the suite owns the cluster)
+    over one measured window."""
+
+    def __init__(self, stack):
+        self.pids = stack.pids()
+        self.postmaster = stack.pg.postmaster_pid()
+
+    def sample(self):
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        if self.postmaster:
+            total = 0.0
+            for pid in [self.postmaster, *children(self.postmaster)]:
+                try:
+                    total += cpu_seconds(pid)
+                except OSError:
+                    pass
+            cpu["postgres"] = total
+        return cpu
+
+    @staticmethod
+    def per_request_us(before, after, requests):
+        return {name: (after[name] - before[name]) / max(requests, 1) * 1e6 for name in after}
+
+
+def measure_read(key, stack, meter, args, work_dir):
+    before = meter.sample()
+    if key == "grpc":
+        result = run_h2load(stack.ports["resource"], stack.token, args.connections, args.threads,
+                            args.duration, work_dir)
+    else:
+        name = "gateway" if key == "ours" else key
+        token = stack.token if key == "ours" else stack.express_token
+        result = run_wrk(stack.url(name, f"/api/persons/{PERSON_ID}"), args.connections,
+                         args.threads, args.duration, {"WRK_AUTH": token})
+        errors = result["errors"]
+        result["failed"] = errors["status"] + errors["connect"] + errors["read"] + \
+            errors["write"] + errors["timeout"]
+    result["cpu_us"] = Meter.per_request_us(before, meter.sample(), result["requests"])
+    return result
+
+
+def measure_signin(stack, meter, args):
+    before = meter.sample()
+    result = run_wrk(stack.url("gateway", "/api/auth/signin"), args.connections, args.threads,
+                     args.signin_duration,
+                     {"WRK_METHOD": "POST", "WRK_BODY": json.dumps(stack.user),
+                      "WRK_COUNT_STATUS": "1"})
+    result["cpu_us"] = Meter.per_request_us(before, meter.sample(), result["requests"])
+    result["accepted"] = result["statuses"].get("200", 0)
+    result["accepted_rps"] = result["accepted"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def measure_storm(stack, args, signin_rps):
+    """Paced reads through the gateway alone, then the same reads during a sign-in flood at
+    twice the measured sign-in throughput."""
+    reads_env = {"WRK_AUTH": stack.token, "WRK_DELAY_MS": str(args.storm_read_delay_ms)}
+    url = stack.url("gateway", f"/api/persons/{PERSON_ID}")
+    idle = run_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
+    rate = max(args.storm_factor * signin_rps, args.storm_min_rate)
+    reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
+    try:
+        flood, skipped = asyncio.run(
+            signin_flood(stack.ports["gateway"], stack.user, rate, args.storm_duration))
+        stdout, stderr = reads.communicate(timeout=args.storm_duration + 60)
+    finally:
+        if reads.poll() is None:
+            reads.kill()
+            reads.wait()
+    storm = parse_wrk(subprocess.CompletedProcess(reads.args, reads.returncode, stdout, stderr))
+    by_status = {}
+    for status, seconds in flood:
+        by_status.setdefault(status, []).append(seconds * 1e6)
+    for values in by_status.values():
+        values.sort()
+    return {"idle": idle, "storm": storm, "rate": rate, "sent": len(flood), "skipped": skipped,
+            "by_status": by_status}
