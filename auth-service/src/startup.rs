@@ -63,10 +63,6 @@ impl Application {
         self.local_addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr.port()
-    }
-
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
     /// in-flight calls up to `telemetry::DRAIN_GRACE` to finish.
     pub async fn run_until_stopped(

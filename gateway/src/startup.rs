@@ -31,10 +31,6 @@ impl Application {
         self.local_addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr.port()
-    }
-
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
     /// for at most [`telemetry::DRAIN_GRACE`].
     pub async fn run_until_stopped(

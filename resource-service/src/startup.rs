@@ -65,10 +65,6 @@ impl Application {
         self.local_addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr.port()
-    }
-
     /// The store the service uses; tests seed and inspect data through it.
     pub fn store(&self) -> Store {
         self.store.clone()

@@ -72,7 +72,7 @@ pub async fn spawn_auth() -> Running {
     let app = auth_service::Application::build(settings)
         .await
         .expect("auth-service builds");
-    let port = app.port();
+    let port = app.local_addr().port();
     Running::spawn(port, |stop| async move {
         app.run_until_stopped(async {
             let _ = stop.await;
@@ -90,7 +90,7 @@ pub async fn spawn_resource(auth_url: &str, port: u16) -> Running {
     let app = resource_service::Application::build(settings)
         .await
         .expect("resource-service builds");
-    let port = app.port();
+    let port = app.local_addr().port();
     Running::spawn(port, |stop| async move {
         app.run_until_stopped(async {
             let _ = stop.await;
