@@ -298,7 +298,7 @@ async fn reseal(
         if store.reseal_signing_key(key, SEALED, &sealed).await? {
             tracing::info!(
                 kid = %shown(&key.kid),
-                "sealed the signing key under the current AUTH_KEY_ENCRYPTION_KEY"
+                "sealed the signing key under the current key-encryption key"
             );
         }
         rewritten = true;
@@ -352,6 +352,14 @@ mod tests {
         let other = KeyEncryptionKey::new(vec![2; 32]).unwrap();
         assert!(other.open("kid-1", &sealed).is_err());
         assert!(kek.open("kid-1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn a_kid_from_the_database_is_quoted_escaped_and_cut_short_in_messages() {
+        assert_eq!(shown("k1"), "\"k1\"");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        let long = shown(&"x".repeat(10_000));
+        assert!(long.len() < 80, "{long}");
     }
 
     #[test]
