@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use base64::{Engine, engine::general_purpose};
 use clap::Parser;
 use database::Database;
 use ipnet::IpNet;
@@ -14,7 +13,7 @@ use token::{Algorithm, Audience, Hs256Secret};
 use crate::{
     accounts::BootstrapAdmin,
     domain::{Email, Password, Username},
-    signing::{KeyConfig, KeyEncryptionKey},
+    signing::{KekSource, KeyConfig, KeyEncryptionKey},
 };
 
 #[derive(Parser, Clone, Debug)]
@@ -61,13 +60,24 @@ pub struct Config {
     #[arg(long, env = "AUTH_HS256_SECRET_FILE")]
     pub hs256_secret_file: Option<PathBuf>,
 
-    /// Base64 of 32 random bytes that seal the signing keys stored in the database.
+    /// Base64 of 32 random bytes that seal the signing keys stored in the database. Required
+    /// on PostgreSQL; unset on SQLite, a key generated in `<data dir>/key-encryption-key`.
     #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
     pub key_encryption_key: Option<SecretString>,
 
     /// A file holding the key-encryption key, instead of `AUTH_KEY_ENCRYPTION_KEY`.
     #[arg(long, env = "AUTH_KEY_ENCRYPTION_KEY_FILE")]
     pub key_encryption_key_file: Option<PathBuf>,
+
+    /// The key-encryption key being replaced, for one start that re-seals every signing key
+    /// under `AUTH_KEY_ENCRYPTION_KEY`.
+    #[arg(long, env = "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub previous_key_encryption_key: Option<SecretString>,
+
+    /// A file holding the previous key-encryption key, instead of
+    /// `AUTH_PREVIOUS_KEY_ENCRYPTION_KEY`.
+    #[arg(long, env = "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE")]
+    pub previous_key_encryption_key_file: Option<PathBuf>,
 
     /// The `iss` claim of issued tokens.
     #[arg(long, env = "AUTH_TOKEN_ISSUER", default_value_t = Audience::default().issuer)]
@@ -155,13 +165,30 @@ impl TryFrom<Config> for Settings {
             "AUTH_DATABASE_URL",
             "AUTH_DATABASE_URL_FILE",
         )?;
+        let database = Database::new(
+            database_url,
+            config.data_dir.join("auth.db"),
+            "AUTH_DATABASE_URL",
+        )?;
+        let keks = Keks {
+            current: secret(
+                config.key_encryption_key,
+                config.key_encryption_key_file.as_deref(),
+                "AUTH_KEY_ENCRYPTION_KEY",
+                "AUTH_KEY_ENCRYPTION_KEY_FILE",
+            )?,
+            previous: secret(
+                config.previous_key_encryption_key,
+                config.previous_key_encryption_key_file.as_deref(),
+                "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
+                "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE",
+            )?,
+            on_postgres: matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:")),
+            generated_file: config.data_dir.join("key-encryption-key"),
+        };
         Ok(Self {
             grpc_addr: config.grpc_addr,
-            database: Database::new(
-                database_url,
-                config.data_dir.join("auth.db"),
-                "AUTH_DATABASE_URL",
-            )?,
+            database,
             db_max_connections: config.db_max_connections,
             keys: key_config(
                 config.token_alg,
@@ -171,12 +198,7 @@ impl TryFrom<Config> for Settings {
                     "AUTH_HS256_SECRET",
                     "AUTH_HS256_SECRET_FILE",
                 )?,
-                secret(
-                    config.key_encryption_key,
-                    config.key_encryption_key_file.as_deref(),
-                    "AUTH_KEY_ENCRYPTION_KEY",
-                    "AUTH_KEY_ENCRYPTION_KEY_FILE",
-                )?,
+                keks,
             )?,
             audience: Audience {
                 issuer: config.token_issuer,
@@ -203,10 +225,21 @@ impl TryFrom<Config> for Settings {
     }
 }
 
+/// The key-encryption keys as configured, before it is known whether they are needed.
+struct Keks {
+    current: Option<SecretString>,
+    previous: Option<SecretString>,
+    /// PostgreSQL is the production database, shared by replicas: its keys must be sealed with
+    /// a key kept outside it, so there is no generated fallback.
+    on_postgres: bool,
+    /// Where the embedded database keeps its generated key when none is configured.
+    generated_file: PathBuf,
+}
+
 fn key_config(
     alg: Algorithm,
     hs256_secret: Option<SecretString>,
-    kek: Option<SecretString>,
+    keks: Keks,
 ) -> Result<KeyConfig, ConfigError> {
     match (alg, hs256_secret) {
         (Algorithm::HS256, Some(secret)) => Ok(KeyConfig::Hs256(
@@ -222,22 +255,38 @@ fn key_config(
             "is set but AUTH_TOKEN_ALG is EdDSA; set AUTH_TOKEN_ALG=HS256 or remove the secret",
         )),
         (Algorithm::EdDSA, None) => {
-            let kek = kek
-                .map(|k| {
-                    let text = k.expose_secret().trim();
-                    let bytes = general_purpose::STANDARD
-                        .decode(text)
-                        .or_else(|_| general_purpose::URL_SAFE_NO_PAD.decode(text))
-                        .map_err(|_| {
-                            ConfigError::new("AUTH_KEY_ENCRYPTION_KEY", "is not valid base64")
-                        })?;
-                    KeyEncryptionKey::new(bytes)
-                        .map_err(|e| ConfigError::new("AUTH_KEY_ENCRYPTION_KEY", e.to_string()))
-                })
-                .transpose()?;
-            Ok(KeyConfig::Ed25519 { kek })
+            let kek = match keks.current {
+                Some(kek) => KekSource::Configured(kek_from(&kek, "AUTH_KEY_ENCRYPTION_KEY")?),
+                None if keks.on_postgres => {
+                    return Err(ConfigError::new(
+                        "AUTH_KEY_ENCRYPTION_KEY",
+                        "is required on PostgreSQL, which would otherwise hold the signing key in the clear; \
+                         set AUTH_KEY_ENCRYPTION_KEY or AUTH_KEY_ENCRYPTION_KEY_FILE to base64 of 32 random bytes \
+                         (head -c 32 /dev/urandom | base64)",
+                    ));
+                }
+                None => KekSource::File(keks.generated_file),
+            };
+            let previous = match (&kek, keks.previous) {
+                (KekSource::Configured(_), Some(previous)) => {
+                    Some(kek_from(&previous, "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY")?)
+                }
+                (KekSource::File(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
+                        "rotates to AUTH_KEY_ENCRYPTION_KEY, which is not set",
+                    ));
+                }
+                (_, None) => None,
+            };
+            Ok(KeyConfig::Ed25519 { kek, previous })
         }
     }
+}
+
+fn kek_from(text: &SecretString, setting: &'static str) -> Result<KeyEncryptionKey, ConfigError> {
+    KeyEncryptionKey::from_base64(text.expose_secret())
+        .map_err(|e| ConfigError::new(setting, e.to_string()))
 }
 
 fn bootstrap_admin(
@@ -282,6 +331,8 @@ impl Config {
             hs256_secret_file: None,
             key_encryption_key: None,
             key_encryption_key_file: None,
+            previous_key_encryption_key: None,
+            previous_key_encryption_key_file: None,
             token_issuer: Audience::default().issuer,
             token_audience: Audience::default().audience,
             bootstrap_admin_username: None,

@@ -140,6 +140,9 @@ const SELECT_SIGNING_KEYS: &str = "SELECT kid, generation, algorithm, encryption
 const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
      (kid, generation, algorithm, encryption, private_key, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (generation) DO NOTHING";
+/// Compares the old private half so a replica re-sealing at the same time cannot be overwritten.
+const RESEAL_SIGNING_KEY: &str = "UPDATE signing_keys SET encryption = $1, private_key = $2 \
+     WHERE kid = $3 AND private_key = $4";
 
 fn find_credentials_sql() -> String {
     format!(
@@ -288,6 +291,28 @@ impl Store {
         })
         .map_err(failed("failed to insert signing key"))?;
         Ok(inserted == 1)
+    }
+
+    /// Replaces the stored private half of `key` (sealing or re-sealing it) unless it changed
+    /// since `key` was read; returns whether it was replaced.
+    pub async fn reseal_signing_key(
+        &self,
+        key: &StoredKey,
+        encryption: &str,
+        private_key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let replaced = on_backend!(self, db => {
+            sqlx::query(RESEAL_SIGNING_KEY)
+                .bind(encryption)
+                .bind(private_key)
+                .bind(&key.kid)
+                .bind(&key.private_key)
+                .execute(&db.pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(failed("failed to re-seal signing key"))?;
+        Ok(replaced == 1)
     }
 
     /// A cheap round trip, for readiness.

@@ -1,7 +1,10 @@
 //! The database a service is configured with, made ready at start-up, and which failures mean
 //! that it cannot be reached right now (so a call answers UNAVAILABLE, not INTERNAL).
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -40,18 +43,77 @@ impl Database {
 
     /// The URL to connect to; for the embedded file, after creating its directory. This is the
     /// one side effect of the configuration, and it happens at start-up, not while parsing.
+    ///
+    /// The embedded file holds password hashes and signing keys, so a directory created here is
+    /// `0700` and the file (with its `-wal` and `-shm` companions) `0600`, whatever the umask.
+    /// The file is created here rather than by SQLite because SQLite creates it `0644` and gives
+    /// the write-ahead log the database file's mode.
     pub fn prepare(&self) -> anyhow::Result<SecretString> {
         match self {
             Self::Url(url) => Ok(url.clone()),
             Self::SqliteFile(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("failed to create the data directory {}", dir.display())
-                    })?;
-                }
+                prepare_file(path).with_context(|| {
+                    format!("failed to prepare the database file {}", path.display())
+                })?;
                 Ok(format!("sqlite://{}", path.display()).into())
             }
         }
+    }
+}
+
+fn prepare_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir(dir)?;
+    }
+    private_file(path)?;
+    for companion in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(companion);
+        let companion = PathBuf::from(name);
+        if companion.exists() {
+            restrict(&companion, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its missing parents) readable by the owner only. A directory that already
+/// exists keeps its mode: it may be shared (`/tmp`, a home directory) and is not ours to change;
+/// the files in it are what must be private.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    restrict(dir, 0o700)
+}
+
+/// Creates `path` empty if it is missing, and makes it readable and writable by the owner only,
+/// also when an earlier version left it world-readable.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?;
+    restrict(path, 0o600)
+}
+
+/// Sets the exact mode, which a umask cannot widen or narrow.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
     }
 }
 
@@ -114,6 +176,27 @@ mod tests {
         let url = database.prepare().unwrap();
         assert!(dir.join("nested").is_dir());
         assert!(url.expose_secret().starts_with("sqlite://"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_embedded_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("database-private-{}", std::process::id()));
+        let file = dir.join("data/x.db");
+        Database::SqliteFile(file.clone()).prepare().unwrap();
+        assert_eq!(mode(&dir.join("data")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+
+        // Files an earlier version left world-readable are tightened on the next start.
+        let wal = dir.join("data/x.db-wal");
+        std::fs::write(&wal, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Database::SqliteFile(file.clone()).prepare().unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&wal), 0o600);
     }
 
     #[test]

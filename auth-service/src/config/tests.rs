@@ -1,3 +1,5 @@
+use base64::{Engine, engine::general_purpose};
+
 use super::*;
 
 fn settings(config: Config) -> Result<Settings, ConfigError> {
@@ -62,7 +64,13 @@ fn secrets_can_come_from_mounted_files() {
     config.bootstrap_admin_username = Some("root".into());
     config.bootstrap_admin_password_file = Some(password);
     let settings = settings(config).unwrap();
-    assert!(matches!(settings.keys, KeyConfig::Ed25519 { kek: Some(_) }));
+    assert!(matches!(
+        settings.keys,
+        KeyConfig::Ed25519 {
+            kek: KekSource::Configured(_),
+            ..
+        }
+    ));
     let admin = settings.bootstrap_admin.unwrap();
     assert_eq!(
         admin.password.secret().expose_secret(),
@@ -98,8 +106,8 @@ fn every_secret_hides_its_environment_value_from_help() {
         .collect();
     assert_eq!(
         secrets.len(),
-        4,
-        "database URL, HS256 secret, KEK, admin password"
+        5,
+        "database URL, HS256 secret, KEK, previous KEK, admin password"
     );
     for arg in secrets {
         assert!(arg.is_hide_env_values_set(), "{:?}", arg.get_env());
@@ -112,4 +120,48 @@ fn trusted_peers_must_be_addresses_or_networks() {
     config.trusted_peers = vec!["10.0.0.0/8".into(), "gateway".into()];
     let error = settings(config).err().unwrap();
     assert_eq!(error.setting, "AUTH_TRUSTED_PEERS");
+}
+
+#[test]
+fn postgres_without_a_key_encryption_key_is_refused() {
+    let mut config = Config::for_tests();
+    config.database_url = Some("postgres://auth:hunter2@db/auth".into());
+    let error = settings(config.clone()).err().unwrap();
+    assert_eq!(error.setting, "AUTH_KEY_ENCRYPTION_KEY");
+    let message = error.to_string();
+    assert!(
+        message.contains("AUTH_KEY_ENCRYPTION_KEY_FILE"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    config.key_encryption_key = Some(general_purpose::STANDARD.encode([7u8; 32]).into());
+    settings(config).unwrap();
+}
+
+#[test]
+fn sqlite_without_a_key_encryption_key_generates_one_in_the_data_directory() {
+    let config = Config::for_tests();
+    let expected = config.data_dir.join("key-encryption-key");
+    match settings(config).unwrap().keys {
+        KeyConfig::Ed25519 {
+            kek: KekSource::File(path),
+            previous: None,
+        } => assert_eq!(path, expected),
+        _ => panic!("expected a generated key-encryption key file"),
+    }
+}
+
+#[test]
+fn a_previous_kek_needs_a_current_one_and_decodes_to_32_bytes() {
+    let mut config = Config::for_tests();
+    config.previous_key_encryption_key = Some(general_purpose::STANDARD.encode([7u8; 32]).into());
+    let error = settings(config.clone()).err().unwrap();
+    assert_eq!(error.setting, "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY");
+    config.key_encryption_key = Some(general_purpose::STANDARD.encode([8u8; 32]).into());
+    settings(config.clone()).unwrap();
+    config.previous_key_encryption_key = Some("bm90IDMyIGJ5dGVz".into());
+    assert_eq!(
+        settings(config).err().unwrap().setting,
+        "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY"
+    );
 }

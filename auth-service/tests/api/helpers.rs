@@ -17,6 +17,9 @@ pub struct TestApp {
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// A key-encryption key for PostgreSQL, which refuses to start without one: base64 of 32 bytes.
+pub const KEK: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Config::for_tests()).await
 }
@@ -65,6 +68,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
 pub async fn postgres_config() -> Config {
     let mut config = Config::for_tests();
     config.database_url = Some(fresh_postgres_database().await.into());
+    config.key_encryption_key = Some(KEK.into());
     config
 }
 

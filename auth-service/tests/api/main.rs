@@ -7,6 +7,7 @@
 mod admin;
 mod binary;
 mod helpers;
+mod keys;
 mod replicas;
 mod serving;
 mod sign_in;

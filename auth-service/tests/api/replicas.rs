@@ -1,14 +1,17 @@
 //! Several replicas on one PostgreSQL database, as in production.
 
-use auth_service::{Application, Config};
+use auth_service::{Application, Config, Settings};
 use base64::Engine;
 use proto::auth::v1 as pb;
 
-use crate::helpers::{PASSWORD, authed, fresh_postgres_database, settings, spawn_with, with_admin};
+use crate::helpers::{
+    KEK, PASSWORD, authed, fresh_postgres_database, settings, spawn_with, with_admin,
+};
 
 fn config_on(url: &str) -> Config {
     let mut config = with_admin(Config::for_tests());
     config.database_url = Some(url.to_owned().into());
+    config.key_encryption_key = Some(KEK.into());
     config
 }
 
@@ -80,11 +83,34 @@ async fn a_sealed_signing_key_needs_its_key_encryption_key() {
     assert!(!error.contains(&kek));
     let mut none = config;
     none.key_encryption_key = None;
-    let error = format!(
-        "{:#}",
-        Application::build(settings(none)).await.err().unwrap()
-    );
-    assert!(error.contains("sealed"), "{error}");
+    let error = Settings::try_from(none).err().unwrap();
+    assert_eq!(error.setting, "AUTH_KEY_ENCRYPTION_KEY");
+}
+
+#[tokio::test]
+async fn the_key_encryption_key_is_rotated_by_one_start_with_the_previous_one() {
+    let url = fresh_postgres_database().await;
+    let old = config_on(&url);
+    let first = spawn_with(old.clone()).await;
+    let kid = first.jwks().await.keys[0].kid.clone();
+    first.stop().await;
+
+    let new_kek = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let mut rotating = old.clone();
+    rotating.key_encryption_key = Some(new_kek.clone().into());
+    rotating.previous_key_encryption_key = old.key_encryption_key.clone();
+    let app = spawn_with(rotating.clone()).await;
+    assert_eq!(app.jwks().await.keys[0].kid, kid);
+    app.stop().await;
+
+    // Every key is now sealed under the new KEK alone; the old one no longer opens it.
+    let mut rotated = rotating;
+    rotated.previous_key_encryption_key = None;
+    let app = spawn_with(rotated).await;
+    assert_eq!(app.jwks().await.keys[0].kid, kid);
+    app.sign_in("root", PASSWORD).await.unwrap();
+    app.stop().await;
+    assert!(Application::build(settings(old)).await.is_err());
 }
 
 #[tokio::test]
