@@ -242,6 +242,13 @@ fn key_config(
     keks: Keks,
 ) -> Result<KeyConfig, ConfigError> {
     match (alg, hs256_secret) {
+        // Nothing is stored with HS256, so a key-encryption key would be silently unused.
+        (Algorithm::HS256, Some(_)) if keks.current.is_some() || keks.previous.is_some() => {
+            Err(ConfigError::new(
+                "AUTH_KEY_ENCRYPTION_KEY",
+                "is set but AUTH_TOKEN_ALG is HS256, which stores no key; remove it or use EdDSA",
+            ))
+        }
         (Algorithm::HS256, Some(secret)) => Ok(KeyConfig::Hs256(
             Hs256Secret::new(secret.expose_secret().as_bytes())
                 .map_err(|e| ConfigError::new("AUTH_HS256_SECRET", e.to_string()))?,

@@ -128,20 +128,29 @@ impl fmt::Debug for Database {
 }
 
 /// Whether `error` means the database cannot be reached right now, so the same call may succeed
-/// shortly: the pool gave up waiting or was closed, the connection broke, or PostgreSQL refused
-/// the connection (SQLSTATE class 08) or is shutting down or starting up (57P01 to 57P03).
+/// shortly: the pool gave up waiting or was closed, the connection broke, PostgreSQL refused the
+/// connection (SQLSTATE class 08, 53300) or is shutting down, starting up or a read-only standby
+/// (57P01 to 57P03, 25006), or SQLite stayed busy past its timeout.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| {
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 let code = pg.code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-            }),
+                // Also: too many connections, and a read-only standby right after a failover.
+                return code.starts_with("08")
+                    || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006");
+            }
+            // SQLite still busy or locked after the busy timeout (primary codes 5 and 6).
+            db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && db
+                    .code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        }
         _ => false,
     }
 }

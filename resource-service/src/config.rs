@@ -191,13 +191,14 @@ fn token_keys(
                     "must name at least one auth-service URL",
                 ));
             }
-            if let Some(bad) = urls.iter().find(|u| {
-                !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.parse::<tonic::transport::Uri>().is_err()
-            }) {
+            // No TLS is built in: an https:// URL would silently fetch the keys in plain text.
+            if let Some(bad) = urls
+                .iter()
+                .find(|u| !u.starts_with("http://") || u.parse::<tonic::transport::Uri>().is_err())
+            {
                 return Err(ConfigError::new(
                     "RESOURCE_AUTH_URL",
-                    format!("{bad:?} is not an http:// or https:// URL"),
+                    format!("{bad:?} is not an http:// URL (TLS between services is not built in)"),
                 ));
             }
             Ok(TokenKeys::Jwks(urls))

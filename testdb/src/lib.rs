@@ -46,8 +46,7 @@ pub async fn create_database(prefix: &str) -> String {
 
 /// `url` with its path replaced by `database`; user, host, port and query are kept.
 fn with_database(url: &str, database: &str) -> String {
-    let mut url =
-        Url::parse(url).unwrap_or_else(|e| panic!("DATABASE_URL is not a URL ({e}): {url}"));
+    let mut url = Url::parse(url).unwrap_or_else(|e| panic!("DATABASE_URL is not a URL: {e}"));
     url.set_path(database);
     url.into()
 }

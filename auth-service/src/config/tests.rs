@@ -25,6 +25,17 @@ fn a_short_hs256_secret_is_refused() {
 }
 
 #[test]
+fn a_key_encryption_key_with_hs256_is_refused_rather_than_ignored() {
+    let mut config = Config::for_tests();
+    config.token_alg = Algorithm::HS256;
+    config.hs256_secret = Some("an HS256 secret of at least 32 bytes!".into());
+    settings(config.clone()).unwrap();
+    config.key_encryption_key = Some(general_purpose::STANDARD.encode([7u8; 32]).into());
+    let error = settings(config).err().unwrap();
+    assert_eq!(error.setting, "AUTH_KEY_ENCRYPTION_KEY");
+}
+
+#[test]
 fn hs256_without_a_secret_is_refused() {
     let mut config = Config::for_tests();
     config.token_alg = Algorithm::HS256;

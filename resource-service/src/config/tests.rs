@@ -67,6 +67,8 @@ fn bad_urls_are_refused_before_start() {
     assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
     let config = Config::for_tests().with_jwks(vec!["127.0.0.1:50051".into()]);
     assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
+    let config = Config::for_tests().with_jwks(vec!["https://auth:50051".into()]);
+    assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
     let mut config = Config::for_tests();
     config.database_url = Some("mysql://x".into());
     assert_eq!(refused_for(config), "RESOURCE_DATABASE_URL");
