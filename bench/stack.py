@@ -1,6 +1,7 @@
 """The processes scripts/bench measures: tools and builds, PostgreSQL, our three services and the
 two Express servers on free loopback ports, each stopped when the suite ends."""
 
+import base64
 import json
 import os
 import re
@@ -247,6 +248,8 @@ class Stack:
             "AUTH_DATABASE_URL": auth_db,
             "AUTH_BOOTSTRAP_ADMIN_USERNAME": "admin",
             "AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+            # On PostgreSQL the signing key must be sealed; a fresh key for a fresh database.
+            "AUTH_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             # Long enough that no token expires during a full run.
             "AUTH_ACCESS_TOKEN_TTL": "1h",
         })
