@@ -129,6 +129,23 @@ async fn common_passwords_and_control_characters_are_refused_saying_why() {
 }
 
 #[tokio::test]
+async fn an_email_with_markup_is_invalid_argument_and_not_echoed() {
+    let app = spawn_app().await;
+    let hostile = "<svg/onload=alert(1)>@ex.com";
+    let error = app
+        .sign_up_with(request("bob", hostile, PASSWORD, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("not a valid email"),
+        "{}",
+        error.message()
+    );
+    assert!(!error.message().contains("svg"), "{}", error.message());
+}
+
+#[tokio::test]
 async fn the_password_never_appears_in_an_error() {
     let app = spawn_app().await;
     let secret = "s3cr3t-p@ss";
