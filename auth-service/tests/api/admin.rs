@@ -158,6 +158,21 @@ async fn role_changes_reject_bad_ids_unknown_users_and_unknown_roles() {
 }
 
 #[tokio::test]
+async fn setting_more_than_a_handful_of_roles_is_invalid_argument() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let user = app.sign_up("bob", "bob@example.com").await.unwrap();
+    let many = vec!["moderator"; 9];
+    let error = set_roles(&app, &admin, &user.id, &many).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("at most 8 roles"),
+        "{}",
+        error.message()
+    );
+}
+
+#[tokio::test]
 async fn an_admin_cannot_remove_their_own_admin_role() {
     let app = spawn_app_with_admin().await;
     let signed_in = app.sign_in("root", crate::helpers::PASSWORD).await.unwrap();

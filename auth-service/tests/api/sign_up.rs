@@ -146,6 +146,22 @@ async fn an_email_with_markup_is_invalid_argument_and_not_echoed() {
 }
 
 #[tokio::test]
+async fn a_sign_up_with_a_huge_roles_list_is_invalid_argument() {
+    let app = spawn_app().await;
+    let mut req = request("bob", "bob@example.com", PASSWORD, &[]);
+    req.roles = vec!["user".to_owned(); 100_000];
+    let error = app.sign_up_with(req).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("at most 8 roles"),
+        "{}",
+        error.message()
+    );
+    // Nothing was written: the name is still free.
+    app.sign_up("bob", "bob@example.com").await.unwrap();
+}
+
+#[tokio::test]
 async fn the_password_never_appears_in_an_error() {
     let app = spawn_app().await;
     let secret = "s3cr3t-p@ss";
