@@ -162,10 +162,14 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
+        let client = request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0);
         let req = request.into_inner();
         let (user, issued) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password))
+            .sign_in(&req.login, SecretString::from(req.password), client)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
