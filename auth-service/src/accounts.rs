@@ -156,7 +156,7 @@ impl Accounts {
     /// Concurrent replicas may all try; the unique index lets exactly one succeed.
     pub async fn ensure_admin(&self, admin: BootstrapAdmin) -> Result<(), Error> {
         if let Some(existing) = self.store.find_credentials(admin.username.as_ref()).await? {
-            return Self::check_existing_admin(&existing.user);
+            return self.check_existing_admin(&existing.user).await;
         }
         let password_hash = self.hasher.hash(admin.password.secret().clone()).await?;
         let result = self
@@ -178,7 +178,7 @@ impl Accounts {
             // Another replica created it first.
             Err(StoreError::UsernameTaken) => {
                 match self.store.find_credentials(admin.username.as_ref()).await? {
-                    Some(existing) => Self::check_existing_admin(&existing.user),
+                    Some(existing) => self.check_existing_admin(&existing.user).await,
                     None => {
                         Err(anyhow::anyhow!("bootstrap admin vanished after a conflict").into())
                     }
@@ -188,15 +188,24 @@ impl Accounts {
         }
     }
 
-    /// An account that already has the bootstrap admin's name must be an admin: otherwise
-    /// someone signed up with that name first, and no admin would ever exist.
-    fn check_existing_admin(user: &User) -> Result<(), Error> {
+    /// An account that already has the bootstrap admin's name is normally that admin. If it is
+    /// a plain user, start-up fails only when no admin exists at all, since then none ever
+    /// would; once some admin exists, the name was demoted or taken later, and refusing would
+    /// stop every replica from starting over a name nobody needs any more.
+    async fn check_existing_admin(&self, user: &User) -> Result<(), Error> {
         if user.roles.contains(&Role::Admin) {
             tracing::info!(username = %user.username, "bootstrap admin already exists");
-            Ok(())
-        } else {
-            Err(Error::BootstrapNameTaken(user.username.clone()))
+            return Ok(());
         }
+        if self.store.any_admin().await? {
+            tracing::warn!(
+                username = %user.username,
+                "the bootstrap admin's name belongs to an account that is not an admin; another \
+                 admin exists, so starting without creating one"
+            );
+            return Ok(());
+        }
+        Err(Error::BootstrapNameTaken(user.username.clone()))
     }
 }
 

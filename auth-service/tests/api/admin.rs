@@ -198,3 +198,20 @@ async fn a_bootstrap_admin_name_taken_by_a_plain_user_stops_start_up() {
     let message = format!("{error:#}");
     assert!(message.contains("exists but is not an admin"), "{message}");
 }
+
+#[tokio::test]
+async fn a_bootstrap_admin_name_held_by_a_plain_user_only_warns_once_another_admin_exists() {
+    let config = crate::helpers::with_admin(auth_service::Config::for_tests());
+    let app = crate::helpers::spawn_with(config.clone()).await;
+    let eve = app.sign_up("eve", "eve@example.com").await.unwrap();
+    app.stop().await;
+
+    // `root` is an admin; `eve`, now the configured name, is not.
+    let mut renamed = config;
+    renamed.bootstrap_admin_username = Some("eve".into());
+    let app = crate::helpers::spawn_with(renamed).await;
+    let admin = app.admin_token().await;
+    let users = list(&app, &admin, 0, "").await.unwrap().users;
+    let still_eve = users.iter().find(|u| u.id == eve.id).expect("eve");
+    assert_eq!(still_eve.roles, vec!["user"]);
+}
