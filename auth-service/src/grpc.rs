@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn a_long_or_odd_unknown_role_is_not_repeated_in_the_error() {
         for hostile in ["x".repeat(10_000), "<script>".to_owned() + " x"] {
-            let message = parse_roles(&[hostile.clone()]).unwrap_err().0;
+            let message = parse_roles(std::slice::from_ref(&hostile)).unwrap_err().0;
             assert!(message.starts_with("unknown role"), "{message}");
             assert!(!message.contains(&hostile), "{message}");
         }
