@@ -92,10 +92,30 @@ fn signed_in<T>(request: &Request<T>) -> Result<&Claims, Status> {
     caller(request).ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
+/// More roles than exist, with room for `ROLE_*` spellings and repeats. A list beyond this is
+/// not a mistake but an attempt to make the server parse a huge message, so it is refused
+/// before any name is looked at.
+const MAX_ROLES: usize = 8;
+
+/// The longest role name repeated back in an error; longer ones are hostile or garbage.
+const MAX_ECHOED_ROLE: usize = 32;
+
 fn parse_roles(names: &[String]) -> Result<Vec<Role>, Invalid> {
+    if names.len() > MAX_ROLES {
+        return Err(Invalid(format!("at most {MAX_ROLES} roles may be given")));
+    }
     names
         .iter()
-        .map(|n| n.parse::<Role>().map_err(|e| Invalid(e.to_string())))
+        .map(|n| {
+            n.parse::<Role>().map_err(|e| {
+                let plain = n.len() <= MAX_ECHOED_ROLE && n.chars().all(|c| c.is_ascii_graphic());
+                if plain {
+                    Invalid(e.to_string())
+                } else {
+                    Invalid("unknown role: expected one of user, moderator, admin".to_owned())
+                }
+            })
+        })
         .collect()
 }
 
@@ -120,11 +140,13 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let caller = caller(&request).cloned();
         let req = request.into_inner();
+        // Roles first: an oversized list is refused before any other work.
+        let roles = parse_roles(&req.roles).map_err(Error::from)?;
         let sign_up = SignUp {
             username: Username::parse(&req.username).map_err(Error::from)?,
             email: Email::parse(&req.email).map_err(Error::from)?,
             password: Password::parse(SecretString::from(req.password)).map_err(Error::from)?,
-            roles: parse_roles(&req.roles).map_err(Error::from)?,
+            roles,
         };
         let user = self
             .accounts
@@ -140,10 +162,14 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
+        let client = request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0);
         let req = request.into_inner();
         let (user, issued) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password))
+            .sign_in(&req.login, SecretString::from(req.password), client)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
@@ -230,8 +256,8 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::SetUserRolesResponse>, Status> {
         let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
-        let id: UserId = req.user_id.parse().map_err(Error::from)?;
         let roles = parse_roles(&req.roles).map_err(Error::from)?;
+        let id: UserId = req.user_id.parse().map_err(Error::from)?;
         let user = self
             .accounts
             .set_roles(&caller, id, roles)
@@ -284,6 +310,32 @@ mod tests {
         let status = Status::from(Error::Unexpected(anyhow::anyhow!("disk on fire")));
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn more_roles_than_the_bound_are_refused_before_any_is_parsed() {
+        let many = vec!["no-such-role".to_owned(); MAX_ROLES + 1];
+        assert_eq!(
+            parse_roles(&many).unwrap_err().0,
+            format!("at most {MAX_ROLES} roles may be given")
+        );
+        let repeats = vec!["user".to_owned(); MAX_ROLES];
+        assert!(parse_roles(&repeats).is_ok());
+    }
+
+    #[test]
+    fn a_long_or_odd_unknown_role_is_not_repeated_in_the_error() {
+        for hostile in ["x".repeat(10_000), "<script>".to_owned() + " x"] {
+            let message = parse_roles(std::slice::from_ref(&hostile)).unwrap_err().0;
+            assert!(message.starts_with("unknown role"), "{message}");
+            assert!(!message.contains(&hostile), "{message}");
+        }
+        assert!(
+            parse_roles(&["root".to_owned()])
+                .unwrap_err()
+                .0
+                .contains("root")
+        );
     }
 
     #[test]

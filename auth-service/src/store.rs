@@ -352,3 +352,19 @@ where
     }
     Ok(())
 }
+
+const ANY_ADMIN: &str = "SELECT 1 FROM user_roles WHERE role = 'admin' LIMIT 1";
+
+impl Store {
+    /// Whether any account holds the admin role. Start-up asks when the bootstrap admin's name
+    /// is held by a plain user: one row at most, rather than paging through every account.
+    pub async fn any_admin(&self) -> Result<bool, StoreError> {
+        on_backend!(self, db => {
+            sqlx::query(ANY_ADMIN)
+                .fetch_optional(&db.pool)
+                .await
+                .map(|row| row.is_some())
+        })
+        .map_err(failed("failed to look for an admin"))
+    }
+}

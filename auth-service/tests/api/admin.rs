@@ -158,6 +158,21 @@ async fn role_changes_reject_bad_ids_unknown_users_and_unknown_roles() {
 }
 
 #[tokio::test]
+async fn setting_more_than_a_handful_of_roles_is_invalid_argument() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let user = app.sign_up("bob", "bob@example.com").await.unwrap();
+    let many = vec!["moderator"; 9];
+    let error = set_roles(&app, &admin, &user.id, &many).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("at most 8 roles"),
+        "{}",
+        error.message()
+    );
+}
+
+#[tokio::test]
 async fn an_admin_cannot_remove_their_own_admin_role() {
     let app = spawn_app_with_admin().await;
     let signed_in = app.sign_in("root", crate::helpers::PASSWORD).await.unwrap();
@@ -182,4 +197,21 @@ async fn a_bootstrap_admin_name_taken_by_a_plain_user_stops_start_up() {
     .expect("start-up refused");
     let message = format!("{error:#}");
     assert!(message.contains("exists but is not an admin"), "{message}");
+}
+
+#[tokio::test]
+async fn a_bootstrap_admin_name_held_by_a_plain_user_only_warns_once_another_admin_exists() {
+    let config = crate::helpers::with_admin(auth_service::Config::for_tests());
+    let app = crate::helpers::spawn_with(config.clone()).await;
+    let eve = app.sign_up("eve", "eve@example.com").await.unwrap();
+    app.stop().await;
+
+    // `root` is an admin; `eve`, now the configured name, is not.
+    let mut renamed = config;
+    renamed.bootstrap_admin_username = Some("eve".into());
+    let app = crate::helpers::spawn_with(renamed).await;
+    let admin = app.admin_token().await;
+    let users = list(&app, &admin, 0, "").await.unwrap().users;
+    let still_eve = users.iter().find(|u| u.id == eve.id).expect("eve");
+    assert_eq!(still_eve.roles, vec!["user"]);
 }

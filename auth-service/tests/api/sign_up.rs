@@ -105,6 +105,63 @@ async fn bad_input_is_invalid_argument_with_a_useful_message() {
 }
 
 #[tokio::test]
+async fn common_passwords_and_control_characters_are_refused_saying_why() {
+    let app = spawn_app().await;
+    let cases = [
+        ("password", "password is too common"),
+        ("12345678", "password is too common"),
+        ("qwertyuiop", "password is too common"),
+        ("aaaaaaaa", "password is too common"),
+        ("\0\0\0\0\0\0\0\0", "must not contain control characters"),
+    ];
+    for (password, expected) in cases {
+        let error = app
+            .sign_up_with(request("bob", "bob@example.com", password, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{password:?}");
+        assert!(
+            error.message().contains(expected),
+            "{password:?}: {}",
+            error.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_email_with_markup_is_invalid_argument_and_not_echoed() {
+    let app = spawn_app().await;
+    let hostile = "<svg/onload=alert(1)>@ex.com";
+    let error = app
+        .sign_up_with(request("bob", hostile, PASSWORD, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("not a valid email"),
+        "{}",
+        error.message()
+    );
+    assert!(!error.message().contains("svg"), "{}", error.message());
+}
+
+#[tokio::test]
+async fn a_sign_up_with_a_huge_roles_list_is_invalid_argument() {
+    let app = spawn_app().await;
+    let mut req = request("bob", "bob@example.com", PASSWORD, &[]);
+    req.roles = vec!["user".to_owned(); 100_000];
+    let error = app.sign_up_with(req).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("at most 8 roles"),
+        "{}",
+        error.message()
+    );
+    // Nothing was written: the name is still free.
+    app.sign_up("bob", "bob@example.com").await.unwrap();
+}
+
+#[tokio::test]
 async fn the_password_never_appears_in_an_error() {
     let app = spawn_app().await;
     let secret = "s3cr3t-p@ss";

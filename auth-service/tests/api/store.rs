@@ -104,6 +104,22 @@ async fn roles_are_replaced_whole(store: Arc<Store>) {
     );
 }
 
+async fn any_admin_is_true_only_while_some_account_holds_the_role(store: Arc<Store>) {
+    assert!(!store.any_admin().await.unwrap());
+    let user = store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    assert!(!store.any_admin().await.unwrap());
+    store
+        .set_roles(user.id, &[Role::User, Role::Admin])
+        .await
+        .unwrap();
+    assert!(store.any_admin().await.unwrap());
+    store.set_roles(user.id, &[Role::User]).await.unwrap();
+    assert!(!store.any_admin().await.unwrap());
+}
+
 async fn users_are_listed_in_creation_order_a_page_at_a_time(store: Arc<Store>) {
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -185,6 +201,7 @@ suite!(
     unique_indexes_decide_duplicates,
     concurrent_inserts_of_one_name_let_exactly_one_win,
     roles_are_replaced_whole,
+    any_admin_is_true_only_while_some_account_holds_the_role,
     users_are_listed_in_creation_order_a_page_at_a_time,
     the_first_signing_key_of_a_generation_wins,
     a_closed_store_answers_unavailable,

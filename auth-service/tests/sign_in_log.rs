@@ -1,0 +1,69 @@
+//! What a sign-in writes to the log. A test binary of its own: the log is captured with a
+//! thread-local subscriber, and other tests registering the same log call sites on other
+//! threads at the same moment can make tracing skip an event for it.
+
+// A failed unwrap is a failed test; the lint guards service code.
+#![allow(clippy::unwrap_used, dead_code)]
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use helpers::{PASSWORD, spawn_app};
+
+/// Collects what the service logs on this thread.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+// One thread, so the server's tasks log to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn sign_ins_are_logged_with_the_client_and_a_refusal_with_a_hash_of_the_login_only() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn_app().await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    app.sign_in("Alice", "wrong password").await.unwrap_err();
+    app.sign_in("alice", PASSWORD).await.unwrap();
+
+    let refused = logs.lines_with("sign-in refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let line = &refused[0];
+    assert!(line.contains("client=127.0.0.1"), "{line}");
+    let hash = auth_service::accounts::login_hash("alice");
+    assert!(line.contains(&format!("login_hash={hash}")), "{line}");
+    assert!(!line.to_lowercase().contains("alice"), "{line}");
+    assert!(!line.contains("wrong password"), "{line}");
+
+    let signed_in = logs.lines_with("signed in");
+    assert_eq!(signed_in.len(), 1, "{signed_in:?}");
+    assert!(
+        signed_in[0].contains("client=127.0.0.1"),
+        "{}",
+        signed_in[0]
+    );
+}
