@@ -131,9 +131,8 @@ async fn listening_gateway() -> std::net::SocketAddr {
         vec!["http://127.0.0.1:9".to_owned()],
     );
     config.header_read_timeout = Duration::from_millis(300);
-    let app = Application::build(Settings::try_from(config).unwrap())
-        .await
-        .unwrap();
+    let settings = Settings::try_from(config).expect("valid test settings");
+    let app = Application::build(settings).await.expect("gateway builds");
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     addr
