@@ -162,6 +162,10 @@ impl Backend {
             let failure = classify(&status);
             let retry = match failure {
                 Failure::Answered => return Err(status),
+                Failure::Refused => {
+                    tracing::info!(backend = self.name(), replica = %replica.uri, error = %status, "replica refused the request as too large");
+                    return Err(status);
+                }
                 Failure::NotReached => true,
                 Failure::Lost => safety == Safety::Idempotent,
             };

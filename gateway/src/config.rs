@@ -68,6 +68,20 @@ pub struct Config {
     /// How long to wait for a connection to a replica before trying another.
     #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// Largest total size of a request's headers (names and values), in bytes; beyond it the
+    /// answer is 431. Access tokens have their own, smaller limit.
+    #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// How long a client may take to send a request's headers, and to start the next request on
+    /// a kept-alive connection; then the connection is closed.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most client connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -85,6 +99,9 @@ impl Config {
             body_limit: 64 * 1024,
             health_interval: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
+            max_header_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -107,7 +124,16 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Never zero.
     pub connect_timeout: Duration,
+    /// At least [`MIN_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// Never zero.
+    pub header_read_timeout: Duration,
+    /// Never zero.
+    pub max_connections: usize,
 }
+
+/// A header limit below this would refuse ordinary browser requests carrying a full-size token.
+pub const MIN_HEADER_BYTES: usize = 12 * 1024;
 
 /// Which browser origins may call the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +168,28 @@ impl TryFrom<Config> for Settings {
             },
             health_interval: non_zero(config.health_interval, "GATEWAY_HEALTH_INTERVAL")?,
             connect_timeout: non_zero(config.connect_timeout, "GATEWAY_CONNECT_TIMEOUT")?,
+            max_header_bytes: match config.max_header_bytes {
+                bytes if bytes < MIN_HEADER_BYTES => {
+                    return Err(ConfigError::new(
+                        "GATEWAY_MAX_HEADER_BYTES",
+                        format!("must be at least {MIN_HEADER_BYTES}"),
+                    ));
+                }
+                bytes => bytes,
+            },
+            header_read_timeout: non_zero(
+                config.header_read_timeout,
+                "GATEWAY_HEADER_READ_TIMEOUT",
+            )?,
+            max_connections: match config.max_connections {
+                0 => {
+                    return Err(ConfigError::new(
+                        "GATEWAY_MAX_CONNECTIONS",
+                        "must be above 0",
+                    ));
+                }
+                limit => limit,
+            },
         })
     }
 }
@@ -307,5 +355,16 @@ mod tests {
         assert_eq!(error.setting, "GATEWAY_REQUEST_TIMEOUT");
         let error = settings(&["--body-limit", "0"]).unwrap_err();
         assert_eq!(error.setting, "GATEWAY_BODY_LIMIT");
+        let error = settings(&["--header-read-timeout", "0s"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_HEADER_READ_TIMEOUT");
+        let error = settings(&["--max-connections", "0"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn a_header_limit_too_small_for_a_token_is_refused() {
+        let error = settings(&["--max-header-bytes", "1024"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_MAX_HEADER_BYTES");
+        assert_eq!(settings(&[]).unwrap().max_header_bytes, 16 * 1024);
     }
 }

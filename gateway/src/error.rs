@@ -107,6 +107,16 @@ impl ApiError {
     /// The HTTP form of a backend's answer. Messages of expected codes were written for callers
     /// by the services; transport failures and unexpected codes keep their details in the log.
     pub fn from_status(status: &tonic::Status, token_sent: bool) -> Self {
+        // The edge limits ([`crate::limits`]) should make this unreachable; should a backend's
+        // limits still be lower, it is the caller's request that is too large.
+        if classify(status) == Failure::Refused {
+            tracing::warn!(error = %status, "backend refused the request as too large");
+            return Self::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_fields_too_large",
+                "request headers are too large",
+            );
+        }
         // A replica that could not be reached or was lost mid-call, after every retry: whatever
         // code tonic gave it, the caller should retry later, and the details stay in our log.
         if classify(status) != Failure::Answered || status.code() == Code::DeadlineExceeded {
@@ -214,6 +224,22 @@ mod tests {
         let error = ApiError::from_status(&tonic::Status::from_error(Box::new(io)), false);
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!error.message.contains("10.0.0.7"));
+    }
+
+    #[test]
+    fn a_backend_refusing_the_request_as_too_large_is_a_431() {
+        let refusals = [
+            tonic::Status::unknown("grpc-status header missing, mapped from HTTP status code 431"),
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM))),
+        ];
+        for refusal in refusals {
+            let error = ApiError::from_status(&refusal, true);
+            assert_eq!(
+                error.status,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "{refusal}"
+            );
+        }
     }
 
     #[test]

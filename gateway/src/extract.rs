@@ -14,7 +14,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::{client_addr, error::ApiError, rpc::Outgoing, state::AppState};
+use crate::{client_addr, error::ApiError, limits, rpc::Outgoing, state::AppState};
 
 /// Who is calling: the access token (from `Authorization: Bearer` or `x-access-token`), checked
 /// by the services and never by the gateway, the request id, and the client's address.
@@ -36,6 +36,11 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let (token, token_error) = match authn::bearer_token(&parts.headers) {
+            // Never forwarded: a backend would refuse the metadata, perhaps by resetting the
+            // connection every caller shares ([`crate::limits`]).
+            Ok(Some(token)) if token.len() > limits::MAX_TOKEN_BYTES => {
+                (None, Some("access token is too large"))
+            }
             Ok(token) => (token.map(str::to_owned), None),
             Err(message) => (None, Some(message)),
         };

@@ -5,9 +5,11 @@ pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod page;
 pub mod routes;
 pub mod rpc;
+pub mod serve;
 pub mod startup;
 pub mod state;
 

@@ -25,7 +25,7 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use crate::{config::Cors, error::ApiError, page, state::AppState};
+use crate::{config::Cors, error::ApiError, limits, page, state::AppState};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -98,6 +98,11 @@ pub fn app(state: AppState) -> Router {
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("no-referrer"),
+            ))
+            // Before any handler, so nothing oversized reaches one, let alone a backend.
+            .layer(middleware::from_fn_with_state(
+                settings.max_header_bytes,
+                limits::check_headers,
             )),
     )
 }

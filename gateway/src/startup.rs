@@ -5,7 +5,12 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::{config::Settings, routes::app, state::AppState};
+use crate::{
+    config::Settings,
+    routes::app,
+    serve::{ConnectionLimits, serve},
+    state::AppState,
+};
 
 pub struct Application {
     listener: TcpListener,
@@ -37,13 +42,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let server = |stop| {
-            // The peer's address feeds the client address sent to the services.
-            let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(stop)
-                .into_future()
+        let limits = ConnectionLimits {
+            header_read_timeout: self.state.settings.header_read_timeout,
+            max_connections: self.state.settings.max_connections,
         };
+        let server = |stop| serve(self.listener, app(self.state), limits, stop);
         telemetry::serve_with_drain(server, shutdown, std::future::ready(()))
             .await
             .context("http server failed")

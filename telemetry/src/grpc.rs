@@ -27,9 +27,9 @@ use tower::{
     Layer, Service, ServiceBuilder,
     layer::util::{Identity, Stack},
 };
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 
-use crate::{GrpcTraceLayer, NewRequestId, grpc_trace_layer, request_id_layers};
+use crate::{GrpcTraceLayer, SetRequestId, grpc_trace_layer, request_id_layers};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -115,10 +115,7 @@ where
 /// Every layer a call passes before the service's own access check, outermost first.
 pub type GrpcLayers<B> = Stack<
     PropagateRequestIdLayer,
-    Stack<
-        GrpcTraceLayer<B>,
-        Stack<ClientAddressLayer, Stack<SetRequestIdLayer<NewRequestId>, Identity>>,
-    >,
+    Stack<GrpcTraceLayer<B>, Stack<ClientAddressLayer, Stack<SetRequestId, Identity>>>,
 >;
 
 /// The layers in front of every gRPC service of ours, outermost first: give the call a request id

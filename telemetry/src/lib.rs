@@ -3,9 +3,15 @@
 
 mod grpc;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use http::{HeaderName, Request};
+use tower::{Layer, Service, layer::util::Stack};
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
@@ -139,6 +145,21 @@ where
     }
 }
 
+/// The longest request id kept from a caller; anything longer is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a caller's request id is kept: at most [`MAX_REQUEST_ID_LEN`] characters of
+/// `[A-Za-z0-9._:-]`. The id is logged with every line of the request and echoed to the caller,
+/// so quotes, spaces or kilobytes of it would let a caller forge log fields or bloat every line;
+/// UUIDs, ULIDs and the usual trace ids all fit.
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Generates a UUID v4 request id where the caller sent none.
 #[derive(Clone, Copy, Default)]
 pub struct NewRequestId;
@@ -153,10 +174,62 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-/// Keeps the caller's `x-request-id` (or makes one) and echoes it in the response.
-pub fn request_id_layers() -> (SetRequestIdLayer<NewRequestId>, PropagateRequestIdLayer) {
+/// Removes a caller's request id that [`is_valid_request_id`] refuses, so the
+/// [`SetRequestIdLayer`] behind it generates a fresh one; of several, only the first is kept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropInvalidRequestIdLayer;
+
+impl<S> Layer<S> for DropInvalidRequestIdLayer {
+    type Service = DropInvalidRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DropInvalidRequestId { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DropInvalidRequestId<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for DropInvalidRequestId<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let headers = request.headers_mut();
+        match headers.get(REQUEST_ID).cloned() {
+            Some(id) if is_valid_request_id(id.as_bytes()) => {
+                headers.insert(REQUEST_ID, id);
+            }
+            Some(_) => {
+                headers.remove(REQUEST_ID);
+            }
+            None => {}
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Checks the caller's `x-request-id`, then generates one where none (or no acceptable one) came.
+pub type SetRequestId = Stack<SetRequestIdLayer<NewRequestId>, DropInvalidRequestIdLayer>;
+
+/// Keeps the caller's `x-request-id` if [`is_valid_request_id`] accepts it (or makes one) and
+/// echoes it in the response.
+pub fn request_id_layers() -> (SetRequestId, PropagateRequestIdLayer) {
     (
-        SetRequestIdLayer::new(REQUEST_ID, NewRequestId),
+        Stack::new(
+            SetRequestIdLayer::new(REQUEST_ID, NewRequestId),
+            DropInvalidRequestIdLayer,
+        ),
         PropagateRequestIdLayer::new(REQUEST_ID),
     )
 }
@@ -201,5 +274,67 @@ pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
             method = %request.uri().path(),
             request_id = %request_id,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    /// The request id the layers hand the service, and the one they echo to the caller.
+    async fn ids(sent: Option<&[u8]>) -> (String, String) {
+        let (set, propagate) = request_id_layers();
+        let service = ServiceBuilder::new()
+            .layer(set)
+            .layer(propagate)
+            .service_fn(|request: Request<()>| async move {
+                let seen = request.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+                Ok::<_, Infallible>(http::Response::new(seen))
+            });
+        let mut request = Request::new(());
+        if let Some(sent) = sent {
+            let value = http::HeaderValue::from_bytes(sent).unwrap();
+            request.headers_mut().insert(REQUEST_ID, value);
+        }
+        let response = service.oneshot(request).await.unwrap();
+        let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+        (response.into_body(), echoed)
+    }
+
+    #[tokio::test]
+    async fn a_request_id_of_allowed_characters_is_kept() {
+        let id = "0190c1d2-7a3b.trace_01:span";
+        assert_eq!(
+            ids(Some(id.as_bytes())).await,
+            (id.to_owned(), id.to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_odd_request_id_is_replaced_by_a_generated_one() {
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for sent in [long.as_bytes(), b"a b", b"x\"y", b"caf\xc3\xa9", b""] {
+            let (seen, echoed) = ids(Some(sent)).await;
+            assert_ne!(seen.as_bytes(), sent);
+            assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+            assert_eq!(echoed, seen);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_id_gets_one() {
+        let (seen, _) = ids(None).await;
+        assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+    }
+
+    #[test]
+    fn the_longest_allowed_request_id_is_kept() {
+        assert!(is_valid_request_id(
+            "a".repeat(MAX_REQUEST_ID_LEN).as_bytes()
+        ));
     }
 }

@@ -14,7 +14,9 @@ pub enum VerifyError {
     Malformed,
     #[error("token header has no key id")]
     MissingKeyId,
-    #[error("token is signed with an unknown key {0:?}")]
+    /// The key id is the token's, chosen by whoever made it: kept for logs and the refetch, left
+    /// out of the message, which callers pass on to clients.
+    #[error("token is signed with an unknown key")]
     UnknownKey(String),
     #[error("token algorithm is not allowed")]
     AlgorithmNotAllowed,

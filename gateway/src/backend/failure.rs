@@ -18,12 +18,24 @@ pub enum Failure {
     /// The connection broke while the request was in flight: the replica may or may not have
     /// acted on it. Safe to retry only for reads.
     Lost,
+    /// The replica's HTTP/2 layer refused the request itself as too large or abusive (a 431
+    /// answer, or ENHANCE_YOUR_CALM as a stream reset or GOAWAY). The caller's fault, not the
+    /// replica's: it stays in the rotation, and the call is not tried on another replica, which
+    /// would refuse it the same way.
+    Refused,
 }
 
 /// Statuses made by the server come from its trailers and carry no source; tonic attaches the
 /// underlying error as the source of every status it makes from a transport failure.
 pub fn classify(status: &Status) -> Failure {
     let Some(source) = status.source() else {
+        // tonic's only trace of an HTTP answer without gRPC status (what h2 sends for headers
+        // over the server's limit) is the message it makes from the HTTP status.
+        if status.code() == tonic::Code::Unknown
+            && status.message().ends_with("HTTP status code 431")
+        {
+            return Failure::Refused;
+        }
         return Failure::Answered;
     };
     let mut next = Some(source);
@@ -41,6 +53,9 @@ pub fn classify(status: &Status) -> Failure {
             return Failure::Answered;
         }
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                return Failure::Refused;
+            }
             let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
             // Only a graceful GOAWAY promises the failed stream was above the last one the
             // server processed; with an error code, h2 fails processed streams as well.
@@ -75,6 +90,19 @@ mod tests {
     fn a_refused_stream_never_reached_the_replica() {
         let status = Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
         assert_eq!(classify(&status), Failure::NotReached);
+    }
+
+    #[test]
+    fn enhance_your_calm_is_a_refusal_of_the_request() {
+        let reset = Status::from_error(Box::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)));
+        assert_eq!(classify(&reset), Failure::Refused);
+    }
+
+    #[test]
+    fn an_http_431_without_grpc_status_is_a_refusal_of_the_request() {
+        let status =
+            Status::unknown("grpc-status header missing, mapped from HTTP status code 431");
+        assert_eq!(classify(&status), Failure::Refused);
     }
 
     #[test]

@@ -97,6 +97,30 @@ async fn retries_stop_when_every_replica_was_tried() {
     );
 }
 
+fn go_away_enhance_your_calm() -> Status {
+    // What tonic makes of a GOAWAY ENHANCE_YOUR_CALM: a status with the h2 error as its source.
+    Status::from_error(Box::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)))
+}
+
+#[tokio::test]
+async fn a_request_refused_with_enhance_your_calm_leaves_the_replica_in_rotation() {
+    let backend = backend().await;
+    let (result, attempts) = call_failing_once(Safety::Idempotent, go_away_enhance_your_calm).await;
+    assert!(result.is_err());
+    assert_eq!(attempts, 1, "another replica would refuse it the same way");
+    let _ = backend
+        .call(Safety::Idempotent, |_channel| async {
+            Err::<tonic::Response<()>, _>(go_away_enhance_your_calm())
+        })
+        .await;
+    assert!(
+        backend
+            .replicas()
+            .iter()
+            .all(|r| r.state() != ReplicaState::Down)
+    );
+}
+
 #[tokio::test]
 async fn a_failed_replica_leaves_the_rotation() {
     let backend = backend().await;

@@ -1,6 +1,6 @@
 //! Sign-up, sign-in and the caller's profile, in the tutorials' JSON shapes.
 
-use axum::extract::State;
+use axum::{extract::State, http::header, response::IntoResponse};
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 use token::Role;
@@ -86,7 +86,7 @@ pub async fn sign_in(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<SignIn>,
-) -> Result<axum::Json<SignedIn>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let message = pb::SignInRequest {
         login: body.username,
         password: body.password,
@@ -97,19 +97,24 @@ pub async fn sign_in(
         .rpc(&caller.public(), Idempotent, AuthClient::sign_in, message)
         .await?;
     let user = response.user.ok_or_else(missing("user"))?;
-    Ok(axum::Json(SignedIn {
-        id: user.id,
-        username: user.username,
-        email: user.email,
-        roles: tutorial_roles(&user.roles),
-        access_token: response.access_token,
-        token_type: if response.token_type.is_empty() {
-            "Bearer".to_owned()
-        } else {
-            response.token_type
-        },
-        expires_in: response.expires_in,
-    }))
+    // The answer carries a token: no browser or proxy cache may keep it.
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    Ok((
+        no_store,
+        axum::Json(SignedIn {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            roles: tutorial_roles(&user.roles),
+            access_token: response.access_token,
+            token_type: if response.token_type.is_empty() {
+                "Bearer".to_owned()
+            } else {
+                response.token_type
+            },
+            expires_in: response.expires_in,
+        }),
+    ))
 }
 
 #[derive(Serialize)]

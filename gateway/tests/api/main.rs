@@ -1,5 +1,6 @@
 //! The gateway's HTTP API against in-process services.
 
+mod abuse;
 mod admin;
 mod auth;
 mod balancing;

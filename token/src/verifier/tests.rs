@@ -94,6 +94,12 @@ fn an_unknown_key_id_is_reported_so_the_caller_can_refetch() {
 }
 
 #[test]
+fn an_unknown_key_id_is_not_repeated_in_the_message() {
+    let error = VerifyError::UnknownKey("<script>x</script>".to_owned());
+    assert!(!error.to_string().contains("script"), "{error}");
+}
+
+#[test]
 fn a_tampered_payload_is_refused() {
     let key = Ed25519Key::generate();
     let token = issuer(&key)

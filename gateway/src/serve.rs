@@ -1,0 +1,157 @@
+//! The HTTP server: hyper-util's HTTP/1 and HTTP/2 server with the limits `axum::serve` lacks,
+//! so slow or idle clients cannot hold connections forever and no client can open unboundedly
+//! many.
+//!
+//! - A client must finish a request's headers within the header-read timeout: the first
+//!   request's from the moment it connects (also while HTTP/1 or HTTP/2 is still being
+//!   detected, which hyper does not time), and on a kept-alive HTTP/1 connection every next
+//!   request's from the moment the previous answer was sent, which also closes idle ones.
+//! - At most `max_connections` are served at once; further ones wait in the listen backlog.
+//! - HTTP/2 connections carry a bounded number of streams and header bytes, and are pinged so
+//!   dead peers are noticed.
+//! - Stopping closes the listener and lets open connections finish their requests
+//!   (`telemetry::serve_with_drain` bounds how long).
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::ConnectInfo, http::Request};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt;
+
+/// How a connection is bounded; from [`crate::Settings`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Bytes of headers hyper reads before it refuses a request on its own (with a bare 431). Well
+/// above `GATEWAY_MAX_HEADER_BYTES`, so that the gateway's own check answers in the JSON error
+/// model, yet bounded: hyper's HTTP/1 default is about 400 KB, h2's 16 MB.
+const MAX_HEADER_READ_BYTES: usize = 256 * 1024;
+
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Serves `app` on `listener` until `stop` resolves, then waits for open connections to finish
+/// their requests. Each request carries its TCP peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = Arc::new(builder(limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = accept(&listener, &permits) => accepted,
+        };
+        let Some((permit, stream, peer)) = accepted else {
+            continue;
+        };
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = first_request.clone();
+        let service = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let header_read_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            // Held for as long as the connection is open.
+            let _permit = permit;
+            tokio::pin!(connection);
+            let first_deadline = tokio::time::sleep(header_read_timeout);
+            tokio::pin!(first_deadline);
+            let mut deadline_passed = false;
+            loop {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, error = %error, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = &mut first_deadline, if !deadline_passed => {
+                        if !first_request.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "no request within the header read timeout; closing");
+                            return;
+                        }
+                        deadline_passed = true;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The next connection once a permit is free. `None` on an accept error, which concerns that
+/// one connection (or a passing lack of file descriptors): waits a moment and lets the caller
+/// go on.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    SocketAddr,
+)> {
+    // The semaphore is never closed, so acquiring fails never; `ok()?` only satisfies the type.
+    let permit = permits.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            // Small JSON answers; sending them at once is worth more than fewer packets.
+            let _ = stream.set_nodelay(true);
+            Some((permit, stream, peer))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "failed to accept a connection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+fn builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEADER_READ_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_READ_BYTES as u32)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
