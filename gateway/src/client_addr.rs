@@ -1,5 +1,10 @@
 //! Who the client is on the network: the TCP peer, or, when that peer is a trusted proxy, the
-//! address the proxies recorded in `Forwarded` (RFC 7239) or `X-Forwarded-For`.
+//! address the proxies recorded in the one header they maintain: `X-Forwarded-For` (the
+//! default) or RFC 7239 `Forwarded` (`GATEWAY_FORWARDED_HEADER`).
+//!
+//! Only that one header: a proxy appends to the header it maintains and passes any other through
+//! untouched, so reading the other one (or falling back to it) would believe whatever the client
+//! wrote there.
 //!
 //! Why only behind a trusted proxy: anyone can send those headers, so believing them from any
 //! peer would let every client choose its own address. The chain is read from the right, the hop
@@ -12,19 +17,30 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
 
+/// The header the trusted proxies maintain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
 /// The client's address as the gateway tells the services; `None` without a TCP peer (a router
 /// driven in-process, as most tests do).
-pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+pub fn resolve(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ForwardedHeader,
+) -> Option<IpAddr> {
     let peer = peer?.to_canonical();
     if !is_trusted(peer, trusted) {
         return Some(peer);
     }
-    let forwarded = hops(headers, header::FORWARDED, forwarded_for);
-    let x_forwarded_for = hops(headers, "x-forwarded-for", Some);
-    [forwarded, x_forwarded_for]
-        .into_iter()
-        .find_map(|hops| client_of(&hops, trusted))
-        .or(Some(peer))
+    let hops = match header {
+        ForwardedHeader::XForwardedFor => hops(headers, "x-forwarded-for", Some),
+        ForwardedHeader::Forwarded => hops(headers, header::FORWARDED, forwarded_for),
+    };
+    client_of(&hops, trusted).or(Some(peer))
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -95,13 +111,27 @@ mod tests {
 
     const PEER: [u8; 4] = [10, 0, 0, 2];
 
-    fn resolve_with(headers: &[(&'static str, &'static str)], trusted: &[&str]) -> IpAddr {
+    fn resolve_in(
+        headers: &[(&'static str, &'static str)],
+        trusted: &[&str],
+        header: ForwardedHeader,
+    ) -> IpAddr {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(*name, HeaderValue::from_static(value));
         }
         let trusted: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
-        resolve(Some(IpAddr::from(PEER)), &map, &trusted).unwrap()
+        resolve(Some(IpAddr::from(PEER)), &map, &trusted, header).unwrap()
+    }
+
+    /// Reads `Forwarded` when that is the only header given, `X-Forwarded-For` otherwise.
+    fn resolve_with(headers: &[(&'static str, &'static str)], trusted: &[&str]) -> IpAddr {
+        let header = if headers.iter().all(|(name, _)| *name == "forwarded") {
+            ForwardedHeader::Forwarded
+        } else {
+            ForwardedHeader::XForwardedFor
+        };
+        resolve_in(headers, trusted, header)
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -110,7 +140,8 @@ mod tests {
 
     #[test]
     fn without_a_peer_there_is_no_address() {
-        assert_eq!(resolve(None, &HeaderMap::new(), &[]), None);
+        let header = ForwardedHeader::XForwardedFor;
+        assert_eq!(resolve(None, &HeaderMap::new(), &[], header), None);
     }
 
     #[test]
@@ -132,6 +163,32 @@ mod tests {
         assert_eq!(resolve_with(&headers, &["10.0.0.0/8"]), ip("198.51.100.7"));
         let all_trusted = [("x-forwarded-for", "10.1.1.1, 10.0.0.9")];
         assert_eq!(resolve_with(&all_trusted, &["10.0.0.0/8"]), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn only_the_header_the_proxies_maintain_is_read() {
+        // The proxy maintains X-Forwarded-For and passes the client's own Forwarded through.
+        let spoofed = [
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=6.6.6.6"),
+        ];
+        let xff = ForwardedHeader::XForwardedFor;
+        assert_eq!(
+            resolve_in(&spoofed, &["10.0.0.0/8"], xff),
+            ip("198.51.100.7")
+        );
+        // Nor is the other header a fallback when the maintained one names nobody.
+        let only_forwarded = [("forwarded", "for=6.6.6.6")];
+        assert_eq!(
+            resolve_in(&only_forwarded, &["10.0.0.0/8"], xff),
+            ip("10.0.0.2")
+        );
+        let only_xff = [("x-forwarded-for", "6.6.6.6")];
+        let forwarded = ForwardedHeader::Forwarded;
+        assert_eq!(
+            resolve_in(&only_xff, &["10.0.0.0/8"], forwarded),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
@@ -173,7 +230,12 @@ mod tests {
     fn an_ipv4_mapped_peer_is_its_ipv4_address() {
         let peer = ip("::ffff:192.0.2.1");
         assert_eq!(
-            resolve(Some(peer), &HeaderMap::new(), &[]),
+            resolve(
+                Some(peer),
+                &HeaderMap::new(),
+                &[],
+                ForwardedHeader::Forwarded
+            ),
             Some(ip("192.0.2.1"))
         );
     }

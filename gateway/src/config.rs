@@ -12,7 +12,7 @@ use clap::Parser;
 use ipnet::IpNet;
 use settings::ConfigError;
 
-use crate::backend::Target;
+use crate::{backend::Target, client_addr::ForwardedHeader};
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -48,10 +48,20 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
-    /// Proxies whose `X-Forwarded-For` and `Forwarded` headers are believed (comma-separated IPs
-    /// or CIDRs). Empty means none: the client address is always the TCP peer.
+    /// Proxies whose forwarded-client header is believed (comma-separated IPs or CIDRs). Empty
+    /// means none: the client address is always the TCP peer.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+
+    /// The one header those proxies maintain: `x-forwarded-for` or `forwarded` (RFC 7239).
+    /// The other is never read, since a proxy passes it through as the client wrote it.
+    #[arg(
+        long,
+        env = "GATEWAY_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: ForwardedHeader,
 
     /// Longest time a request may take end to end, backend retries included.
     #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -95,6 +105,7 @@ impl Config {
             resource_urls,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
             health_interval: Duration::from_millis(200),
@@ -116,6 +127,7 @@ pub struct Settings {
     pub resource_targets: Vec<Target>,
     pub cors: Cors,
     pub trusted_proxies: Vec<IpNet>,
+    pub forwarded_header: ForwardedHeader,
     /// Never zero.
     pub request_timeout: Duration,
     /// Never zero.
@@ -161,6 +173,7 @@ impl TryFrom<Config> for Settings {
                 .filter(|p| !p.is_empty())
                 .map(proxy)
                 .collect::<Result<_, _>>()?,
+            forwarded_header: config.forwarded_header,
             request_timeout: non_zero(config.request_timeout, "GATEWAY_REQUEST_TIMEOUT")?,
             body_limit: match config.body_limit {
                 0 => return Err(ConfigError::new("GATEWAY_BODY_LIMIT", "must be above 0")),

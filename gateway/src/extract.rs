@@ -53,8 +53,12 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let client_addr =
-            client_addr::resolve(peer, &parts.headers, &state.settings.trusted_proxies);
+        let client_addr = client_addr::resolve(
+            peer,
+            &parts.headers,
+            &state.settings.trusted_proxies,
+            state.settings.forwarded_header,
+        );
         Ok(Self {
             token,
             token_error,

@@ -104,6 +104,10 @@ async fn forwarded_for_sent(trusted_proxies: &[&str], headers: &[(&str, &str)]) 
     let (url, seen) = recording_stub().await;
     let mut config = Config::for_tests(vec![url.clone()], vec![url]);
     config.trusted_proxies = trusted_proxies.iter().map(|p| p.to_string()).collect();
+    // Proxies that maintain `Forwarded` are configured so; every other test uses the default.
+    if headers.iter().all(|(name, _)| *name == "forwarded") {
+        config.forwarded_header = gateway::client_addr::ForwardedHeader::Forwarded;
+    }
     let (gateway, _stop) = serve(config).await;
     let mut request = reqwest::Client::new()
         .get(format!("{gateway}/api/auth/me"))
@@ -158,6 +162,19 @@ async fn a_trusted_proxy_names_the_client_in_x_forwarded_for_or_forwarded() {
     assert_eq!(
         forwarded_for_sent(&trusted, &forwarded).await,
         ["2001:db8::7"]
+    );
+}
+
+#[tokio::test]
+async fn a_client_written_forwarded_header_is_not_believed_behind_an_x_forwarded_for_proxy() {
+    let trusted = ["127.0.0.1"];
+    let spoofed = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("forwarded", "for=6.6.6.6"),
+    ];
+    assert_eq!(
+        forwarded_for_sent(&trusted, &spoofed).await,
+        ["198.51.100.7"]
     );
 }
 
