@@ -18,7 +18,7 @@ use crate::{client_addr, error::ApiError, limits, rpc::Outgoing, state::AppState
 
 /// Who is calling: the access token (from `Authorization: Bearer` or `x-access-token`), checked
 /// by the services and never by the gateway, the request id, and the client's address.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Caller {
     token: Option<String>,
     /// A token header was present but unusable; the message says why.
@@ -68,6 +68,18 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The token is a credential: never printed.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("token_error", &self.token_error)
+            .field("request_id", &self.request_id)
+            .field("client_addr", &self.client_addr)
+            .finish()
+    }
+}
+
 impl Caller {
     /// The metadata to send with the caller's token. A token header that cannot be read is
     /// refused here rather than silently dropped.
@@ -75,13 +87,18 @@ impl Caller {
         if let Some(problem) = self.token_error {
             return Err(ApiError::unauthenticated(problem, true));
         }
-        let authorization =
-            match &self.token {
-                Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                    ApiError::unauthenticated("access token is not valid text", true)
-                })?),
-                None => None,
-            };
+        let authorization = match &self.token {
+            Some(token) => {
+                let mut value: AsciiMetadataValue =
+                    format!("Bearer {token}").parse().map_err(|_| {
+                        ApiError::unauthenticated("access token is not valid text", true)
+                    })?;
+                // Redacted in Debug output, and never put in HTTP/2's header compression table.
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(Outgoing::new(
             authorization,
             self.request_id.clone(),
@@ -177,5 +194,21 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             ),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let caller = Caller {
+            token: Some("secret-token-value".into()),
+            ..Caller::default()
+        };
+        assert!(!format!("{caller:?}").contains("secret-token-value"));
+        let outgoing = caller.outgoing().expect("a usable token");
+        assert!(!format!("{outgoing:?}").contains("secret-token-value"));
     }
 }
