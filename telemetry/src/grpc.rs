@@ -5,7 +5,6 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    task::{Context, Poll},
 };
 
 use anyhow::Context as _;
@@ -29,7 +28,9 @@ use tower::{
 };
 use tower_http::request_id::PropagateRequestIdLayer;
 
-use crate::{GrpcTraceLayer, SetRequestId, grpc_trace_layer, request_id_layers};
+use crate::{
+    GrpcTraceLayer, Rewrite, RewriteRequest, SetRequestId, grpc_trace_layer, request_id_layers,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -76,39 +77,18 @@ impl ClientAddressLayer {
 }
 
 impl<S> Layer<S> for ClientAddressLayer {
-    type Service = WithClientAddress<S>;
+    type Service = Rewrite<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WithClientAddress {
-            inner,
-            layer: self.clone(),
-        }
+        Rewrite::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct WithClientAddress<S> {
-    inner: S,
-    layer: ClientAddressLayer,
-}
-
-impl<S, B> Service<Request<B>> for WithClientAddress<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if let Some(address) = self.layer.client_address(&request) {
+impl RewriteRequest for ClientAddressLayer {
+    fn rewrite<B>(&self, request: &mut Request<B>) {
+        if let Some(address) = self.client_address(request) {
             request.extensions_mut().insert(ClientAddress(address));
         }
-        self.inner.call(request)
     }
 }
 

@@ -180,20 +180,49 @@ impl MakeRequestId for NewRequestId {
 pub struct DropInvalidRequestIdLayer;
 
 impl<S> Layer<S> for DropInvalidRequestIdLayer {
-    type Service = DropInvalidRequestId<S>;
+    type Service = Rewrite<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DropInvalidRequestId { inner }
+        Rewrite::new(*self, inner)
     }
 }
 
+impl RewriteRequest for DropInvalidRequestIdLayer {
+    fn rewrite<B>(&self, request: &mut Request<B>) {
+        let headers = request.headers_mut();
+        match headers.get(REQUEST_ID).cloned() {
+            Some(id) if is_valid_request_id(id.as_bytes()) => {
+                headers.insert(REQUEST_ID, id);
+            }
+            Some(_) => {
+                headers.remove(REQUEST_ID);
+            }
+            None => {}
+        }
+    }
+}
+
+/// A rule that adjusts every request before the service behind it sees it.
+pub trait RewriteRequest {
+    fn rewrite<B>(&self, request: &mut Request<B>);
+}
+
+/// The service a [`RewriteRequest`] layer wraps around the next one.
 #[derive(Clone, Debug)]
-pub struct DropInvalidRequestId<S> {
+pub struct Rewrite<R, S> {
+    rule: R,
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for DropInvalidRequestId<S>
+impl<R, S> Rewrite<R, S> {
+    pub fn new(rule: R, inner: S) -> Self {
+        Self { rule, inner }
+    }
+}
+
+impl<R, S, B> Service<Request<B>> for Rewrite<R, S>
 where
+    R: RewriteRequest,
     S: Service<Request<B>>,
 {
     type Response = S::Response;
@@ -205,16 +234,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let headers = request.headers_mut();
-        match headers.get(REQUEST_ID).cloned() {
-            Some(id) if is_valid_request_id(id.as_bytes()) => {
-                headers.insert(REQUEST_ID, id);
-            }
-            Some(_) => {
-                headers.remove(REQUEST_ID);
-            }
-            None => {}
-        }
+        self.rule.rewrite(&mut request);
         self.inner.call(request)
     }
 }
