@@ -2,10 +2,7 @@
 //! cluster, every default visible here; and the [`Settings`] validated from it once, before any
 //! port is bound, holding every parsed and derived value the gateway uses.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::http::{HeaderValue, Uri};
 use clap::Parser;
@@ -166,13 +163,10 @@ impl TryFrom<Config> for Settings {
             auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL")?,
             resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL")?,
             cors: cors(&config.cors_origins)?,
-            trusted_proxies: config
-                .trusted_proxies
-                .iter()
-                .map(|p| p.trim())
-                .filter(|p| !p.is_empty())
-                .map(proxy)
-                .collect::<Result<_, _>>()?,
+            trusted_proxies: settings::networks(
+                &config.trusted_proxies,
+                "GATEWAY_TRUSTED_PROXIES",
+            )?,
             forwarded_header: config.forwarded_header,
             request_timeout: non_zero(config.request_timeout, "GATEWAY_REQUEST_TIMEOUT")?,
             body_limit: match config.body_limit {
@@ -257,18 +251,6 @@ fn origin(text: &str) -> Result<HeaderValue, ConfigError> {
         return Err(invalid());
     }
     HeaderValue::from_str(text).map_err(|_| invalid())
-}
-
-/// One IP address (a single proxy) or a CIDR block.
-fn proxy(text: &str) -> Result<IpNet, ConfigError> {
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            ConfigError::new(
-                "GATEWAY_TRUSTED_PROXIES",
-                format!("{text:?} is neither an IP address nor a CIDR block"),
-            )
-        })
 }
 
 fn non_zero(duration: Duration, setting: &'static str) -> Result<Duration, ConfigError> {
