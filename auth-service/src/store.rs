@@ -19,7 +19,12 @@ use sqlx::{
 use token::Role;
 use uuid::Uuid;
 
-pub use self::{error::StoreError, postgres::PgStore, sqlite::SqliteStore};
+pub use self::{
+    error::StoreError,
+    postgres::PgStore,
+    revocations::{NewRevocation, REVOCATIONS_CHANNEL, Revocation, RevocationKind},
+    sqlite::SqliteStore,
+};
 use self::{
     error::{failed, insert_user_failed},
     rows::{CredentialsRow, UserRow},
@@ -84,6 +89,9 @@ macro_rules! on_backend {
         }
     };
 }
+
+// After the macro, so the module can use it.
+mod revocations;
 
 /// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
 /// migrations (safe when several replicas start at once).

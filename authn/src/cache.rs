@@ -92,6 +92,7 @@ mod tests {
             jti: "j".into(),
             roles: vec![Role::User],
             username: "u".into(),
+            sid: None,
         })
     }
 

@@ -17,6 +17,10 @@ pub struct Claims {
     pub jti: String,
     pub roles: Vec<Role>,
     pub username: String,
+    /// The session (one per sign-in) the token belongs to, so ending the session revokes it.
+    /// Absent in tokens that belong to no session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {

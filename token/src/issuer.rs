@@ -60,6 +60,7 @@ impl Issuer {
             jti: uuid::Uuid::new_v4().to_string(),
             roles: roles.to_vec(),
             username: username.to_owned(),
+            sid: None,
         };
         let token = self.sign(&claims)?;
         Ok(Issued { token, claims })

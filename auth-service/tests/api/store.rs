@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use auth_service::{
     domain::{Email, NewUser, UserId, Username},
-    store::{self, Store, StoreError, StoredKey},
+    store::{self, NewRevocation, RevocationKind, Store, StoreError, StoredKey},
 };
 use token::Role;
 
@@ -171,6 +171,46 @@ async fn a_closed_store_answers_unavailable(store: Arc<Store>) {
     ));
 }
 
+async fn revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired(store: Arc<Store>) {
+    let revocation = |kind, subject: &str, expires_at| NewRevocation {
+        kind,
+        subject: subject.into(),
+        not_before: 100,
+        expires_at,
+    };
+    assert_eq!(store.last_revocation_seq().await.unwrap(), 0);
+    let first = store
+        .insert_revocations(&[revocation(RevocationKind::Session, "s1", 1_000)])
+        .await
+        .unwrap();
+    let last = store
+        .insert_revocations(&[
+            revocation(RevocationKind::User, "u1", 2_000),
+            revocation(RevocationKind::Session, "s2", 500),
+        ])
+        .await
+        .unwrap();
+    assert!(last > first);
+    assert_eq!(store.last_revocation_seq().await.unwrap(), last);
+
+    let all = store.revocations_after(0, 0, 100).await.unwrap();
+    let subjects: Vec<_> = all.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["s1", "u1", "s2"]);
+    assert_eq!(all[1].kind, RevocationKind::User);
+    assert_eq!(all[2].seq, last);
+
+    // After the first: the rest. Expired ones are left out, and one page is at most `limit`.
+    let after = store.revocations_after(first, 600, 100).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].subject, "u1");
+    assert_eq!(store.revocations_after(0, 0, 1).await.unwrap().len(), 1);
+
+    assert_eq!(store.prune_revocations(1_000).await.unwrap(), 2);
+    let left = store.revocations_after(0, 0, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].subject, "u1");
+}
+
 async fn sqlite() -> Arc<Store> {
     let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
     store::connect(&format!("sqlite://{}", file.display()), 5)
@@ -205,4 +245,5 @@ suite!(
     users_are_listed_in_creation_order_a_page_at_a_time,
     the_first_signing_key_of_a_generation_wins,
     a_closed_store_answers_unavailable,
+    revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired,
 );

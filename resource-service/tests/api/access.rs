@@ -156,6 +156,7 @@ pub fn admin_claims(audience: &Audience) -> Claims {
         jti: uuid::Uuid::new_v4().to_string(),
         roles: vec![Role::Admin],
         username: "mallory".into(),
+        sid: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn claims_now() -> Claims {
         jti: "jti-1".into(),
         roles: vec![Role::User],
         username: "alice".into(),
+        sid: None,
     }
 }
 
