@@ -9,15 +9,15 @@ use token::{Claims, Issued, Role, unix_now};
 use crate::{
     domain::{Email, NewUser, Password, User, UserId, Username, roles_with_user},
     error::Error,
+    keyring::KeyRing,
     password::PasswordHasher,
-    signing::SigningKeys,
     store::{Store, StoreError},
 };
 
 pub struct Accounts {
     store: Arc<Store>,
     hasher: PasswordHasher,
-    keys: Arc<SigningKeys>,
+    keys: Arc<KeyRing>,
 }
 
 /// A sign-up request, parsed.
@@ -47,7 +47,7 @@ pub fn login_hash(login: &str) -> String {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<Store>, hasher: PasswordHasher, keys: Arc<SigningKeys>) -> Self {
+    pub fn new(store: Arc<Store>, hasher: PasswordHasher, keys: Arc<KeyRing>) -> Self {
         Self {
             store,
             hasher,
@@ -55,7 +55,7 @@ impl Accounts {
         }
     }
 
-    pub fn keys(&self) -> &SigningKeys {
+    pub fn keys(&self) -> &Arc<KeyRing> {
         &self.keys
     }
 
@@ -116,6 +116,7 @@ impl Accounts {
         };
         let issued = self
             .keys
+            .current()
             .issuer
             .issue(&user.id.to_string(), &user.username, &user.roles)
             .map_err(anyhow::Error::new)?;

@@ -13,6 +13,7 @@ use token::{Algorithm, Audience, Hs256Secret};
 use crate::{
     accounts::BootstrapAdmin,
     domain::{Email, Password, Username},
+    keyring::Rotation,
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
 };
 
@@ -46,6 +47,17 @@ pub struct Config {
     /// Lifetime of access tokens, e.g. `15m`, `900s`, `1h`.
     #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
+
+    /// How long an Ed25519 signing key signs before the next one takes over, e.g. `30d`; `0s`
+    /// rotates only when an admin asks.
+    #[arg(long, env = "AUTH_KEY_ROTATION_PERIOD", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub key_rotation_period: Duration,
+
+    /// How long a new signing key is published in the JWKS before it signs. Must exceed how
+    /// long verifiers go between JWKS fetches (`RESOURCE_JWKS_REFRESH`); the JWKS may be cached
+    /// for half of it.
+    #[arg(long, env = "AUTH_KEY_PUBLISH_AHEAD", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub key_publish_ahead: Duration,
 
     /// `EdDSA` (Ed25519, keys in the database, public keys in the JWKS) or `HS256` (a shared
     /// secret, for single-binary set-ups).
@@ -129,6 +141,7 @@ pub struct Settings {
     pub keys: KeyConfig,
     pub audience: Audience,
     pub access_token_ttl: Duration,
+    pub rotation: Rotation,
     pub bootstrap_admin: Option<BootstrapAdmin>,
     pub hash_workers: usize,
     pub hash_queue: usize,
@@ -205,6 +218,7 @@ impl TryFrom<Config> for Settings {
                 audience: config.token_audience,
             },
             access_token_ttl: config.access_token_ttl,
+            rotation: rotation(config.key_rotation_period, config.key_publish_ahead)?,
             bootstrap_admin: bootstrap_admin(
                 config.bootstrap_admin_username,
                 secret(
@@ -223,6 +237,26 @@ impl TryFrom<Config> for Settings {
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
         })
     }
+}
+
+fn rotation(period: Duration, publish_ahead: Duration) -> Result<Rotation, ConfigError> {
+    if publish_ahead < Duration::from_secs(2) {
+        return Err(ConfigError::new(
+            "AUTH_KEY_PUBLISH_AHEAD",
+            "must be at least 2s: verifiers need time to fetch a new key before it signs",
+        ));
+    }
+    let period = (!period.is_zero()).then_some(period);
+    if period.is_some_and(|period| period <= publish_ahead) {
+        return Err(ConfigError::new(
+            "AUTH_KEY_ROTATION_PERIOD",
+            "must be longer than AUTH_KEY_PUBLISH_AHEAD (or 0s to rotate only on request)",
+        ));
+    }
+    Ok(Rotation {
+        period,
+        publish_ahead,
+    })
 }
 
 /// The key-encryption keys as configured, before it is known whether they are needed.
@@ -333,6 +367,8 @@ impl Config {
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),
             db_max_connections: 5,
             access_token_ttl: Duration::from_secs(900),
+            key_rotation_period: Duration::from_secs(30 * 86_400),
+            key_publish_ahead: Duration::from_secs(600),
             token_alg: Algorithm::EdDSA,
             hs256_secret: None,
             hs256_secret_file: None,

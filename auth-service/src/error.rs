@@ -2,6 +2,7 @@
 
 use crate::{
     domain::{Invalid, UserId},
+    keyring::{PendingKey, RotateError},
     password::HashError,
     store::StoreError,
 };
@@ -35,6 +36,14 @@ pub enum Error {
         "an account named {0:?} exists but is not an admin; choose another AUTH_BOOTSTRAP_ADMIN_USERNAME"
     )]
     BootstrapNameTaken(String),
+    #[error(
+        "a signing key is already pending: {} activates at {}; rotate again after that",
+        .0.kid,
+        .0.activates_at
+    )]
+    KeyPending(PendingKey),
+    #[error("HS256 signs with one configured secret, which does not rotate")]
+    KeysDoNotRotate,
     #[error("too many sign-ins in progress; retry shortly")]
     Busy,
     /// The database cannot be reached right now; the same call may succeed shortly. The cause
@@ -63,6 +72,24 @@ impl From<HashError> for Error {
         match e {
             HashError::Busy => Error::Busy,
             HashError::Unexpected(e) => Error::Unexpected(e),
+        }
+    }
+}
+
+impl From<RotateError> for Error {
+    fn from(e: RotateError) -> Self {
+        match e {
+            RotateError::Pending(pending) => Error::KeyPending(pending),
+            RotateError::NotRotatable => Error::KeysDoNotRotate,
+            RotateError::Failed(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::Unavailable(_))
+                ) =>
+            {
+                Error::StoreUnavailable(e)
+            }
+            RotateError::Failed(e) => Error::Unexpected(e),
         }
     }
 }

@@ -31,13 +31,13 @@ pub fn policy() -> Policy {
             ("GetJwks", Access::Public),
             ("ListUsers", Access::AnyRole(ADMIN)),
             ("SetUserRoles", Access::AnyRole(ADMIN)),
+            ("RotateSigningKey", Access::AnyRole(ADMIN)),
         ],
     )
 }
 
 /// How long verifiers may cache the JWKS. Keys are published well before they sign, so a
 /// verifier that refreshes this often always knows the next key in time.
-const JWKS_MAX_AGE_SECS: i64 = 300;
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
 
@@ -60,7 +60,8 @@ impl From<Error> for Status {
             Error::UsernameTaken | Error::EmailTaken => Status::already_exists(message),
             Error::CannotGrantRoles => Status::permission_denied(message),
             Error::AccountGone | Error::UserNotFound(_) => Status::not_found(message),
-            Error::CannotDropOwnAdmin | Error::BootstrapNameTaken(_) => {
+            Error::KeyPending(_) => Status::already_exists(message),
+            Error::CannotDropOwnAdmin | Error::BootstrapNameTaken(_) | Error::KeysDoNotRotate => {
                 Status::failed_precondition(message)
             }
             Error::Busy => Status::resource_exhausted(message),
@@ -202,16 +203,16 @@ impl AuthService for AuthGrpc {
         &self,
         _: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        let keys = self
-            .accounts
-            .keys()
+        let ring = self.accounts.keys();
+        let keys = ring
+            .current()
             .jwks
             .iter()
             .map(authn::jwk_to_proto)
             .collect();
         Ok(Response::new(pb::GetJwksResponse {
             keys,
-            max_age_seconds: JWKS_MAX_AGE_SECS,
+            max_age_seconds: ring.rotation().jwks_max_age().as_secs() as i64,
         }))
     }
 
@@ -247,6 +248,27 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(to_pb).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let pending = self
+            .accounts
+            .keys()
+            .rotate()
+            .await
+            .map_err(|e| status(e.into()))?;
+        tracing::info!(admin = %caller.sub, kid = %pending.kid, activates_at = pending.activates_at, "signing key rotation requested");
+        Ok(Response::new(pb::RotateSigningKeyResponse {
+            kid: pending.kid,
+            activates_at: Some(prost_types::Timestamp {
+                seconds: pending.activates_at,
+                nanos: 0,
+            }),
         }))
     }
 

@@ -27,7 +27,7 @@ use chacha20poly1305::{
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretSlice};
-use token::{Audience, Ed25519Key, Hs256Secret, Issuer, Jwk, SigningKey, Verifier, unix_now};
+use token::{Ed25519Key, Hs256Secret, unix_now};
 
 use crate::store::{Store, StoredKey};
 
@@ -152,7 +152,7 @@ pub enum KekSource {
 }
 
 impl KekSource {
-    fn load(&self) -> anyhow::Result<KeyEncryptionKey> {
+    pub(crate) fn load(&self) -> anyhow::Result<KeyEncryptionKey> {
         match self {
             Self::Configured(kek) => Ok(kek.clone()),
             Self::File(path) => KeyEncryptionKey::load_or_create_file(path),
@@ -173,79 +173,26 @@ pub enum KeyConfig {
     Hs256(Hs256Secret),
 }
 
-/// The active signing key and everything needed to check what it and its predecessors signed.
-pub struct SigningKeys {
-    pub issuer: Issuer,
-    pub verifier: Verifier,
-    /// Public keys to publish; empty for HS256, whose key is secret.
-    pub jwks: Vec<Jwk>,
+/// A stored Ed25519 key, opened, with its place in the rotation.
+#[derive(Clone)]
+pub struct OpenedKey {
+    pub key: Ed25519Key,
+    pub generation: i64,
+    pub activates_at: i64,
 }
 
-impl SigningKeys {
-    pub async fn load_or_create(
-        store: &Store,
-        config: &KeyConfig,
-        audience: &Audience,
-        ttl: std::time::Duration,
-    ) -> anyhow::Result<Self> {
-        match config {
-            KeyConfig::Hs256(secret) => {
-                tracing::info!("signing tokens with HS256 and the configured shared secret");
-                let key = SigningKey::Hs256(secret.clone());
-                Ok(Self {
-                    verifier: Verifier::for_keys([&key], audience),
-                    issuer: Issuer::new(key, audience.clone(), ttl)?,
-                    jwks: Vec::new(),
-                })
-            }
-            KeyConfig::Ed25519 { kek, previous } => {
-                let kek = kek.load()?;
-                let keys = load_ed25519(store, &kek, previous.as_ref()).await?;
-                let active = keys
-                    .first()
-                    .context("no signing key after generating one")?
-                    .clone();
-                tracing::info!(
-                    kid = active.kid(),
-                    keys = keys.len(),
-                    "signing tokens with Ed25519"
-                );
-                Ok(Self {
-                    verifier: Verifier::from_jwks(
-                        keys.iter()
-                            .map(|k| k.public_jwk())
-                            .collect::<Vec<_>>()
-                            .iter(),
-                        audience,
-                    ),
-                    jwks: keys.iter().map(Ed25519Key::public_jwk).collect(),
-                    issuer: Issuer::new(SigningKey::Ed25519(active), audience.clone(), ttl)?,
-                })
-            }
-        }
-    }
-}
-
-/// Every stored Ed25519 key, newest first, generating the first one if there is none.
-async fn load_ed25519(
+/// Every stored Ed25519 key, newest first, generating the first one (active at once) if there is
+/// none, and sealing or re-sealing rows as the configured KEKs say. Start-up only.
+pub(crate) async fn load_ed25519(
     store: &Store,
     kek: &KeyEncryptionKey,
     previous: Option<&KeyEncryptionKey>,
-) -> anyhow::Result<Vec<Ed25519Key>> {
+) -> anyhow::Result<Vec<OpenedKey>> {
     let mut stored = store.signing_keys().await?;
     if stored.is_empty() {
         let key = Ed25519Key::generate();
-        let inserted = store
-            .insert_signing_key(&StoredKey {
-                kid: key.kid().to_owned(),
-                generation: 1,
-                algorithm: "EdDSA".to_owned(),
-                encryption: SEALED.to_owned(),
-                private_key: kek.seal(key.kid(), key.seed().expose_secret())?,
-                created_at: unix_now(),
-            })
-            .await?;
-        if inserted {
+        let now = unix_now();
+        if insert_key(store, kek, &key, 1, now).await? {
             tracing::info!(
                 kid = key.kid(),
                 "generated a new Ed25519 signing key and stored it for every replica"
@@ -258,11 +205,51 @@ async fn load_ed25519(
     if reseal(store, &stored, kek, previous).await? {
         stored = store.signing_keys().await?;
     }
+    open_all(&stored, kek)
+}
+
+/// Every stored Ed25519 key, newest first, as the database holds them now.
+pub(crate) async fn reload_ed25519(
+    store: &Store,
+    kek: &KeyEncryptionKey,
+) -> anyhow::Result<Vec<OpenedKey>> {
+    open_all(&store.signing_keys().await?, kek)
+}
+
+fn open_all(stored: &[StoredKey], kek: &KeyEncryptionKey) -> anyhow::Result<Vec<OpenedKey>> {
     stored
         .iter()
         .filter(|k| k.algorithm == "EdDSA")
-        .map(|k| unseal(k, kek))
+        .map(|k| {
+            Ok(OpenedKey {
+                key: unseal(k, kek)?,
+                generation: k.generation,
+                activates_at: k.activates_at,
+            })
+        })
         .collect()
+}
+
+/// Stores `key` sealed under `kek` as `generation`, signing from `activates_at`. Returns false
+/// when that generation exists already (another replica stored it first).
+pub(crate) async fn insert_key(
+    store: &Store,
+    kek: &KeyEncryptionKey,
+    key: &Ed25519Key,
+    generation: i64,
+    activates_at: i64,
+) -> anyhow::Result<bool> {
+    Ok(store
+        .insert_signing_key(&StoredKey {
+            kid: key.kid().to_owned(),
+            generation,
+            algorithm: "EdDSA".to_owned(),
+            encryption: SEALED.to_owned(),
+            private_key: kek.seal(key.kid(), key.seed().expose_secret())?,
+            created_at: unix_now(),
+            activates_at,
+        })
+        .await?)
 }
 
 /// Seals the keys of a database that has never seen a KEK (an earlier release stored them in

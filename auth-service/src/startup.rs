@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use authn::{AuthnLayer, Keys, TokenCache};
+use authn::{AuthnLayer, TokenCache};
 use ipnet::IpNet;
 use proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
@@ -15,8 +15,8 @@ use crate::{
     Settings,
     accounts::Accounts,
     grpc::{self, AuthGrpc},
+    keyring::KeyRing,
     password::PasswordHasher,
-    signing::SigningKeys,
     store::{self, Store},
 };
 
@@ -35,11 +35,12 @@ impl Application {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
         let url = settings.database.prepare()?;
         let store = store::connect(url.expose_secret(), settings.db_max_connections).await?;
-        let keys = SigningKeys::load_or_create(
-            store.as_ref(),
+        let keys = KeyRing::load(
+            store.clone(),
             &settings.keys,
             &settings.audience,
             settings.access_token_ttl,
+            settings.rotation,
         )
         .await?;
         let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
@@ -76,7 +77,9 @@ impl Application {
                 .context("failed to build reflection service")?;
         // The service verifies its own tokens (GetMe, admin calls) with the same layer every
         // other service uses, fed with its own keys instead of a JWKS fetch.
-        let keys = Keys::fixed(self.accounts.keys().verifier.clone());
+        let keys = self.accounts.keys().verifiers();
+        // Follows the key table (activations, rotations, other replicas' keys) while serving.
+        let ring = tokio::spawn(self.accounts.keys().clone().run());
         let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
             grpc::policy(),
             keys,
@@ -94,6 +97,7 @@ impl Application {
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
+        ring.abort();
         self.store.close().await;
         tracing::info!("auth-service stopped");
         result

@@ -56,6 +56,8 @@ pub struct StoredKey {
     pub encryption: String,
     pub private_key: Vec<u8>,
     pub created_at: i64,
+    /// Unix seconds from which this key signs (it is published as soon as it is stored).
+    pub activates_at: i64,
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for StoredKey {
             .field("encryption", &self.encryption)
             .field("private_key", &"[REDACTED]")
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .finish()
     }
 }
@@ -144,10 +147,11 @@ const INSERT_ROLE: &str = "INSERT INTO user_roles (user_id, role) VALUES ($1, $2
 const DELETE_ROLES: &str = "DELETE FROM user_roles WHERE user_id = $1";
 const USER_EXISTS: &str = "SELECT 1 FROM users WHERE id = $1";
 const SELECT_SIGNING_KEYS: &str = "SELECT kid, generation, algorithm, encryption, private_key, \
-     created_at FROM signing_keys ORDER BY generation DESC";
+     created_at, activates_at FROM signing_keys ORDER BY generation DESC";
 const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
-     (kid, generation, algorithm, encryption, private_key, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (generation) DO NOTHING";
+     (kid, generation, algorithm, encryption, private_key, created_at, activates_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (generation) DO NOTHING";
+const DELETE_SIGNING_KEY: &str = "DELETE FROM signing_keys WHERE kid = $1";
 /// Compares the old private half so a replica re-sealing at the same time cannot be overwritten.
 const RESEAL_SIGNING_KEY: &str = "UPDATE signing_keys SET encryption = $1, private_key = $2 \
      WHERE kid = $3 AND private_key = $4";
@@ -293,12 +297,26 @@ impl Store {
                 .bind(&key.encryption)
                 .bind(&key.private_key)
                 .bind(key.created_at)
+                .bind(key.activates_at)
                 .execute(&db.pool)
                 .await
                 .map(|done| done.rows_affected())
         })
         .map_err(failed("failed to insert signing key"))?;
         Ok(inserted == 1)
+    }
+
+    /// Deletes a key that no longer verifies any live token; returns whether it existed.
+    pub async fn delete_signing_key(&self, kid: &str) -> Result<bool, StoreError> {
+        let deleted = on_backend!(self, db => {
+            sqlx::query(DELETE_SIGNING_KEY)
+                .bind(kid)
+                .execute(&db.pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(failed("failed to delete signing key"))?;
+        Ok(deleted == 1)
     }
 
     /// Replaces the stored private half of `key` (sealing or re-sealing it) unless it changed

@@ -42,6 +42,11 @@ impl Issuer {
         })
     }
 
+    /// The key id in every header this issuer writes.
+    pub fn kid(&self) -> &str {
+        self.header.kid.as_deref().unwrap_or_default()
+    }
+
     /// Issues a token for `subject` valid from now for the configured lifetime.
     pub fn issue(
         &self,

@@ -27,6 +27,7 @@ fn unsealed(generation: i64) -> (Ed25519Key, StoredKey) {
         encryption: "none".to_owned(),
         private_key: key.seed().expose_secret().to_vec(),
         created_at: token::unix_now(),
+        activates_at: 0,
     };
     (key, stored)
 }

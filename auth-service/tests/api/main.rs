@@ -9,6 +9,7 @@ mod binary;
 mod helpers;
 mod keys;
 mod replicas;
+mod rotation;
 mod serving;
 mod sign_in;
 mod sign_up;

@@ -145,6 +145,7 @@ async fn the_first_signing_key_of_a_generation_wins(store: Arc<Store>) {
         encryption: "none".into(),
         private_key: vec![1, 2, 3],
         created_at: 1,
+        activates_at: 0,
     };
     assert!(store.insert_signing_key(&key("a")).await.unwrap());
     assert!(!store.insert_signing_key(&key("b")).await.unwrap());

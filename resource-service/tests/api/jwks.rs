@@ -9,8 +9,8 @@ use std::sync::{
 
 use proto::auth::v1::{
     GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, ListUsersRequest,
-    ListUsersResponse, SetUserRolesRequest, SetUserRolesResponse, SignInRequest, SignInResponse,
-    SignUpRequest, SignUpResponse,
+    ListUsersResponse, RotateSigningKeyRequest, RotateSigningKeyResponse, SetUserRolesRequest,
+    SetUserRolesResponse, SignInRequest, SignInResponse, SignUpRequest, SignUpResponse,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use resource_service::Config;
@@ -105,6 +105,12 @@ impl AuthService for KeyServer {
         &self,
         _: Request<SetUserRolesRequest>,
     ) -> Result<Response<SetUserRolesResponse>, Status> {
+        unimplemented()
+    }
+    async fn rotate_signing_key(
+        &self,
+        _: Request<RotateSigningKeyRequest>,
+    ) -> Result<Response<RotateSigningKeyResponse>, Status> {
         unimplemented()
     }
 }
