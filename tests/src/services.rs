@@ -40,6 +40,8 @@ pub struct AuthDeployment {
     pub database_url: String,
     pub key_encryption_key: String,
     pub admin: Credentials,
+    /// More settings for every replica, e.g. a short `AUTH_KEY_PUBLISH_AHEAD`.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl AuthDeployment {
@@ -49,6 +51,7 @@ impl AuthDeployment {
             database_url: crate::create_database("auth").await,
             key_encryption_key: STANDARD.encode(rand::random::<[u8; 32]>()),
             admin: Credentials::random("admin"),
+            env: Vec::new(),
         }
     }
 }
@@ -65,30 +68,33 @@ impl AuthReplica {
     /// start-ups (key creation, the first admin) really overlap.
     pub fn spawn(deployment: &AuthDeployment, label: &str) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
-        let process = Process::spawn(
-            "auth-service",
-            label,
-            &[
-                ("AUTH_GRPC_ADDR", addr.to_string()),
-                ("AUTH_DATABASE_URL", deployment.database_url.clone()),
-                (
-                    "AUTH_KEY_ENCRYPTION_KEY",
-                    deployment.key_encryption_key.clone(),
-                ),
-                (
-                    "AUTH_BOOTSTRAP_ADMIN_USERNAME",
-                    deployment.admin.username.clone(),
-                ),
-                (
-                    "AUTH_BOOTSTRAP_ADMIN_PASSWORD",
-                    deployment.admin.password.clone(),
-                ),
-                ("AUTH_DB_MAX_CONNECTIONS", "4".into()),
-                ("AUTH_HASH_WORKERS", "1".into()),
-                ("LOG_FORMAT", "json".into()),
-                ("RUST_LOG", "info,tower_http=debug".into()),
-            ],
-        );
+        Self::spawn_at(addr, deployment, label)
+    }
+
+    /// Starts a replica on a given address, e.g. where a stopped one was.
+    pub fn spawn_at(addr: SocketAddr, deployment: &AuthDeployment, label: &str) -> Self {
+        let mut env = vec![
+            ("AUTH_GRPC_ADDR", addr.to_string()),
+            ("AUTH_DATABASE_URL", deployment.database_url.clone()),
+            (
+                "AUTH_KEY_ENCRYPTION_KEY",
+                deployment.key_encryption_key.clone(),
+            ),
+            (
+                "AUTH_BOOTSTRAP_ADMIN_USERNAME",
+                deployment.admin.username.clone(),
+            ),
+            (
+                "AUTH_BOOTSTRAP_ADMIN_PASSWORD",
+                deployment.admin.password.clone(),
+            ),
+            ("AUTH_DB_MAX_CONNECTIONS", "4".into()),
+            ("AUTH_HASH_WORKERS", "1".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info,tower_http=debug".into()),
+        ];
+        env.extend(deployment.env.iter().cloned());
+        let process = Process::spawn("auth-service", label, &env);
         Self {
             process,
             addr,
@@ -134,18 +140,27 @@ impl ResourceReplica {
         auth_urls: &[String],
         label: &str,
     ) -> Self {
-        let process = Process::spawn(
-            "resource-service",
-            label,
-            &[
-                ("RESOURCE_GRPC_ADDR", addr.to_string()),
-                ("RESOURCE_DATABASE_URL", database_url.to_owned()),
-                ("RESOURCE_AUTH_URL", auth_urls.join(",")),
-                ("RESOURCE_SAMPLE_DATA", "false".into()),
-                ("LOG_FORMAT", "json".into()),
-                ("RUST_LOG", "info,tower_http=debug".into()),
-            ],
-        );
+        Self::spawn_with(addr, database_url, auth_urls, label, &[])
+    }
+
+    /// [`ResourceReplica::spawn_at`] with more settings, e.g. a short `RESOURCE_JWKS_REFRESH`.
+    pub fn spawn_with(
+        addr: SocketAddr,
+        database_url: &str,
+        auth_urls: &[String],
+        label: &str,
+        extra: &[(&'static str, String)],
+    ) -> Self {
+        let mut env = vec![
+            ("RESOURCE_GRPC_ADDR", addr.to_string()),
+            ("RESOURCE_DATABASE_URL", database_url.to_owned()),
+            ("RESOURCE_AUTH_URL", auth_urls.join(",")),
+            ("RESOURCE_SAMPLE_DATA", "false".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info,tower_http=debug".into()),
+        ];
+        env.extend(extra.iter().cloned());
+        let process = Process::spawn("resource-service", label, &env);
         Self {
             process,
             addr,

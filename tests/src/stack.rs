@@ -1,5 +1,7 @@
 //! The whole product as it runs in a cluster: several replicas of each service on PostgreSQL.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use crate::{
     gateway::Gateway,
     services::{AuthDeployment, AuthReplica, ResourceReplica},
@@ -19,8 +21,19 @@ impl Stack {
     /// until ready; every gateway sees every replica up before this returns. `name` prefixes the
     /// log files.
     pub async fn start(name: &str, auth: usize, resource: usize, gateways: usize) -> Self {
-        let (deployment, resource_database_url) =
+        Self::start_with(name, [auth, resource, gateways], &[], &[]).await
+    }
+
+    /// [`Stack::start`] with more settings for the auth-service and resource-service replicas.
+    pub async fn start_with(
+        name: &str,
+        [auth, resource, gateways]: [usize; 3],
+        auth_env: &[(&'static str, String)],
+        resource_env: &[(&'static str, String)],
+    ) -> Self {
+        let (mut deployment, resource_database_url) =
             tokio::join!(AuthDeployment::create(), crate::create_database("resource"));
+        deployment.env = auth_env.to_vec();
 
         let mut auth: Vec<AuthReplica> = (0..auth)
             .map(|i| AuthReplica::spawn(&deployment, &format!("{name}-auth-{i}")))
@@ -30,10 +43,12 @@ impl Stack {
 
         let mut resource: Vec<ResourceReplica> = (0..resource)
             .map(|i| {
-                ResourceReplica::spawn(
+                ResourceReplica::spawn_with(
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port())),
                     &resource_database_url,
                     &auth_urls,
                     &format!("{name}-resource-{i}"),
+                    resource_env,
                 )
             })
             .collect();
