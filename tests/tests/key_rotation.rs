@@ -54,7 +54,7 @@ async fn keys_rotate_under_reads_with_no_failed_request_even_across_auth_restart
         async move {
             let mut i = 0usize;
             while !stop.load(Ordering::SeqCst) {
-                let token = if (i + n) % 2 == 0 {
+                let token = if (i + n).is_multiple_of(2) {
                     before.clone()
                 } else {
                     newest.lock().unwrap().clone()
@@ -68,14 +68,17 @@ async fn keys_rotate_under_reads_with_no_failed_request_even_across_auth_restart
                 if kid_of(&token) != kid_of(before) {
                     new_key_reads.fetch_add(1, Ordering::SeqCst);
                 }
-                match response {
-                    Ok(r) if r.status() == StatusCode::OK => {}
-                    Ok(r) => failures.lock().unwrap().push(format!(
+                let failure = match response {
+                    Ok(r) if r.status() == StatusCode::OK => None,
+                    Ok(r) => Some(format!(
                         "{}: {}",
                         r.status(),
                         r.text().await.unwrap_or_default()
                     )),
-                    Err(e) => failures.lock().unwrap().push(format!("no response: {e}")),
+                    Err(e) => Some(format!("no response: {e}")),
+                };
+                if let Some(failure) = failure {
+                    failures.lock().unwrap().push(failure);
                 }
             }
         }
