@@ -5,6 +5,7 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -149,9 +150,39 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
     Ok((listener, local_addr))
 }
 
+/// What one gRPC server allows a peer, the same for every service.
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcLimits {
+    /// The longest a handler may take to answer (a server stream's messages are not counted);
+    /// then the caller gets DEADLINE_EXCEEDED. A shorter `grpc-timeout` from the caller wins.
+    pub handler_timeout: Duration,
+    /// Calls in flight on one connection; more wait for a slot (HTTP/2 flow control holds the
+    /// streams beyond `max_streams`).
+    pub per_connection: usize,
+    /// HTTP/2 streams a peer may open at once on one connection.
+    pub max_streams: u32,
+    /// How often an idle connection is pinged, and how long the answer may take before the
+    /// connection is closed: a peer that vanished without a FIN stops holding resources.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            handler_timeout: Duration::from_secs(30),
+            per_connection: 1024,
+            max_streams: 1024,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves `routes` behind `layers` (ours from [`grpc_layers`], then the service's access check)
 /// until `shutdown` resolves, then drains as [`crate::serve_with_drain`] says: `draining` reports
 /// NOT_SERVING, the listener closes, and calls in flight get [`crate::DRAIN_GRACE`] to finish.
+/// Peers get the [`GrpcLimits::default`].
 pub async fn serve_grpc<L, ResBody>(
     listener: TcpListener,
     layers: ServiceBuilder<L>,
@@ -167,9 +198,40 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    let limits = GrpcLimits::default();
+    serve_grpc_with(limits, listener, layers, routes, shutdown, draining).await
+}
+
+/// [`serve_grpc`] with other limits.
+pub async fn serve_grpc_with<L, ResBody>(
+    limits: GrpcLimits,
+    listener: TcpListener,
+    layers: ServiceBuilder<L>,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+    draining: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    L: Layer<Routes>,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send,
+    <L::Service as Service<Request<Body>>>::Error: Into<BoxError> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
     let service = layers.service(routes.prepare());
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = |stop| Server::builder().serve_with_incoming_shutdown(service, incoming, stop);
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(limits.keepalive_interval * 3));
+    let server = |stop| {
+        Server::builder()
+            .timeout(limits.handler_timeout)
+            .concurrency_limit_per_connection(limits.per_connection)
+            .max_concurrent_streams(limits.max_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .serve_with_incoming_shutdown(service, incoming, stop)
+    };
     crate::serve_with_drain(server, shutdown, draining).await
 }
 
@@ -249,5 +311,89 @@ mod tests {
     #[test]
     fn without_a_tcp_peer_there_is_no_address() {
         assert_eq!(address(&gateway_trusted(), &Request::new(())), None);
+    }
+
+    /// A server with a 300 ms handler timeout whose every call first waits `delay`, serving the
+    /// real health service; returns a client to it and the reporter.
+    async fn slow_health_server(
+        delay: Duration,
+    ) -> (
+        tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+        HealthReporter,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = GrpcLimits {
+            handler_timeout: Duration::from_millis(300),
+            ..GrpcLimits::default()
+        };
+        let layers = ServiceBuilder::new().map_future(move |call| async move {
+            tokio::time::sleep(delay).await;
+            call.await
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_grpc_with(
+            limits,
+            listener,
+            layers,
+            Routes::new(health),
+            async {
+                let _ = stopped.await;
+            },
+            async {},
+        ));
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (
+            tonic_health::pb::health_client::HealthClient::new(channel),
+            reporter,
+            stop,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_handler_slower_than_the_timeout_is_cut_off() {
+        let (mut client, _reporter, _stop) = slow_health_server(Duration::from_secs(5)).await;
+        let started = std::time::Instant::now();
+        let refused = client
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_server_stream_outlives_the_handler_timeout() {
+        let (mut client, reporter, _stop) = slow_health_server(Duration::ZERO).await;
+        reporter
+            .set_service_status("svc", ServingStatus::Serving)
+            .await;
+        let mut stream = client
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: "svc".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stream.message().await.unwrap().is_some());
+        // Well past the handler timeout, the stream still carries changes.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        reporter
+            .set_service_status("svc", ServingStatus::NotServing)
+            .await;
+        let update = stream.message().await.unwrap().unwrap();
+        assert_eq!(update.status, ServingStatus::NotServing as i32);
     }
 }

@@ -20,8 +20,8 @@ use tower_http::{
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub use grpc::{
-    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, bind, grpc_layers, reflection,
-    report_health, serve_grpc,
+    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, GrpcLimits, bind, grpc_layers,
+    reflection, report_health, serve_grpc, serve_grpc_with,
 };
 
 /// The header (and gRPC metadata key) that carries the request id.
