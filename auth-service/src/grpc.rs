@@ -31,6 +31,15 @@ pub fn policy() -> Policy {
             ("GetJwks", Access::Public),
             ("ListUsers", Access::AnyRole(ADMIN)),
             ("SetUserRoles", Access::AnyRole(ADMIN)),
+            ("Refresh", Access::Public),
+            // The handler verifies the access token itself: an expired one may still sign out.
+            ("SignOut", Access::Public),
+            ("ChangePassword", Access::SignedIn),
+            ("ValidateToken", Access::SignedIn),
+            // Another user's sessions need the admin role: a rule of the request, in the handler.
+            ("ListSessions", Access::SignedIn),
+            ("EndSession", Access::SignedIn),
+            ("SetUserDisabled", Access::AnyRole(ADMIN)),
         ],
     )
 }
@@ -129,6 +138,7 @@ fn to_pb(user: User) -> pb::User {
             seconds: user.created_at,
             nanos: 0,
         }),
+        disabled: false,
     }
 }
 
@@ -181,6 +191,8 @@ impl AuthService for AuthGrpc {
                 nanos: 0,
             }),
             user: Some(to_pb(user)),
+            refresh_token: String::new(),
+            refresh_expires_at: None,
         }))
     }
 
@@ -266,6 +278,55 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(to_pb(user)),
         }))
+    }
+
+    async fn refresh(
+        &self,
+        _: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn sign_out(
+        &self,
+        _: Request<pb::SignOutRequest>,
+    ) -> Result<Response<pb::SignOutResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn change_password(
+        &self,
+        _: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn validate_token(
+        &self,
+        _: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn end_session(
+        &self,
+        _: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndSessionResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        _: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
     }
 }
 
