@@ -115,12 +115,29 @@ async fn a_retry_within_the_grace_window_gets_the_same_new_token() {
     refresh(&app, &b.refresh_token).await.unwrap();
 }
 
-#[tokio::test]
+// Several worker threads, so the calls really run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_of_one_token_all_get_the_same_new_token() {
     let app = spawn_app_with_admin().await;
     let (_, first) = signed_in(&app, "alice").await;
-    let calls = (0..8).map(|_| refresh(&app, &first.refresh_token));
-    let answers = futures::future::try_join_all(calls).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, token) = (app.client.clone(), first.refresh_token.clone());
+            tokio::spawn(async move {
+                let mut client = client;
+                client
+                    .refresh(pb::RefreshRequest {
+                        refresh_token: token,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
     let child = &answers[0].refresh_token;
     assert!(answers.iter().all(|a| &a.refresh_token == child));
     let next = refresh(&app, child).await.unwrap();
