@@ -13,9 +13,11 @@ use token::{Claims, Role};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    accounts::{Accounts, SignUp},
+    accounts::{Accounts, ClientInfo, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    refresh_token::RefreshToken,
+    sessions::SignOutBy,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -32,6 +34,15 @@ pub fn policy() -> Policy {
             ("ListUsers", Access::AnyRole(ADMIN)),
             ("SetUserRoles", Access::AnyRole(ADMIN)),
             ("RotateSigningKey", Access::AnyRole(ADMIN)),
+            ("Refresh", Access::Public),
+            // The handler verifies the access token itself: an expired one may still sign out.
+            ("SignOut", Access::Public),
+            ("ChangePassword", Access::SignedIn),
+            ("ValidateToken", Access::SignedIn),
+            // Another user's sessions need the admin role: a rule of the request, in the handler.
+            ("ListSessions", Access::SignedIn),
+            ("EndSession", Access::SignedIn),
+            ("SetUserDisabled", Access::AnyRole(ADMIN)),
         ],
     )
 }
@@ -56,14 +67,22 @@ impl From<Error> for Status {
         let message = e.to_string();
         match e {
             Error::Invalid(_) | Error::CredentialsMissing => Status::invalid_argument(message),
-            Error::InvalidCredentials => Status::unauthenticated(message),
-            Error::UsernameTaken | Error::EmailTaken => Status::already_exists(message),
-            Error::CannotGrantRoles => Status::permission_denied(message),
-            Error::AccountGone | Error::UserNotFound(_) => Status::not_found(message),
-            Error::KeyPending(_) => Status::already_exists(message),
-            Error::CannotDropOwnAdmin | Error::BootstrapNameTaken(_) | Error::KeysDoNotRotate => {
-                Status::failed_precondition(message)
+            Error::InvalidCredentials | Error::RefreshRefused | Error::InvalidAccessToken => {
+                Status::unauthenticated(message)
             }
+            Error::UsernameTaken | Error::EmailTaken => Status::already_exists(message),
+            Error::CannotGrantRoles
+            | Error::NotAdmin
+            | Error::AccountDisabled
+            | Error::WrongCurrentPassword => Status::permission_denied(message),
+            Error::AccountGone | Error::UserNotFound(_) | Error::SessionNotFound => {
+                Status::not_found(message)
+            }
+            Error::KeyPending(_) => Status::already_exists(message),
+            Error::CannotDropOwnAdmin
+            | Error::CannotDisableSelf
+            | Error::BootstrapNameTaken(_)
+            | Error::KeysDoNotRotate => Status::failed_precondition(message),
             Error::Busy => Status::resource_exhausted(message),
             Error::StoreUnavailable(_) => Status::unavailable(message),
             Error::Unexpected(_) => Status::internal("internal error"),
@@ -130,6 +149,7 @@ fn to_pb(user: User) -> pb::User {
             seconds: user.created_at,
             nanos: 0,
         }),
+        disabled: user.disabled,
     }
 }
 
@@ -163,25 +183,21 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
-        let client = request
-            .extensions()
-            .get::<telemetry::ClientAddress>()
-            .map(|c| c.0);
+        let info = client_info(&request);
         let req = request.into_inner();
-        let (user, issued) = self
+        let (user, tokens) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password), client)
+            .sign_in(&req.login, SecretString::from(req.password), info)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
-            access_token: issued.token,
+            access_token: tokens.access.token,
             token_type: "Bearer".to_owned(),
-            expires_in: issued.claims.exp - issued.claims.iat,
-            expires_at: Some(prost_types::Timestamp {
-                seconds: issued.claims.exp,
-                nanos: 0,
-            }),
+            expires_in: tokens.access.claims.exp - tokens.access.claims.iat,
+            expires_at: Some(timestamp(tokens.access.claims.exp)),
             user: Some(to_pb(user)),
+            refresh_token: tokens.refresh.expose().to_owned(),
+            refresh_expires_at: Some(timestamp(tokens.refresh_expires_at)),
         }))
     }
 
@@ -220,6 +236,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
         let limit = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -233,7 +250,7 @@ impl AuthService for AuthGrpc {
         // One extra row tells whether another page follows.
         let mut users = self
             .accounts
-            .list_users(after, limit + 1)
+            .list_users(&caller, after, limit + 1)
             .await
             .map_err(status)?;
         let next_page_token = if users.len() > limit as usize {
@@ -256,6 +273,8 @@ impl AuthService for AuthGrpc {
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
         let caller = signed_in(&request)?.clone();
+        // Like every admin call: the role as the database holds it now, not as the token says.
+        self.accounts.require_admin(&caller).await.map_err(status)?;
         let pending = self
             .accounts
             .keys()
@@ -288,6 +307,194 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(to_pb(user)),
         }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let info = client_info(&request);
+        let req = request.into_inner();
+        let tokens = self
+            .accounts
+            .refresh(req.refresh_token, info)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RefreshResponse {
+            access_token: tokens.access.token,
+            token_type: "Bearer".to_owned(),
+            expires_in: tokens.access.claims.exp - tokens.access.claims.iat,
+            expires_at: Some(timestamp(tokens.access.claims.exp)),
+            refresh_token: tokens.refresh.expose().to_owned(),
+            refresh_expires_at: Some(timestamp(tokens.refresh_expires_at)),
+        }))
+    }
+
+    async fn sign_out(
+        &self,
+        request: Request<pb::SignOutRequest>,
+    ) -> Result<Response<pb::SignOutResponse>, Status> {
+        // The policy lets this through without a token check: an expired access token may
+        // still end its session, so the handler verifies it (all but the expiry) itself.
+        let headers = request.metadata().clone().into_headers();
+        let req = request.into_inner();
+        let by = match req.refresh_token.filter(|t| !t.trim().is_empty()) {
+            Some(token) => SignOutBy::RefreshToken(RefreshToken::from_client(token)),
+            None => match authn::bearer_token(&headers) {
+                Ok(Some(token)) => SignOutBy::AccessToken(token),
+                Ok(None) => {
+                    return Err(Status::unauthenticated(
+                        "an access token or a refresh token is required",
+                    ));
+                }
+                Err(message) => return Err(Status::unauthenticated(message)),
+            },
+        };
+        self.accounts.sign_out(by, req.all).await.map_err(status)?;
+        Ok(Response::new(pb::SignOutResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        if req.current_password.is_empty() {
+            let invalid = Invalid("current_password is required".to_owned());
+            return Err(Error::from(invalid).into());
+        }
+        let new = Password::parse(SecretString::from(req.new_password)).map_err(Error::from)?;
+        self.accounts
+            .change_password(&caller, SecretString::from(req.current_password), new)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        let req = request.into_inner();
+        let claims = self
+            .accounts
+            .validate(req.token.trim())
+            .await
+            .map_err(status)?;
+        let Some(c) = claims else {
+            return Ok(Response::new(pb::ValidateTokenResponse::default()));
+        };
+        Ok(Response::new(pb::ValidateTokenResponse {
+            active: true,
+            roles: c.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            sub: c.sub,
+            username: c.username,
+            iss: c.iss,
+            aud: c.aud,
+            iat: c.iat,
+            nbf: c.nbf,
+            exp: c.exp,
+            jti: c.jti,
+            sid: c.sid.unwrap_or_default(),
+            token_type: "Bearer".to_owned(),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let target = optional_user_id(&req.user_id)?;
+        let sessions = self
+            .accounts
+            .list_sessions(&caller, target)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| pb::Session {
+                    current: caller.sid.as_deref() == Some(s.id.as_str()),
+                    id: s.id,
+                    client_address: s.client_address,
+                    user_agent: s.user_agent,
+                    created_at: Some(timestamp(s.created_at)),
+                    last_used_at: Some(timestamp(s.last_used_at)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndSessionResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let target = optional_user_id(&req.user_id)?;
+        let session_id = req.session_id.trim();
+        if session_id.is_empty() {
+            let invalid = Invalid("session_id is required".to_owned());
+            return Err(Error::from(invalid).into());
+        }
+        self.accounts
+            .end_session(&caller, target, session_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::EndSessionResponse {}))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        request: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let id: UserId = req.user_id.parse().map_err(Error::from)?;
+        let user = self
+            .accounts
+            .set_disabled(&caller, id, req.disabled)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetUserDisabledResponse {
+            user: Some(to_pb(user)),
+        }))
+    }
+}
+
+fn timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn optional_user_id(text: &str) -> Result<Option<UserId>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(text.parse().map_err(Error::from)?))
+}
+
+/// The longest metadata value read as a user agent; `sessions.rs` keeps less.
+const MAX_USER_AGENT_METADATA: usize = 1024;
+
+/// The caller's address (as the client-address layer decided) and user agent: what the gateway
+/// forwarded in `x-client-user-agent`, else the call's own `user-agent`.
+fn client_info<T>(request: &Request<T>) -> ClientInfo {
+    let user_agent = ["x-client-user-agent", "user-agent"]
+        .into_iter()
+        .filter_map(|key| request.metadata().get(key)?.to_str().ok())
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.len() <= MAX_USER_AGENT_METADATA)
+        .unwrap_or_default()
+        .to_owned();
+    ClientInfo {
+        address: request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0),
+        user_agent,
     }
 }
 
@@ -325,6 +532,23 @@ mod tests {
             status.message(),
             "the database is unavailable; retry shortly"
         );
+    }
+
+    #[test]
+    fn session_errors_map_to_codes_that_reveal_nothing_about_a_refresh_token() {
+        let refused = Status::from(Error::RefreshRefused);
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.message(), "refresh token is invalid or expired");
+        for (error, code) in [
+            (Error::NotAdmin, tonic::Code::PermissionDenied),
+            (Error::AccountDisabled, tonic::Code::PermissionDenied),
+            (Error::WrongCurrentPassword, tonic::Code::PermissionDenied),
+            (Error::CannotDisableSelf, tonic::Code::FailedPrecondition),
+            (Error::SessionNotFound, tonic::Code::NotFound),
+            (Error::InvalidAccessToken, tonic::Code::Unauthenticated),
+        ] {
+            assert_eq!(Status::from(error).code(), code);
+        }
     }
 
     #[test]

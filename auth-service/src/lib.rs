@@ -12,6 +12,8 @@ pub mod error;
 pub mod grpc;
 pub mod keyring;
 pub mod password;
+pub mod refresh_token;
+pub mod sessions;
 pub mod signing;
 pub mod startup;
 pub mod store;

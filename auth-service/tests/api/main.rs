@@ -11,6 +11,7 @@ mod keys;
 mod replicas;
 mod rotation;
 mod serving;
+mod sessions;
 mod sign_in;
 mod sign_up;
 mod store;
