@@ -10,12 +10,14 @@ use proto::auth::v1::{
 };
 use secrecy::SecretString;
 use token::{Claims, Role};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     accounts::{Accounts, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    throttle::Origin,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -31,6 +33,7 @@ pub fn policy() -> Policy {
             ("GetJwks", Access::Public),
             ("ListUsers", Access::AnyRole(ADMIN)),
             ("SetUserRoles", Access::AnyRole(ADMIN)),
+            ("ClearSignInThrottle", Access::AnyRole(ADMIN)),
         ],
     )
 }
@@ -64,6 +67,14 @@ impl From<Error> for Status {
                 Status::failed_precondition(message)
             }
             Error::Busy => Status::resource_exhausted(message),
+            // The delay rides in the standard details, where gRPC clients and the gateway look.
+            Error::SignInThrottled(retry_after) | Error::SignUpThrottled(retry_after) => {
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             Error::StoreUnavailable(_) => Status::unavailable(message),
             Error::Unexpected(_) => Status::internal("internal error"),
         }
@@ -80,6 +91,23 @@ fn status(e: Error) -> Status {
         _ => {}
     }
     e.into()
+}
+
+/// The client's address (from the client address layer) and the request id (from the request
+/// id layer, which always sets one).
+fn origin<T>(request: &Request<T>) -> Origin {
+    Origin {
+        address: request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0),
+        request_id: request
+            .metadata()
+            .get(telemetry::REQUEST_ID.as_str())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Option<&Claims> {
@@ -139,6 +167,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let caller = caller(&request).cloned();
+        let origin = origin(&request);
         let req = request.into_inner();
         // Roles first: an oversized list is refused before any other work.
         let roles = parse_roles(&req.roles).map_err(Error::from)?;
@@ -150,7 +179,7 @@ impl AuthService for AuthGrpc {
         };
         let user = self
             .accounts
-            .sign_up(sign_up, caller.as_ref())
+            .sign_up(sign_up, caller.as_ref(), &origin)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignUpResponse {
@@ -162,14 +191,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
-        let client = request
-            .extensions()
-            .get::<telemetry::ClientAddress>()
-            .map(|c| c.0);
+        let origin = origin(&request);
         let req = request.into_inner();
         let (user, issued) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password), client)
+            .sign_in(&req.login, SecretString::from(req.password), &origin)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
@@ -266,6 +292,19 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(to_pb(user)),
         }))
+    }
+
+    async fn clear_sign_in_throttle(
+        &self,
+        request: Request<pb::ClearSignInThrottleRequest>,
+    ) -> Result<Response<pb::ClearSignInThrottleResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let id: UserId = request.into_inner().user_id.parse().map_err(Error::from)?;
+        self.accounts
+            .clear_sign_in_throttle(&caller, id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ClearSignInThrottleResponse {}))
     }
 }
 

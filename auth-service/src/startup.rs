@@ -18,6 +18,7 @@ use crate::{
     password::PasswordHasher,
     signing::SigningKeys,
     store::{self, Store},
+    throttle::Throttle,
 };
 
 pub struct Application {
@@ -25,6 +26,7 @@ pub struct Application {
     local_addr: SocketAddr,
     accounts: Arc<Accounts>,
     store: Arc<Store>,
+    throttle: Arc<Throttle>,
     trusted_peers: Vec<IpNet>,
 }
 
@@ -42,8 +44,18 @@ impl Application {
             settings.access_token_ttl,
         )
         .await?;
-        let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
-        let accounts = Arc::new(Accounts::new(store.clone(), hasher, Arc::new(keys)));
+        let hasher = PasswordHasher::new(
+            settings.hash_workers,
+            settings.hash_queue,
+            settings.hash_per_client,
+        )?;
+        let throttle = Arc::new(Throttle::new(store.clone(), settings.throttle));
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            hasher,
+            Arc::new(keys),
+            throttle.clone(),
+        ));
         if let Some(admin) = settings.bootstrap_admin {
             accounts
                 .ensure_admin(admin)
@@ -55,6 +67,7 @@ impl Application {
             local_addr,
             accounts,
             store,
+            throttle,
             trusted_peers: settings.trusted_peers,
         })
     }
@@ -91,9 +104,12 @@ impl Application {
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
         let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
+        // Every replica prunes old throttle events; only the serving ones need to.
+        let pruning = tokio::spawn(self.throttle.prune_periodically());
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
+        pruning.abort();
         self.store.close().await;
         tracing::info!("auth-service stopped");
         result

@@ -24,6 +24,7 @@ pub use self::{
     postgres::PgStore,
     revocations::{NewRevocation, REVOCATIONS_CHANNEL, Revocation, RevocationKind},
     sqlite::SqliteStore,
+    throttle::ThrottleKey,
 };
 use self::{
     error::{failed, insert_user_failed},
@@ -90,8 +91,9 @@ macro_rules! on_backend {
     };
 }
 
-// After the macro, so the module can use it.
+// After the macro, so the modules can use it.
 mod revocations;
+mod throttle;
 
 /// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
 /// migrations (safe when several replicas start at once).

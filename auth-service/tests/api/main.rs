@@ -13,3 +13,4 @@ mod serving;
 mod sign_in;
 mod sign_up;
 mod store;
+mod throttle;
