@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use auth_service::{
     domain::{Email, NewUser, UserId, Username},
-    store::{self, NewRevocation, RevocationKind, Store, StoreError, StoredKey},
+    store::{self, NewRevocation, RevocationKind, Store, StoreError, StoredKey, ThrottleKey},
 };
 use token::Role;
 
@@ -211,6 +211,53 @@ async fn revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired(st
     assert_eq!(left[0].subject, "u1");
 }
 
+async fn throttle_events_count_once_per_attempt_in_a_window_and_are_pruned(store: Arc<Store>) {
+    let key = |client| ThrottleKey {
+        kind: "sign-in",
+        subject: "user:1",
+        client,
+    };
+    let (a, b) = (key("203.0.113.1"), key("203.0.113.2"));
+    assert!(store.record_throttle_event(&a, "r1/aa", 100).await.unwrap());
+    assert!(!store.record_throttle_event(&a, "r1/aa", 101).await.unwrap());
+    assert!(store.record_throttle_event(&a, "r2/aa", 200).await.unwrap());
+    assert!(store.record_throttle_event(&b, "r1/aa", 300).await.unwrap());
+
+    // The n-th most recent since a time, from one client or from all.
+    let nth = |key, per_client, since, n| {
+        let store = store.clone();
+        async move {
+            store
+                .nth_latest_throttle_event(&key, per_client, since, n)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(nth(a.clone(), true, 0, 1).await, Some(200));
+    assert_eq!(nth(a.clone(), true, 0, 2).await, Some(100));
+    assert_eq!(nth(a.clone(), true, 0, 3).await, None);
+    assert_eq!(nth(a.clone(), true, 100, 2).await, None);
+    assert_eq!(nth(a.clone(), false, 0, 3).await, Some(100));
+
+    store.delete_throttle_event(&a, "r2/aa").await.unwrap();
+    assert_eq!(nth(a.clone(), true, 0, 1).await, Some(100));
+    assert_eq!(
+        store.clear_throttle_events_from_client(&b).await.unwrap(),
+        1
+    );
+    assert!(store.record_throttle_event(&b, "r3/aa", 400).await.unwrap());
+    assert_eq!(store.prune_throttle_events(100).await.unwrap(), 1);
+    assert_eq!(nth(a.clone(), false, 0, 1).await, Some(400));
+    assert_eq!(
+        store
+            .clear_throttle_events("sign-in", "user:1")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(nth(a, false, 0, 1).await, None);
+}
+
 async fn sqlite() -> Arc<Store> {
     let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
     store::connect(&format!("sqlite://{}", file.display()), 5)
@@ -246,4 +293,5 @@ suite!(
     the_first_signing_key_of_a_generation_wins,
     a_closed_store_answers_unavailable,
     revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired,
+    throttle_events_count_once_per_attempt_in_a_window_and_are_pruned,
 );
