@@ -13,6 +13,7 @@ use crate::{
     password::PasswordHasher,
     refresh_token::RefreshToken,
     store::{Store, StoreError},
+    throttle::{Origin, Subject, Throttle, ThrottleError},
 };
 
 pub struct Accounts {
@@ -20,6 +21,7 @@ pub struct Accounts {
     pub(crate) hasher: PasswordHasher,
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) sessions: SessionPolicy,
+    pub(crate) throttle: Arc<Throttle>,
 }
 
 /// How long sessions and their refresh tokens live, from configuration.
@@ -94,12 +96,14 @@ impl Accounts {
         hasher: PasswordHasher,
         keys: Arc<KeyRing>,
         sessions: SessionPolicy,
+        throttle: Arc<Throttle>,
     ) -> Self {
         Self {
             store,
             hasher,
             keys,
             sessions,
+            throttle,
         }
     }
 
@@ -108,8 +112,15 @@ impl Accounts {
     }
 
     /// Creates an account. `caller` is the signed-in user, if any: only an admin may grant
-    /// roles beyond `user`.
-    pub async fn sign_up(&self, request: SignUp, caller: Option<&Claims>) -> Result<User, Error> {
+    /// roles beyond `user`. A client told too often that names are taken is refused for a
+    /// while (admins are not counted).
+    pub async fn sign_up(
+        &self,
+        request: SignUp,
+        caller: Option<&Claims>,
+        origin: &Origin,
+    ) -> Result<User, Error> {
+        let admin = caller.is_some_and(|c| c.has_role(Role::Admin));
         let roles = roles_with_user(request.roles);
         if roles != [Role::User] {
             // The token's roles may be stale (a demoted admin): the database decides.
@@ -119,38 +130,69 @@ impl Accounts {
                 other => other,
             })?;
         }
-        let password_hash = self.hasher.hash(request.password.secret().clone()).await?;
-        let user = self
+        if !admin {
+            match self.throttle.check_sign_up(origin).await {
+                Ok(()) => {}
+                Err(ThrottleError::Refused { retry_after, .. }) => {
+                    tracing::warn!(
+                        client = %client_text(origin),
+                        retry_after_secs = retry_after.as_secs(),
+                        "sign-up throttled"
+                    );
+                    return Err(Error::SignUpThrottled(retry_after));
+                }
+                Err(ThrottleError::Store(e)) => return Err(e.into()),
+            }
+        }
+        let password_hash = self
+            .hasher
+            .hash(request.password.secret().clone(), origin.client())
+            .await?;
+        let inserted = self
             .store
             .insert_user(&NewUser {
                 id: UserId::new(),
-                username: request.username,
-                email: request.email,
+                username: request.username.clone(),
+                email: request.email.clone(),
                 password_hash,
                 roles,
                 created_at: unix_now(),
             })
-            .await?;
+            .await;
+        let user = match inserted {
+            Ok(user) => user,
+            Err(e @ (StoreError::UsernameTaken | StoreError::EmailTaken)) => {
+                if !admin {
+                    self.throttle
+                        .sign_up_taken(origin, request.username.as_ref(), request.email.as_ref())
+                        .await?;
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(user_id = %user.id, username = %user.username, "account created");
         Ok(user)
     }
 
     /// Checks the password, starts a session and issues its tokens. Unknown user and wrong
-    /// password give the same error after the same amount of work. `client` is the caller's
-    /// address, for the log and the session list: a refusal is logged with it and a hash of the
-    /// login, so that guessing shows up as many refusals from one client or against one account.
+    /// password give the same error after the same amount of work. `info` names the caller's
+    /// address and user agent, for the session list; `origin` its address and request:
+    /// failures are throttled per account and client (`throttle.rs`), checked before any
+    /// hashing, and a refusal is logged with the client and a hash of the login, so that
+    /// guessing shows up as many refusals from one client or against one account.
     pub async fn sign_in(
         &self,
         login: &str,
         password: SecretString,
         info: ClientInfo,
+        origin: &Origin,
     ) -> Result<(User, SessionTokens), Error> {
-        let client = info.address;
         let login = login.trim();
         if login.is_empty() || password.expose_secret().is_empty() {
             return Err(Error::CredentialsMissing);
         }
-        let client = client.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        let client = client_text(origin);
         let refused = || {
             tracing::info!(client = %client, login_hash = %login_hash(login), "sign-in refused");
             Error::InvalidCredentials
@@ -163,11 +205,45 @@ impl Accounts {
             Some(c) => (Some(c.user), Some(c.password_hash)),
             None => (None, None),
         };
-        let matches = self.hasher.verify(password, hash).await?;
+        let subject = user
+            .as_ref()
+            .map_or_else(|| Subject::login(login), |u| Subject::account(u.id));
+        let attempt = match self
+            .throttle
+            .begin_sign_in(subject, origin, &password)
+            .await
+        {
+            Ok(attempt) => attempt,
+            Err(ThrottleError::Refused { limit, retry_after }) => {
+                tracing::warn!(
+                    client = %client,
+                    login_hash = %login_hash(login),
+                    limit,
+                    retry_after_secs = retry_after.as_secs(),
+                    "sign-in throttled"
+                );
+                return Err(Error::SignInThrottled(retry_after));
+            }
+            Err(ThrottleError::Store(e)) => return Err(e.into()),
+        };
+        let matches = match self.hasher.verify(password, hash, origin.client()).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                // Not a password check, so not a failure to count.
+                if let Err(error) = self.throttle.sign_in_abandoned(&attempt).await {
+                    tracing::warn!(error.cause_chain = ?error, "failed to take back a sign-in attempt");
+                }
+                return Err(e.into());
+            }
+        };
         let user = match user {
             Some(user) if matches => user,
             _ => return Err(refused()),
         };
+        // The password was right; failing to forget earlier failures must not refuse it.
+        if let Err(error) = self.throttle.sign_in_succeeded(&attempt).await {
+            tracing::warn!(error.cause_chain = ?error, "failed to clear failed sign-ins");
+        }
         // Only someone who knows the password learns that the account is disabled.
         if user.disabled {
             tracing::info!(user_id = %user.id, client = %client, "sign-in refused: account disabled");
@@ -182,6 +258,18 @@ impl Accounts {
             "signed in"
         );
         Ok((user, tokens))
+    }
+
+    /// Forgets the account's failed sign-ins from every client.
+    pub async fn clear_sign_in_throttle(&self, caller: &Claims, id: UserId) -> Result<(), Error> {
+        // Like every admin call: the role as the database holds it now.
+        self.require_admin(caller).await?;
+        if self.store.find_user(id).await?.is_none() {
+            return Err(Error::UserNotFound(id));
+        }
+        let cleared = self.throttle.clear_sign_in(id).await?;
+        tracing::info!(user_id = %id, by = %caller.sub, cleared, "sign-in throttle cleared");
+        Ok(())
     }
 
     pub async fn me(&self, caller: &Claims) -> Result<User, Error> {
@@ -254,7 +342,10 @@ impl Accounts {
         if let Some(existing) = self.store.find_credentials(admin.username.as_ref()).await? {
             return self.check_existing_admin(&existing.user).await;
         }
-        let password_hash = self.hasher.hash(admin.password.secret().clone()).await?;
+        let password_hash = self
+            .hasher
+            .hash(admin.password.secret().clone(), None)
+            .await?;
         let result = self
             .store
             .insert_user(&NewUser {
@@ -303,6 +394,13 @@ impl Accounts {
         }
         Err(Error::BootstrapNameTaken(user.username.clone()))
     }
+}
+
+/// The client for the log: its address, or `unknown`.
+fn client_text(origin: &Origin) -> String {
+    origin
+        .address
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
 #[cfg(test)]

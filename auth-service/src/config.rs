@@ -15,6 +15,7 @@ use crate::{
     domain::{Email, Password, Username},
     keyring::Rotation,
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
+    throttle::{Limit, ThrottleSettings},
 };
 
 #[derive(Parser, Clone, Debug)]
@@ -143,6 +144,35 @@ pub struct Config {
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
 
+    /// Password checks one client may have running or waiting at once; beyond that its calls
+    /// are RESOURCE_EXHAUSTED. Defaults to a quarter of workers plus queue (at least 1).
+    #[arg(long, env = "AUTH_HASH_PER_CLIENT")]
+    pub hash_per_client: Option<usize>,
+
+    /// Failed sign-ins for one account (or unknown login) from one client within
+    /// `AUTH_SIGNIN_WINDOW`; further sign-ins are refused until the oldest leaves the window.
+    #[arg(long, env = "AUTH_SIGNIN_MAX_FAILURES", default_value_t = 10)]
+    pub signin_max_failures: u32,
+
+    #[arg(long, env = "AUTH_SIGNIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub signin_window: Duration,
+
+    /// Failed sign-ins for one account (or unknown login) from all clients together within
+    /// `AUTH_SIGNIN_ACCOUNT_WINDOW`, which slows a guess spread over many clients.
+    #[arg(long, env = "AUTH_SIGNIN_ACCOUNT_MAX_FAILURES", default_value_t = 100)]
+    pub signin_account_max_failures: u32,
+
+    #[arg(long, env = "AUTH_SIGNIN_ACCOUNT_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub signin_account_window: Duration,
+
+    /// Sign-ups from one client answered "username/email taken" within `AUTH_SIGNUP_WINDOW`;
+    /// beyond that the client's sign-ups are refused until the oldest leaves the window.
+    #[arg(long, env = "AUTH_SIGNUP_MAX_TAKEN", default_value_t = 10)]
+    pub signup_max_taken: u32,
+
+    #[arg(long, env = "AUTH_SIGNUP_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub signup_window: Duration,
+
     /// Peers (the gateway) whose `x-forwarded-for` metadata names the client; IPs or CIDRs,
     /// comma-separated. Any other caller is known by its own address.
     #[arg(
@@ -168,6 +198,8 @@ pub struct Settings {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     pub hash_workers: usize,
     pub hash_queue: usize,
+    pub hash_per_client: usize,
+    pub throttle: ThrottleSettings,
     pub trusted_peers: Vec<IpNet>,
 }
 
@@ -229,6 +261,40 @@ impl TryFrom<Config> for Settings {
             on_postgres: matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:")),
             generated_file: config.data_dir.join("key-encryption-key"),
         };
+        let hash_workers = config
+            .hash_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        let hash_per_client = match config.hash_per_client {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "AUTH_HASH_PER_CLIENT",
+                    "must be at least 1",
+                ));
+            }
+            Some(n) => n,
+            None => ((hash_workers + config.hash_queue) / 4).max(1),
+        };
+        let throttle = ThrottleSettings {
+            sign_in_per_client: limit(
+                config.signin_max_failures,
+                "AUTH_SIGNIN_MAX_FAILURES",
+                config.signin_window,
+                "AUTH_SIGNIN_WINDOW",
+            )?,
+            sign_in_per_account: limit(
+                config.signin_account_max_failures,
+                "AUTH_SIGNIN_ACCOUNT_MAX_FAILURES",
+                config.signin_account_window,
+                "AUTH_SIGNIN_ACCOUNT_WINDOW",
+            )?,
+            sign_up_taken: limit(
+                config.signup_max_taken,
+                "AUTH_SIGNUP_MAX_TAKEN",
+                config.signup_window,
+                "AUTH_SIGNUP_WINDOW",
+            )?,
+        };
         Ok(Self {
             grpc_addr: config.grpc_addr,
             database,
@@ -261,11 +327,10 @@ impl TryFrom<Config> for Settings {
                 )?,
                 config.bootstrap_admin_email,
             )?,
-            hash_workers: config
-                .hash_workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-                .max(1),
+            hash_workers,
             hash_queue: config.hash_queue,
+            hash_per_client,
+            throttle,
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
         })
     }
@@ -337,6 +402,25 @@ fn session_policy(config: &Config) -> Result<SessionPolicy, ConfigError> {
         refresh_grace: grace,
         max_per_user: config.max_sessions_per_user,
     })
+}
+
+/// A throttle limit: at least one event, over a window of one second to one day.
+fn limit(
+    max: u32,
+    max_setting: &'static str,
+    window: Duration,
+    window_setting: &'static str,
+) -> Result<Limit, ConfigError> {
+    if max == 0 {
+        return Err(ConfigError::new(max_setting, "must be at least 1"));
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&window) {
+        return Err(ConfigError::new(
+            window_setting,
+            "must be between 1s and 24h",
+        ));
+    }
+    Ok(Limit { max, window })
 }
 
 /// The key-encryption keys as configured, before it is known whether they are needed.
@@ -469,6 +553,13 @@ impl Config {
             bootstrap_admin_email: None,
             hash_workers: None,
             hash_queue: 64,
+            hash_per_client: None,
+            signin_max_failures: 10,
+            signin_window: Duration::from_secs(15 * 60),
+            signin_account_max_failures: 100,
+            signin_account_window: Duration::from_secs(3600),
+            signup_max_taken: 10,
+            signup_window: Duration::from_secs(15 * 60),
             trusted_peers: vec!["127.0.0.1".to_owned()],
         }
     }

@@ -65,6 +65,13 @@ pub enum Error {
     SessionNotFound,
     #[error("too many sign-ins in progress; retry shortly")]
     Busy,
+    /// Too many failed sign-ins for this account from this client (or from all clients). The
+    /// same for unknown accounts; the delay is for `google.rpc.RetryInfo`.
+    #[error("too many failed sign-ins; retry later")]
+    SignInThrottled(std::time::Duration),
+    /// Too many sign-ups from this client were told a name is taken.
+    #[error("too many sign-up attempts; retry later")]
+    SignUpThrottled(std::time::Duration),
     /// The database cannot be reached right now; the same call may succeed shortly. The cause
     /// is for the log, not the caller.
     #[error("the database is unavailable; retry shortly")]

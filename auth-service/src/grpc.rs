@@ -10,7 +10,8 @@ use proto::auth::v1::{
 };
 use secrecy::SecretString;
 use token::{Claims, Role};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     accounts::{Accounts, ClientInfo, SignUp},
@@ -18,6 +19,7 @@ use crate::{
     error::Error,
     refresh_token::RefreshToken,
     sessions::SignOutBy,
+    throttle::Origin,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -43,6 +45,7 @@ pub fn policy() -> Policy {
             ("ListSessions", Access::SignedIn),
             ("EndSession", Access::SignedIn),
             ("SetUserDisabled", Access::AnyRole(ADMIN)),
+            ("ClearSignInThrottle", Access::AnyRole(ADMIN)),
         ],
     )
 }
@@ -84,6 +87,14 @@ impl From<Error> for Status {
             | Error::BootstrapNameTaken(_)
             | Error::KeysDoNotRotate => Status::failed_precondition(message),
             Error::Busy => Status::resource_exhausted(message),
+            // The delay rides in the standard details, where gRPC clients and the gateway look.
+            Error::SignInThrottled(retry_after) | Error::SignUpThrottled(retry_after) => {
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             Error::StoreUnavailable(_) => Status::unavailable(message),
             Error::Unexpected(_) => Status::internal("internal error"),
         }
@@ -100,6 +111,23 @@ fn status(e: Error) -> Status {
         _ => {}
     }
     e.into()
+}
+
+/// The client's address (from the client address layer) and the request id (from the request
+/// id layer, which always sets one).
+fn origin<T>(request: &Request<T>) -> Origin {
+    Origin {
+        address: request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0),
+        request_id: request
+            .metadata()
+            .get(telemetry::REQUEST_ID.as_str())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Option<&Claims> {
@@ -160,6 +188,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let caller = caller(&request).cloned();
+        let origin = origin(&request);
         let req = request.into_inner();
         // Roles first: an oversized list is refused before any other work.
         let roles = parse_roles(&req.roles).map_err(Error::from)?;
@@ -171,7 +200,7 @@ impl AuthService for AuthGrpc {
         };
         let user = self
             .accounts
-            .sign_up(sign_up, caller.as_ref())
+            .sign_up(sign_up, caller.as_ref(), &origin)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignUpResponse {
@@ -184,10 +213,11 @@ impl AuthService for AuthGrpc {
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
         let info = client_info(&request);
+        let origin = origin(&request);
         let req = request.into_inner();
         let (user, tokens) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password), info)
+            .sign_in(&req.login, SecretString::from(req.password), info, &origin)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
@@ -309,6 +339,19 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    async fn clear_sign_in_throttle(
+        &self,
+        request: Request<pb::ClearSignInThrottleRequest>,
+    ) -> Result<Response<pb::ClearSignInThrottleResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
+        let id: UserId = request.into_inner().user_id.parse().map_err(Error::from)?;
+        self.accounts
+            .clear_sign_in_throttle(&caller, id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ClearSignInThrottleResponse {}))
+    }
+
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
@@ -359,6 +402,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = signed_in(&request)?.clone();
+        let client = origin(&request).client();
         let req = request.into_inner();
         if req.current_password.is_empty() {
             let invalid = Invalid("current_password is required".to_owned());
@@ -366,7 +410,12 @@ impl AuthService for AuthGrpc {
         }
         let new = Password::parse(SecretString::from(req.new_password)).map_err(Error::from)?;
         self.accounts
-            .change_password(&caller, SecretString::from(req.current_password), new)
+            .change_password(
+                &caller,
+                SecretString::from(req.current_password),
+                new,
+                client,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ChangePasswordResponse {}))

@@ -3,7 +3,8 @@
 //!
 //! A call flows `layers (request id, trace, authn) → grpc.rs handler → accounts.rs → store.rs`.
 //! Passwords are hashed by `password.rs` on a bounded blocking pool; the signing key is loaded
-//! (or generated once for all replicas) by `signing.rs`.
+//! (or generated once for all replicas) by `signing.rs`. Guessing is throttled across replicas
+//! by `throttle.rs`, through the database.
 
 pub mod accounts;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod sessions;
 pub mod signing;
 pub mod startup;
 pub mod store;
+pub mod throttle;
 
 pub use config::{Config, Settings};
 pub use startup::Application;

@@ -3,7 +3,10 @@
 //! Hashing is deliberately slow (tens of milliseconds of CPU), so it never runs on the async
 //! threads, and at most `workers` hashes run at once. Callers beyond that wait in a bounded
 //! queue; when the queue is full they are refused at once with [`HashError::Busy`] rather than
-//! piling up, so a burst of sign-ins cannot starve token checks or other requests.
+//! piling up, so a burst of sign-ins cannot starve token checks or other requests. One client
+//! may hold only its share of the admission (`share.rs`), so its burst cannot crowd out others.
+
+mod share;
 
 use std::sync::Arc;
 
@@ -14,6 +17,9 @@ use argon2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
+
+use self::share::ClientShare;
+use crate::throttle::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -29,6 +35,8 @@ pub struct PasswordHasher {
     admission: Arc<Semaphore>,
     /// At most this many hashes run at once.
     workers: Arc<Semaphore>,
+    /// Admission slots one client may hold at once.
+    share: Arc<ClientShare>,
     /// Checked when the user does not exist, so that answer takes as long as a wrong password.
     dummy_hash: String,
 }
@@ -41,7 +49,8 @@ fn owasp_params() -> Params {
 }
 
 impl PasswordHasher {
-    pub fn new(workers: usize, queue: usize) -> anyhow::Result<Self> {
+    /// `per_client`: the admission slots (of `workers + queue`) one client may hold at once.
+    pub fn new(workers: usize, queue: usize, per_client: usize) -> anyhow::Result<Self> {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, owasp_params());
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         let dummy_hash = argon2
@@ -54,14 +63,20 @@ impl PasswordHasher {
             argon2,
             admission: Arc::new(Semaphore::new(workers + queue)),
             workers: Arc::new(Semaphore::new(workers)),
+            share: Arc::new(ClientShare::new(per_client)),
             dummy_hash,
         })
     }
 
-    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh random salt.
-    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh random salt. `client`
+    /// is who asked, for its share of the admission (`None`: the service itself).
+    pub async fn hash(
+        &self,
+        password: SecretString,
+        client: Option<Client>,
+    ) -> Result<String, HashError> {
         let argon2 = self.argon2.clone();
-        self.run(move || {
+        self.run(client, move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2
                 .hash_password(password.expose_secret().as_bytes(), &salt)
@@ -77,12 +92,13 @@ impl PasswordHasher {
         &self,
         password: SecretString,
         hash: Option<String>,
+        client: Option<Client>,
     ) -> Result<bool, HashError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
         let argon2 = self.argon2.clone();
         let matches = self
-            .run(move || {
+            .run(client, move || {
                 let parsed = PasswordHash::new(&hash)
                     .map_err(|e| anyhow::anyhow!("stored password hash is invalid: {e}"))?;
                 Ok(argon2
@@ -95,8 +111,13 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        client: Option<Client>,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
+        let _share = match client {
+            Some(client) => Some(self.share.try_hold(client).ok_or(HashError::Busy)?),
+            None => None,
+        };
         let _admitted = self
             .admission
             .clone()
@@ -122,18 +143,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let hasher = PasswordHasher::new(2, 2).unwrap();
-        let hash = hasher.hash("correct horse".into()).await.unwrap();
+        let hasher = PasswordHasher::new(2, 2, 4).unwrap();
+        let hash = hasher.hash("correct horse".into(), None).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
             hasher
-                .verify("correct horse".into(), Some(hash.clone()))
+                .verify("correct horse".into(), Some(hash.clone()), None)
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify("wrong horse".into(), Some(hash))
+                .verify("wrong horse".into(), Some(hash), None)
                 .await
                 .unwrap()
         );
@@ -141,18 +162,18 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_user_never_matches() {
-        let hasher = PasswordHasher::new(1, 0).unwrap();
-        assert!(!hasher.verify("anything".into(), None).await.unwrap());
+        let hasher = PasswordHasher::new(1, 0, 1).unwrap();
+        assert!(!hasher.verify("anything".into(), None, None).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
-        let hasher = Arc::new(PasswordHasher::new(1, 1).unwrap());
+        let hasher = Arc::new(PasswordHasher::new(1, 1, 2).unwrap());
         // Hold both admission slots so the next caller finds the queue full.
         let _a = hasher.admission.clone().try_acquire_owned().unwrap();
         let _b = hasher.admission.clone().try_acquire_owned().unwrap();
         assert!(matches!(
-            hasher.hash("whatever1".into()).await,
+            hasher.hash("whatever1".into(), None).await,
             Err(HashError::Busy)
         ));
     }

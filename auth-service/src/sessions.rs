@@ -13,6 +13,7 @@ use crate::{
     error::Error,
     refresh_token::RefreshToken,
     store::{NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Session},
+    throttle::Client,
 };
 
 /// The longest user agent kept for the session list; the rest is cut.
@@ -191,6 +192,7 @@ impl Accounts {
         caller: &Claims,
         current: SecretString,
         new: Password,
+        client: Option<Client>,
     ) -> Result<(), Error> {
         let id: UserId = caller.sub.parse().map_err(|_| Error::AccountGone)?;
         let hash = self
@@ -198,11 +200,11 @@ impl Accounts {
             .password_hash(id)
             .await?
             .ok_or(Error::AccountGone)?;
-        if !self.hasher.verify(current, Some(hash)).await? {
+        if !self.hasher.verify(current, Some(hash), client).await? {
             tracing::info!(user_id = %id, "password change refused: wrong current password");
             return Err(Error::WrongCurrentPassword);
         }
-        let hash = self.hasher.hash(new.secret().clone()).await?;
+        let hash = self.hasher.hash(new.secret().clone(), client).await?;
         if !self.store.set_password_hash(id, &hash).await? {
             return Err(Error::AccountGone);
         }

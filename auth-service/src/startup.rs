@@ -18,6 +18,7 @@ use crate::{
     keyring::KeyRing,
     password::PasswordHasher,
     store::{self, Store},
+    throttle::Throttle,
 };
 
 pub struct Application {
@@ -25,6 +26,7 @@ pub struct Application {
     local_addr: SocketAddr,
     accounts: Arc<Accounts>,
     store: Arc<Store>,
+    throttle: Arc<Throttle>,
     trusted_peers: Vec<IpNet>,
     prune_interval: Duration,
 }
@@ -44,12 +46,18 @@ impl Application {
             settings.rotation,
         )
         .await?;
-        let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
+        let hasher = PasswordHasher::new(
+            settings.hash_workers,
+            settings.hash_queue,
+            settings.hash_per_client,
+        )?;
+        let throttle = Arc::new(Throttle::new(store.clone(), settings.throttle));
         let accounts = Arc::new(Accounts::new(
             store.clone(),
             hasher,
             Arc::new(keys),
             settings.sessions,
+            throttle.clone(),
         ));
         if let Some(admin) = settings.bootstrap_admin {
             accounts
@@ -62,6 +70,7 @@ impl Application {
             local_addr,
             accounts,
             store,
+            throttle,
             trusted_peers: settings.trusted_peers,
             prune_interval: settings.prune_interval,
         })
@@ -97,7 +106,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts.clone())));
 
-        let pruning = tokio::spawn(prune_periodically(
+        let sessions_pruning = tokio::spawn(prune_periodically(
             self.accounts.clone(),
             self.prune_interval,
         ));
@@ -105,10 +114,13 @@ impl Application {
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
         let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
+        // Every replica prunes old throttle events; only the serving ones need to.
+        let pruning = tokio::spawn(self.throttle.prune_periodically());
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
         ring.abort();
+        sessions_pruning.abort();
         pruning.abort();
         self.store.close().await;
         tracing::info!("auth-service stopped");

@@ -25,6 +25,7 @@ pub use self::{
     revocations::{NewRevocation, REVOCATIONS_CHANNEL, Revocation, RevocationKind},
     sessions::{NewSession, RefreshOutcome, Rotation, Session},
     sqlite::SqliteStore,
+    throttle::ThrottleKey,
 };
 use self::{
     error::{failed, insert_user_failed},
@@ -97,6 +98,7 @@ macro_rules! on_backend {
 // After the macro, so the modules can use it.
 mod revocations;
 mod sessions;
+mod throttle;
 
 /// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
 /// migrations (safe when several replicas start at once).

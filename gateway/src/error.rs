@@ -8,6 +8,7 @@ use axum::{
 };
 use serde::Serialize;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::backend::{Failure, classify};
 
@@ -59,6 +60,9 @@ pub struct ApiError {
     pub message: String,
     /// Whether the request carried a token; decides the RFC 6750 `error` of a 401.
     pub token_sent: bool,
+    /// Seconds for `Retry-After` on a 429 or 503, when the backend said (`google.rpc.RetryInfo`);
+    /// otherwise 1.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -74,6 +78,7 @@ impl ApiError {
             code,
             message: message.into(),
             token_sent: false,
+            retry_after: None,
         }
     }
 
@@ -133,6 +138,7 @@ impl ApiError {
         };
         Self {
             token_sent,
+            retry_after: retry_after(status),
             ..Self::new(http, code, status.message())
         }
     }
@@ -166,12 +172,19 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after.unwrap_or(1)),
+            );
         }
         response
     }
+}
+
+/// Whole seconds, rounded up, of the delay a backend asked for in `google.rpc.RetryInfo`.
+fn retry_after(status: &tonic::Status) -> Option<u64> {
+    let delay = status.get_details_retry_info()?.retry_delay?;
+    Some((delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1))
 }
 
 /// RFC 6750 `error_description` allows printable ASCII except `"` and `\`.
@@ -240,6 +253,22 @@ mod tests {
                 "{refusal}"
             );
         }
+    }
+
+    #[test]
+    fn a_backends_retry_info_becomes_retry_after() {
+        use tonic_types::ErrorDetails;
+        let throttled = tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "too many failed sign-ins; retry later",
+            ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(90_500))),
+        );
+        let response = ApiError::from_status(&throttled, false).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "91");
+        let busy = tonic::Status::resource_exhausted("busy");
+        let response = ApiError::from_status(&busy, false).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

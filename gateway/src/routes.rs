@@ -51,6 +51,11 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/admin/users/{id}/roles",
             put(admin::set_roles),
         ),
+        (
+            Method::DELETE,
+            "/api/admin/users/{id}/sign-in-throttle",
+            delete(admin::clear_sign_in_throttle),
+        ),
         (Method::GET, "/.well-known/jwks.json", get(meta::jwks)),
         (Method::GET, "/healthz", get(meta::healthz)),
         (Method::GET, "/readyz", get(meta::readyz)),

@@ -1,13 +1,15 @@
 //! Two auth-service replicas on one PostgreSQL database act as one service: one signing key,
-//! one published key set, one first admin, one rotation of a refresh token however they race.
+//! one published key set, one first admin, one rotation of a refresh token however they race,
+//! one count of failed sign-ins.
 
 #![allow(clippy::unwrap_used)]
 
 use e2e::{AuthDeployment, AuthReplica, Credentials, authorized};
 use proto::auth::v1::{
-    GetJwksRequest, GetMeRequest, ListUsersRequest, RefreshRequest, SignInRequest, SignUpRequest,
-    User,
+    ClearSignInThrottleRequest, GetJwksRequest, GetMeRequest, ListUsersRequest, RefreshRequest,
+    SignInRequest, SignUpRequest, User,
 };
+use tonic_types::StatusExt;
 
 /// Two replicas started at the same moment on a fresh database, so both race to create the
 /// signing key and the bootstrap admin.
@@ -200,4 +202,85 @@ async fn racing_refreshes_through_both_replicas_rotate_once_and_agree() {
         .into_inner()
         .refresh_token;
     assert_ne!(next, children[0]);
+}
+
+/// A sign-in as the gateway sends it for `client`.
+fn sign_in_from(
+    credentials: &Credentials,
+    password: &str,
+    client: &str,
+) -> tonic::Request<SignInRequest> {
+    let mut request = tonic::Request::new(SignInRequest {
+        login: credentials.username.clone(),
+        password: password.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", client.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_counted_across_replicas_and_an_admin_clears_them() {
+    let (deployment, a, b) = two_replicas("throttle").await;
+    let user = Credentials::random("victim");
+    let created = a
+        .client()
+        .await
+        .sign_up(SignUpRequest {
+            username: user.username.clone(),
+            email: format!("{}@example.com", user.username),
+            password: user.password.clone(),
+            roles: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let attacker = "203.0.113.50";
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let status = replica
+            .client()
+            .await
+            .sign_in(sign_in_from(&user, "wrong password", attacker))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "attempt {i}");
+    }
+    for replica in [&a, &b] {
+        let status = replica
+            .client()
+            .await
+            .sign_in(sign_in_from(&user, &user.password, attacker))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        let delay = status.get_details_retry_info().and_then(|r| r.retry_delay);
+        assert!(delay.is_some_and(|d| d.as_secs() >= 1), "{status:?}");
+    }
+    // The owner, elsewhere, signs in as usual.
+    b.client()
+        .await
+        .sign_in(sign_in_from(&user, &user.password, "198.51.100.50"))
+        .await
+        .unwrap();
+
+    let (admin_token, _) = sign_in(&a, &deployment.admin).await;
+    b.client()
+        .await
+        .clear_sign_in_throttle(authorized(
+            ClearSignInThrottleRequest {
+                user_id: created.id,
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap();
+    a.client()
+        .await
+        .sign_in(sign_in_from(&user, &user.password, attacker))
+        .await
+        .unwrap();
 }

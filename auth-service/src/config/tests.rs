@@ -225,3 +225,40 @@ fn session_defaults_parse_from_the_command_line() {
     assert_eq!(policy.refresh_grace, Duration::from_secs(3));
     assert_eq!(policy.max_per_user, 20);
 }
+
+#[test]
+fn throttle_limits_default_to_the_documented_values_and_refuse_zero_or_odd_windows() {
+    let defaults = settings(Config::for_tests()).unwrap();
+    assert_eq!(defaults.throttle, ThrottleSettings::default());
+    assert_eq!(defaults.throttle.sign_in_per_client.max, 10);
+    let parsed = Config::try_parse_from(["auth-service"]).unwrap();
+    assert_eq!(parsed.signin_max_failures, 10);
+    assert_eq!(parsed.signin_window, Duration::from_secs(15 * 60));
+    assert_eq!(parsed.signin_account_max_failures, 100);
+    assert_eq!(parsed.signin_account_window, Duration::from_secs(3600));
+
+    let mut zero = Config::for_tests();
+    zero.signin_max_failures = 0;
+    assert_eq!(
+        settings(zero).err().unwrap().setting,
+        "AUTH_SIGNIN_MAX_FAILURES"
+    );
+    let mut long = Config::for_tests();
+    long.signup_window = Duration::from_secs(2 * 24 * 3600);
+    assert_eq!(settings(long).err().unwrap().setting, "AUTH_SIGNUP_WINDOW");
+}
+
+#[test]
+fn a_client_may_hold_a_quarter_of_the_hashing_admission_by_default() {
+    let mut config = Config::for_tests();
+    config.hash_workers = Some(2);
+    config.hash_queue = 62;
+    assert_eq!(settings(config.clone()).unwrap().hash_per_client, 16);
+    config.hash_queue = 0;
+    assert_eq!(settings(config.clone()).unwrap().hash_per_client, 1);
+    config.hash_per_client = Some(0);
+    assert_eq!(
+        settings(config).err().unwrap().setting,
+        "AUTH_HASH_PER_CLIENT"
+    );
+}

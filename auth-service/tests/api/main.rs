@@ -15,3 +15,4 @@ mod sessions;
 mod sign_in;
 mod sign_up;
 mod store;
+mod throttle;

@@ -6,7 +6,7 @@ use auth_service::{
     domain::{Email, NewUser, UserId, Username},
     store::{
         self, NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Store,
-        StoreError, StoredKey,
+        StoreError, StoredKey, ThrottleKey,
     },
 };
 use token::Role;
@@ -524,6 +524,53 @@ async fn revocations_answer_whether_a_token_is_revoked(store: Arc<Store>) {
     assert!(!store.is_revoked(Some("s1"), "u1", 50, 1_000).await.unwrap());
 }
 
+async fn throttle_events_count_once_per_attempt_in_a_window_and_are_pruned(store: Arc<Store>) {
+    let key = |client| ThrottleKey {
+        kind: "sign-in",
+        subject: "user:1",
+        client,
+    };
+    let (a, b) = (key("203.0.113.1"), key("203.0.113.2"));
+    assert!(store.record_throttle_event(&a, "r1/aa", 100).await.unwrap());
+    assert!(!store.record_throttle_event(&a, "r1/aa", 101).await.unwrap());
+    assert!(store.record_throttle_event(&a, "r2/aa", 200).await.unwrap());
+    assert!(store.record_throttle_event(&b, "r1/aa", 300).await.unwrap());
+
+    // The n-th most recent since a time, from one client or from all.
+    let nth = |key, per_client, since, n| {
+        let store = store.clone();
+        async move {
+            store
+                .nth_latest_throttle_event(&key, per_client, since, n)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(nth(a.clone(), true, 0, 1).await, Some(200));
+    assert_eq!(nth(a.clone(), true, 0, 2).await, Some(100));
+    assert_eq!(nth(a.clone(), true, 0, 3).await, None);
+    assert_eq!(nth(a.clone(), true, 100, 2).await, None);
+    assert_eq!(nth(a.clone(), false, 0, 3).await, Some(100));
+
+    store.delete_throttle_event(&a, "r2/aa").await.unwrap();
+    assert_eq!(nth(a.clone(), true, 0, 1).await, Some(100));
+    assert_eq!(
+        store.clear_throttle_events_from_client(&b).await.unwrap(),
+        1
+    );
+    assert!(store.record_throttle_event(&b, "r3/aa", 400).await.unwrap());
+    assert_eq!(store.prune_throttle_events(100).await.unwrap(), 1);
+    assert_eq!(nth(a.clone(), false, 0, 1).await, Some(400));
+    assert_eq!(
+        store
+            .clear_throttle_events("sign-in", "user:1")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(nth(a, false, 0, 1).await, None);
+}
+
 async fn sqlite() -> Arc<Store> {
     let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
     store::connect(&format!("sqlite://{}", file.display()), 5)
@@ -564,4 +611,5 @@ suite!(
     sessions_end_by_id_or_all_and_with_their_user,
     a_user_is_disabled_and_enabled_and_a_password_replaced,
     revocations_answer_whether_a_token_is_revoked,
+    throttle_events_count_once_per_attempt_in_a_window_and_are_pruned,
 );

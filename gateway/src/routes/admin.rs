@@ -1,7 +1,7 @@
-//! The admin's view of accounts: the user list and role changes. auth-service enforces that
-//! only admins may call these.
+//! The admin's view of accounts: the user list, role changes and lifting a sign-in throttle.
+//! auth-service enforces that only admins may call these.
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -72,4 +72,25 @@ pub async fn set_roles(
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
     ))
+}
+
+/// Forgets the account's failed sign-ins from every client; 204 on success.
+pub async fn clear_sign_in_throttle(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::ClearSignInThrottleRequest { user_id: id };
+    // Clearing twice clears once, so a retry cannot do harm.
+    state
+        .auth
+        .rpc(
+            &outgoing,
+            Idempotent,
+            AuthClient::clear_sign_in_throttle,
+            message,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

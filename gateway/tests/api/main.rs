@@ -13,3 +13,4 @@ mod openapi;
 mod persons;
 mod stack;
 mod startup;
+mod throttle;

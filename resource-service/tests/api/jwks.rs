@@ -155,6 +155,12 @@ impl AuthService for KeyServer {
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
         unimplemented()
     }
+    async fn clear_sign_in_throttle(
+        &self,
+        _: Request<proto::auth::v1::ClearSignInThrottleRequest>,
+    ) -> Result<Response<proto::auth::v1::ClearSignInThrottleResponse>, Status> {
+        unimplemented()
+    }
 }
 
 pub fn ed25519_issuer(key: &Ed25519Key, audience: Audience) -> Issuer {

@@ -1,0 +1,305 @@
+//! Throttled guessing: failed sign-ins counted per account and client across replicas, sign-up's
+//! "taken" answers per client, and each client's share of the password-hashing admission.
+//!
+//! Clients are told apart the way the gateway tells the service: `x-forwarded-for` metadata from
+//! a trusted peer (the tests' 127.0.0.1).
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use auth_service::Config;
+use proto::auth::v1 as pb;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use crate::helpers::{PASSWORD, TestApp, authed, postgres_config, spawn_with};
+
+const WRONG: &str = "not the password";
+
+/// A request as the gateway sends it for `client`, with the request id `request_id`.
+fn from<T>(message: T, client: &str, request_id: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("x-forwarded-for", client.parse().unwrap());
+    metadata.insert("x-request-id", request_id.parse().unwrap());
+    request
+}
+
+fn fresh_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn sign_in(
+    app: &TestApp,
+    login: &str,
+    password: &str,
+    client: &str,
+    request_id: &str,
+) -> Result<pb::SignInResponse, Status> {
+    let message = pb::SignInRequest {
+        login: login.into(),
+        password: password.into(),
+    };
+    Ok(app
+        .client
+        .clone()
+        .sign_in(from(message, client, request_id))
+        .await?
+        .into_inner())
+}
+
+/// Asserts `status` is the throttle's refusal and returns its retry delay.
+fn throttled(status: &Status) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .unwrap_or_else(|| panic!("no RetryInfo in {status:?}"))
+}
+
+/// Two replicas on one fresh PostgreSQL database.
+async fn two_replicas() -> (TestApp, TestApp) {
+    let config = crate::helpers::with_admin(postgres_config().await);
+    let a = spawn_with(config.clone()).await;
+    let b = spawn_with(config).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn ten_failures_from_one_client_across_replicas_throttle_the_eleventh_sign_in() {
+    let (a, b) = two_replicas().await;
+    let alice = a.sign_up("alice", "alice@example.com").await.unwrap();
+    let attacker = "203.0.113.7";
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let error = sign_in(replica, "alice", WRONG, attacker, &fresh_id())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Code::Unauthenticated,
+            "attempt {i}: {error:?}"
+        );
+    }
+    // Even the right password is refused now, at once, on either replica.
+    for replica in [&a, &b] {
+        let error = sign_in(
+            replica,
+            "ALICE@example.com",
+            PASSWORD,
+            attacker,
+            &fresh_id(),
+        )
+        .await
+        .unwrap_err();
+        let delay = throttled(&error);
+        assert!(
+            delay > Duration::ZERO && delay <= Duration::from_secs(15 * 60),
+            "{delay:?}"
+        );
+    }
+    // The account's owner on another client is not locked out.
+    sign_in(&b, "alice", PASSWORD, "198.51.100.20", &fresh_id())
+        .await
+        .unwrap();
+    // Another address in the attacker's IPv6 /64 is the same client; another /64 is not.
+    for i in 0..10 {
+        let client = format!("2001:db8:1:2::{i:x}");
+        sign_in(&a, "alice", WRONG, &client, &fresh_id())
+            .await
+            .unwrap_err();
+    }
+    let error = sign_in(&b, "alice", PASSWORD, "2001:db8:1:2::ffff", &fresh_id())
+        .await
+        .unwrap_err();
+    throttled(&error);
+    sign_in(&b, "alice", PASSWORD, "2001:db8:1:3::1", &fresh_id())
+        .await
+        .unwrap();
+
+    // An admin lifts the throttle for every client; an unknown account is not found.
+    let token = a.admin_token().await;
+    let clear = |user_id: String| {
+        let replica = &b;
+        let token = &token;
+        async move {
+            replica
+                .client
+                .clone()
+                .clear_sign_in_throttle(authed(pb::ClearSignInThrottleRequest { user_id }, token))
+                .await
+        }
+    };
+    clear(alice.id.clone()).await.unwrap();
+    sign_in(&a, "alice", PASSWORD, attacker, &fresh_id())
+        .await
+        .unwrap();
+    sign_in(&a, "alice", PASSWORD, "2001:db8:1:2::1", &fresh_id())
+        .await
+        .unwrap();
+    let missing = clear(uuid::Uuid::new_v4().to_string()).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn only_an_admin_may_clear_a_sign_in_throttle() {
+    let app = spawn_with(Config::for_tests()).await;
+    let token = app.user_token("alice").await;
+    let me = app
+        .client
+        .clone()
+        .get_me(authed(pb::GetMeRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let error = app
+        .client
+        .clone()
+        .clear_sign_in_throttle(authed(
+            pb::ClearSignInThrottleRequest { user_id: me.id },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn an_unknown_account_is_throttled_with_the_same_answer() {
+    let (a, b) = two_replicas().await;
+    a.sign_up("alice", "alice@example.com").await.unwrap();
+    let attacker = "203.0.113.8";
+    for (i, login) in ["alice", "nobody"].into_iter().enumerate() {
+        for j in 0..10 {
+            let replica = if (i + j) % 2 == 0 { &a } else { &b };
+            sign_in(replica, login, WRONG, attacker, &fresh_id())
+                .await
+                .unwrap_err();
+        }
+    }
+    let known = sign_in(&a, "alice", WRONG, attacker, &fresh_id())
+        .await
+        .unwrap_err();
+    let unknown = sign_in(&a, "nobody", WRONG, attacker, &fresh_id())
+        .await
+        .unwrap_err();
+    throttled(&known);
+    throttled(&unknown);
+    assert_eq!(known.message(), unknown.message());
+    assert!(!known.message().contains("alice"));
+}
+
+#[tokio::test]
+async fn a_retried_request_counts_once() {
+    let (a, b) = two_replicas().await;
+    a.sign_up("alice", "alice@example.com").await.unwrap();
+    let client = "203.0.113.9";
+    // The gateway retrying one request on the other replica sends the same request id.
+    let retried = fresh_id();
+    for replica in [&a, &b, &a, &b, &a, &b, &a, &b, &a, &b, &a, &b] {
+        let error = sign_in(replica, "alice", WRONG, client, &retried)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    }
+    // A request id reused with another password is another request, so reusing ids gains an
+    // attacker nothing.
+    for i in 0..9 {
+        let error = sign_in(&b, "alice", &format!("guess {i}"), client, &retried)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "guess {i}: {error:?}");
+    }
+    let error = sign_in(&a, "alice", "one more", client, &retried)
+        .await
+        .unwrap_err();
+    throttled(&error);
+}
+
+#[tokio::test]
+async fn sign_up_answers_about_taken_names_are_throttled_per_client() {
+    let app = spawn_with(Config::for_tests()).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    let prober = "203.0.113.10";
+    let probe = |username: String, request_id: String| {
+        let app = &app;
+        async move {
+            let message = pb::SignUpRequest {
+                username,
+                email: format!("{}@example.com", fresh_id()),
+                password: PASSWORD.into(),
+                roles: vec![],
+            };
+            app.client
+                .clone()
+                .sign_up(from(message, prober, &request_id))
+                .await
+        }
+    };
+    for i in 0..10 {
+        let error = probe("alice".into(), fresh_id()).await.unwrap_err();
+        assert_eq!(error.code(), Code::AlreadyExists, "probe {i}: {error:?}");
+    }
+    // Whether the next name is free or taken, the prober learns nothing more for a while.
+    for name in ["alice", "free-name"] {
+        let error = probe(name.into(), fresh_id()).await.unwrap_err();
+        throttled(&error);
+    }
+    // Someone else signs up as usual.
+    let message = pb::SignUpRequest {
+        username: "bob".into(),
+        email: "bob@example.com".into(),
+        password: PASSWORD.into(),
+        roles: vec![],
+    };
+    app.client
+        .clone()
+        .sign_up(from(message, "198.51.100.30", &fresh_id()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_from_one_client_does_not_make_another_clients_sign_in_busy() {
+    let mut config = Config::for_tests();
+    config.hash_workers = Some(1);
+    config.hash_queue = 7;
+    let app = spawn_with(config).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+
+    // One client keeps far more bad sign-ins in flight than the service admits, each for
+    // another login so that no per-account limit stops it first.
+    let stop = AtomicBool::new(false);
+    let flooder = || async {
+        let mut busy = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let login = format!("nobody-{}", fresh_id());
+            let result = sign_in(&app, &login, WRONG, "203.0.113.11", &fresh_id()).await;
+            if result.unwrap_err().code() == Code::ResourceExhausted {
+                busy += 1;
+            }
+        }
+        busy
+    };
+    let flood = futures::future::join_all((0..32).map(|_| flooder()));
+    let user = async {
+        // Let the flood fill the queue first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut results = Vec::new();
+        for _ in 0..5 {
+            results.push(sign_in(&app, "alice", PASSWORD, "198.51.100.40", &fresh_id()).await);
+        }
+        stop.store(true, Ordering::Relaxed);
+        results
+    };
+    let (busy, results) = tokio::join!(flood, user);
+    let busy: usize = busy.into_iter().sum();
+    assert!(busy > 0, "the flood never filled its share of the queue");
+    for result in results {
+        result.unwrap();
+    }
+}
