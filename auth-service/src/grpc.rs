@@ -16,6 +16,7 @@ use crate::{
     accounts::{Accounts, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    metrics::SignIns,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -43,11 +44,15 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 pub struct AuthGrpc {
     accounts: Arc<Accounts>,
+    sign_ins: SignIns,
 }
 
 impl AuthGrpc {
     pub fn new(accounts: Arc<Accounts>) -> Self {
-        Self { accounts }
+        Self {
+            accounts,
+            sign_ins: SignIns::new(),
+        }
     }
 }
 
@@ -167,11 +172,12 @@ impl AuthService for AuthGrpc {
             .get::<telemetry::ClientAddress>()
             .map(|c| c.0);
         let req = request.into_inner();
-        let (user, issued) = self
+        let result = self
             .accounts
             .sign_in(&req.login, SecretString::from(req.password), client)
-            .await
-            .map_err(status)?;
+            .await;
+        self.sign_ins.record(&result);
+        let (user, issued) = result.map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
             access_token: issued.token,
             token_type: "Bearer".to_owned(),

@@ -15,6 +15,8 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
+use crate::metrics::HashQueue;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("too many password checks in progress")]
@@ -31,6 +33,7 @@ pub struct PasswordHasher {
     workers: Arc<Semaphore>,
     /// Checked when the user does not exist, so that answer takes as long as a wrong password.
     dummy_hash: String,
+    queue: HashQueue,
 }
 
 /// OWASP's argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
@@ -55,6 +58,7 @@ impl PasswordHasher {
             admission: Arc::new(Semaphore::new(workers + queue)),
             workers: Arc::new(Semaphore::new(workers)),
             dummy_hash,
+            queue: HashQueue::new(),
         })
     }
 
@@ -102,6 +106,7 @@ impl PasswordHasher {
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
+        let waiting = self.queue.waiting();
         // The semaphore is never closed, so acquiring can only wait, not fail.
         let _worker = self
             .workers
@@ -109,6 +114,7 @@ impl PasswordHasher {
             .acquire_owned()
             .await
             .map_err(|_| HashError::Busy)?;
+        drop(waiting);
         tokio::task::spawn_blocking(work)
             .await
             .context("password hashing task failed")?
