@@ -56,6 +56,8 @@ impl AuthDeployment {
 pub struct AuthReplica {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`AUTH_METRICS_ADDR`).
+    pub metrics: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -65,11 +67,13 @@ impl AuthReplica {
     /// start-ups (key creation, the first admin) really overlap.
     pub fn spawn(deployment: &AuthDeployment, label: &str) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "auth-service",
             label,
             &[
                 ("AUTH_GRPC_ADDR", addr.to_string()),
+                ("AUTH_METRICS_ADDR", metrics.to_string()),
                 ("AUTH_DATABASE_URL", deployment.database_url.clone()),
                 (
                     "AUTH_KEY_ENCRYPTION_KEY",
@@ -92,6 +96,7 @@ impl AuthReplica {
         Self {
             process,
             addr,
+            metrics,
             url: format!("http://{addr}"),
         }
     }
@@ -114,6 +119,8 @@ impl AuthReplica {
 pub struct ResourceReplica {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`RESOURCE_METRICS_ADDR`).
+    pub metrics: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -134,11 +141,13 @@ impl ResourceReplica {
         auth_urls: &[String],
         label: &str,
     ) -> Self {
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "resource-service",
             label,
             &[
                 ("RESOURCE_GRPC_ADDR", addr.to_string()),
+                ("RESOURCE_METRICS_ADDR", metrics.to_string()),
                 ("RESOURCE_DATABASE_URL", database_url.to_owned()),
                 ("RESOURCE_AUTH_URL", auth_urls.join(",")),
                 ("RESOURCE_SAMPLE_DATA", "false".into()),
@@ -149,6 +158,7 @@ impl ResourceReplica {
         Self {
             process,
             addr,
+            metrics,
             url: format!("http://{addr}"),
         }
     }
