@@ -29,6 +29,10 @@ pub struct Config {
     #[arg(long, env = "AUTH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Where Prometheus scrapes `/metrics` (its own port, never the API's); unset: no metrics.
+    #[arg(long, env = "AUTH_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// `postgres://…` for replicas sharing one database, or `sqlite:…`. Unset: a SQLite file in
     /// the data directory.
     #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true)]
@@ -187,6 +191,7 @@ pub struct Config {
 /// Everything the service was told, checked and in the form it uses.
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub database: Database,
     pub db_max_connections: u32,
     pub keys: KeyConfig,
@@ -297,6 +302,7 @@ impl TryFrom<Config> for Settings {
         };
         Ok(Self {
             grpc_addr: config.grpc_addr,
+            metrics_addr: config.metrics_addr,
             database,
             db_max_connections: config.db_max_connections,
             keys: key_config(
@@ -526,6 +532,7 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             database_url: None,
             database_url_file: None,
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),

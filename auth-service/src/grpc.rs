@@ -17,6 +17,7 @@ use crate::{
     accounts::{Accounts, ClientInfo, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    metrics::SignIns,
     refresh_token::RefreshToken,
     sessions::SignOutBy,
     throttle::Origin,
@@ -57,11 +58,15 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 pub struct AuthGrpc {
     accounts: Arc<Accounts>,
+    sign_ins: SignIns,
 }
 
 impl AuthGrpc {
     pub fn new(accounts: Arc<Accounts>) -> Self {
-        Self { accounts }
+        Self {
+            accounts,
+            sign_ins: SignIns::new(),
+        }
     }
 }
 
@@ -215,11 +220,12 @@ impl AuthService for AuthGrpc {
         let info = client_info(&request);
         let origin = origin(&request);
         let req = request.into_inner();
-        let (user, tokens) = self
+        let result = self
             .accounts
             .sign_in(&req.login, SecretString::from(req.password), info, &origin)
-            .await
-            .map_err(status)?;
+            .await;
+        self.sign_ins.record(&result);
+        let (user, tokens) = result.map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
             access_token: tokens.access.token,
             token_type: "Bearer".to_owned(),

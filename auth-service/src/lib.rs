@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod keyring;
+pub mod metrics;
 pub mod password;
 pub mod refresh_token;
 pub mod sessions;

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use self::share::ClientShare;
+use crate::metrics::HashQueue;
 use crate::throttle::Client;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub struct PasswordHasher {
     share: Arc<ClientShare>,
     /// Checked when the user does not exist, so that answer takes as long as a wrong password.
     dummy_hash: String,
+    queue: HashQueue,
 }
 
 /// OWASP's argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
@@ -65,6 +67,7 @@ impl PasswordHasher {
             workers: Arc::new(Semaphore::new(workers)),
             share: Arc::new(ClientShare::new(per_client)),
             dummy_hash,
+            queue: HashQueue::new(),
         })
     }
 
@@ -123,6 +126,7 @@ impl PasswordHasher {
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
+        let waiting = self.queue.waiting();
         // The semaphore is never closed, so acquiring can only wait, not fail.
         let _worker = self
             .workers
@@ -130,6 +134,7 @@ impl PasswordHasher {
             .acquire_owned()
             .await
             .map_err(|_| HashError::Busy)?;
+        drop(waiting);
         tokio::task::spawn_blocking(work)
             .await
             .context("password hashing task failed")?

@@ -7,6 +7,7 @@ use authn::{AuthnLayer, TokenCache};
 use ipnet::IpNet;
 use proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
+use telemetry::metrics::MetricsServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -29,6 +30,7 @@ pub struct Application {
     throttle: Arc<Throttle>,
     trusted_peers: Vec<IpNet>,
     prune_interval: Duration,
+    metrics: Option<MetricsServer>,
 }
 
 impl Application {
@@ -36,6 +38,11 @@ impl Application {
     /// and the first admin. Nothing is served yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
+        // First, so the recorder is installed before anything makes its metric handles.
+        let mut metrics = match settings.metrics_addr {
+            Some(addr) => Some(MetricsServer::bind(addr).await?),
+            None => None,
+        };
         let url = settings.database.prepare()?;
         let store = store::connect(url.expose_secret(), settings.db_max_connections).await?;
         let keys = KeyRing::load(
@@ -65,6 +72,10 @@ impl Application {
                 .await
                 .context("failed to create the bootstrap admin")?;
         }
+        if let Some(metrics) = &mut metrics {
+            let store = store.clone();
+            metrics.sample(move || store.record_pool_metrics());
+        }
         Ok(Self {
             listener,
             local_addr,
@@ -73,11 +84,17 @@ impl Application {
             throttle,
             trusted_peers: settings.trusted_peers,
             prune_interval: settings.prune_interval,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when `AUTH_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
@@ -87,6 +104,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr;
+        // Up until the gRPC server has drained, so the last calls are still scraped.
+        let _metrics = self.metrics.map(MetricsServer::spawn);
         let (reporter, health) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])

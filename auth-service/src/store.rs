@@ -357,6 +357,15 @@ impl Store {
     pub async fn close(&self) {
         on_backend!(self, db => db.pool.close().await)
     }
+
+    /// Sets the pool gauges (`db_pool_connections`); a metrics sampler runs it on each scrape.
+    pub fn record_pool_metrics(&self) {
+        on_backend!(self, db => telemetry::metrics::record_db_pool(
+            db.pool.size(),
+            db.pool.num_idle(),
+            db.pool.options().get_max_connections(),
+        ))
+    }
 }
 
 /// Adds `roles` to the user inside the caller's transaction. Generic over the database so the

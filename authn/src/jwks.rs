@@ -50,6 +50,9 @@ struct Inner {
     /// When the last unknown-key refetch ran. The async mutex makes concurrent refetches for
     /// the same new key wait for one call instead of each making their own.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// When a fetch last succeeded (the source's start until one has), for
+    /// `authn_jwks_age_seconds`.
+    fetched: std::sync::Mutex<Instant>,
 }
 
 impl JwksSource {
@@ -77,6 +80,7 @@ impl JwksSource {
                 config,
                 slot: Arc::downgrade(&slot),
                 last_refetch: tokio::sync::Mutex::new(None),
+                fetched: std::sync::Mutex::new(Instant::now()),
             }),
         };
         let first = source.refresh().await;
@@ -85,10 +89,21 @@ impl JwksSource {
         Ok(keys)
     }
 
+    /// How long ago a fetch last succeeded (since the start while none has).
+    pub fn age(&self) -> Duration {
+        self.inner
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
     /// Fetches the key set and installs it. Returns whether a fetch succeeded.
     async fn refresh(&self) -> bool {
         match self.fetch().await {
             Some(jwks) => {
+                // Fresh even when kept unchanged below: auth-service answered.
+                *self.inner.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 let Some(slot) = self.inner.slot.upgrade() else {
                     return false;
                 };

@@ -89,6 +89,11 @@ impl Keys {
         self.slot.install(verifier);
     }
 
+    /// How long ago the JWKS was last fetched; `None` for keys that come from no JWKS.
+    pub fn jwks_age(&self) -> Option<std::time::Duration> {
+        self.jwks.as_ref().map(JwksSource::age)
+    }
+
     /// How many times a key has been withdrawn; a cached token verified under an older count
     /// must be verified again.
     pub fn removals(&self) -> u64 {

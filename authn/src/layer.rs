@@ -11,7 +11,11 @@ use token::Claims;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{Access, Keys, Policy, TokenCache, keys::Refusal};
+use crate::{
+    Access, Keys, Policy, TokenCache,
+    keys::Refusal,
+    metrics::{Outcome, Verifications},
+};
 
 /// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`.
 #[derive(Clone)]
@@ -23,15 +27,19 @@ struct State {
     policy: Policy,
     keys: Keys,
     cache: TokenCache,
+    verifications: Verifications,
 }
 
 impl AuthnLayer {
+    /// Build it after the binary installed its metrics recorder (if any): the outcome counters
+    /// are made here.
     pub fn new(policy: Policy, keys: Keys, cache: TokenCache) -> Self {
         Self {
             state: Arc::new(State {
                 policy,
                 keys,
                 cache,
+                verifications: Verifications::new(),
             }),
         }
     }
@@ -106,23 +114,37 @@ impl State {
         let token = match bearer_token(headers) {
             Ok(Some(token)) => token,
             Ok(None) if access == Access::OptionalToken => return Ok(None),
-            Ok(None) => return Err(Status::unauthenticated("missing access token")),
-            Err(message) => return Err(Status::unauthenticated(message)),
+            Ok(None) => {
+                self.verifications.record(Outcome::Missing);
+                return Err(Status::unauthenticated("missing access token"));
+            }
+            Err(message) => {
+                self.verifications.record(Outcome::Malformed);
+                return Err(Status::unauthenticated(message));
+            }
         };
-        let claims = self.verify(token).await?;
+        let claims = match self.verify(token).await {
+            Ok(claims) => claims,
+            Err((outcome, status)) => {
+                self.verifications.record(outcome);
+                return Err(status);
+            }
+        };
         if let Access::AnyRole(roles) = access
             && !claims.has_any_role(roles)
         {
+            self.verifications.record(Outcome::Forbidden);
             let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             return Err(Status::permission_denied(format!(
                 "this requires the role {}",
                 names.join(" or ")
             )));
         }
+        self.verifications.record(Outcome::Ok);
         Ok(Some(claims))
     }
 
-    async fn verify(&self, token: &str) -> Result<Arc<Claims>, Status> {
+    async fn verify(&self, token: &str) -> Result<Arc<Claims>, (Outcome, Status)> {
         // Read before verifying: if a key is withdrawn meanwhile, the entry is already stale.
         let removals = self.keys.removals();
         if let Some(claims) = self.cache.get(token, removals) {
@@ -134,16 +156,21 @@ impl State {
                 self.cache.insert(token, claims.clone(), removals);
                 Ok(claims)
             }
-            Err(Refusal::Invalid(e)) => {
-                tracing::debug!(reason = %e, "refused token");
-                Err(Status::unauthenticated(format!(
-                    "invalid access token: {e}"
-                )))
+            Err(refusal) => {
+                let outcome = Outcome::of(&refusal);
+                Err((outcome, refused(refusal)))
             }
-            Err(Refusal::NoKeys) => Err(Status::unavailable(
-                "token keys are not available yet; retry shortly",
-            )),
         }
+    }
+}
+
+fn refused(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Invalid(e) => {
+            tracing::debug!(reason = %e, "refused token");
+            Status::unauthenticated(format!("invalid access token: {e}"))
+        }
+        Refusal::NoKeys => Status::unavailable("token keys are not available yet; retry shortly"),
     }
 }
 

@@ -5,7 +5,8 @@
 //! locally with the current [`Keys`], checks roles, and hands the verified [`token::Claims`] to the
 //! handler through the request extensions. Nothing on that path calls another service: keys come
 //! from auth-service's JWKS in the background ([`JwksSource`]), and a verified token is cached
-//! ([`TokenCache`]) so a repeat costs a hash lookup.
+//! ([`TokenCache`]) so a repeat costs a hash lookup. Each check is counted by outcome
+//! ([`metrics`]).
 //!
 //! It is a tower layer rather than a tonic interceptor because an unknown key id must trigger an
 //! (async) JWKS refetch, and because the access rule depends on the method path, which interceptors
@@ -16,6 +17,7 @@ mod jwk;
 mod jwks;
 mod keys;
 mod layer;
+pub mod metrics;
 mod policy;
 
 pub use cache::TokenCache;

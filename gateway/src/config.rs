@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// Where Prometheus scrapes `/metrics` (its own port, never the API's); unset: no metrics.
+    #[arg(long, env = "GATEWAY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// auth-service replicas: comma-separated URLs; a host name is re-resolved periodically and
     /// each address it yields is one replica (a Kubernetes headless Service).
     #[arg(
@@ -98,6 +102,7 @@ impl Config {
     pub fn for_tests(auth_urls: Vec<String>, resource_urls: Vec<String>) -> Self {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             auth_urls,
             resource_urls,
             cors_origins: Vec::new(),
@@ -118,6 +123,7 @@ impl Config {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     /// Never empty.
     pub auth_targets: Vec<Target>,
     /// Never empty.
@@ -160,6 +166,7 @@ impl TryFrom<Config> for Settings {
     fn try_from(config: Config) -> Result<Self, ConfigError> {
         Ok(Self {
             http_addr: config.http_addr,
+            metrics_addr: config.metrics_addr,
             auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL")?,
             resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL")?,
             cors: cors(&config.cors_origins)?,

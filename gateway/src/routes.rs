@@ -7,7 +7,7 @@ mod boards;
 mod meta;
 mod persons;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -25,7 +25,14 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use crate::{config::Cors, error::ApiError, limits, page, state::AppState};
+use crate::{
+    config::Cors,
+    error::ApiError,
+    limits,
+    metrics::{self, HttpMetrics},
+    page,
+    state::AppState,
+};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -84,10 +91,16 @@ pub fn app(state: AppState) -> Router {
         router = router.layer(cors);
     }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
-    // Outermost first: the request id must exist before the span that records it is made, and
-    // is echoed on every response, even those the timeout or CORS layers produce.
+    // Outermost first: metrics see every answer, refusals by the limits included (and the
+    // route's template, which axum sets before these layers run); the request id must exist
+    // before the span that records it is made, and is echoed on every response, even those the
+    // timeout or CORS layers produce.
     router.layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                Arc::new(HttpMetrics::default()),
+                metrics::track,
+            ))
             .layer(set_request_id)
             .layer(
                 TraceLayer::new_for_http()

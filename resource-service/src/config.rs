@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_GRPC_ADDR", default_value = "127.0.0.1:50052")]
     pub grpc_addr: SocketAddr,
 
+    /// Where Prometheus scrapes `/metrics` (its own port, never the API's); unset: no metrics.
+    #[arg(long, env = "RESOURCE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// `postgres://…` or `sqlite:…`. Unset: the SQLite file `resource.db` in the data directory.
     #[arg(long, env = "RESOURCE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
@@ -102,6 +106,7 @@ pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub database: Database,
     pub token_keys: TokenKeys,
     pub audience: Audience,
@@ -143,6 +148,7 @@ impl TryFrom<Config> for Settings {
         )?;
         Ok(Self {
             grpc_addr: config.grpc_addr,
+            metrics_addr: config.metrics_addr,
             database: Database::new(
                 database_url,
                 config.data_dir.join("resource.db"),
@@ -251,6 +257,7 @@ impl Config {
         let file = dir.join(format!("{}.db", uuid::Uuid::new_v4()));
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             database_url: Some(format!("sqlite://{}", file.display()).into()),
             database_url_file: None,
             data_dir: dir,

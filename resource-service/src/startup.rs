@@ -7,6 +7,7 @@ use authn::{AuthnLayer, JwksSource, JwksSourceConfig, Keys, TokenCache};
 use ipnet::IpNet;
 use proto::person::v1::person_service_server::{PersonServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
+use telemetry::metrics::MetricsServer;
 use token::Verifier;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -28,6 +29,7 @@ pub struct Application {
     keys: Keys,
     cache: TokenCache,
     trusted_peers: Vec<IpNet>,
+    metrics: Option<MetricsServer>,
 }
 
 impl Application {
@@ -35,6 +37,11 @@ impl Application {
     /// asked), and starts following the token keys.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
+        // First, so the recorder is installed before anything makes its metric handles.
+        let mut metrics = match settings.metrics_addr {
+            Some(addr) => Some(MetricsServer::bind(addr).await?),
+            None => None,
+        };
         let url = settings.database.prepare()?;
         let store = Store::connect(url.expose_secret()).await?;
         if settings.sample_data {
@@ -50,6 +57,13 @@ impl Application {
                 JwksSource::start(jwks).await?
             }
         };
+        if let Some(metrics) = &mut metrics {
+            let (store, keys) = (store.clone(), keys.clone());
+            metrics.sample(move || {
+                store.record_pool_metrics();
+                authn::metrics::record_jwks_age(&keys);
+            });
+        }
         tracing::info!(%local_addr, "resource-service built");
         Ok(Self {
             listener,
@@ -58,11 +72,17 @@ impl Application {
             keys,
             cache: TokenCache::new(settings.token_cache_capacity),
             trusted_peers: settings.trusted_peers,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when `RESOURCE_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The store the service uses; tests seed and inspect data through it.
@@ -76,6 +96,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Up until the gRPC server has drained, so the last calls are still scraped.
+        let _metrics = self.metrics.map(MetricsServer::spawn);
         let (reporter, health) = tonic_health::server::health_reporter();
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         let (reflection_v1, reflection_v1alpha) =

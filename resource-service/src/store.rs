@@ -118,6 +118,11 @@ impl Store {
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
     }
+
+    /// Sets the pool gauges (`db_pool_connections`); a metrics sampler runs it on each scrape.
+    pub fn record_pool_metrics(&self) {
+        dispatch!(self, s => s.record_pool_metrics())
+    }
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {

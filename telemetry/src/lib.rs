@@ -1,7 +1,9 @@
 //! What every binary of the project does the same way: structured logs, a request id that follows
-//! a request from the gateway through the services, and waiting for the signal to stop.
+//! a request from the gateway through the services, Prometheus metrics ([`metrics`]), and waiting
+//! for the signal to stop.
 
 mod grpc;
+pub mod metrics;
 
 use std::{
     future::Future,

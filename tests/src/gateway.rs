@@ -14,6 +14,8 @@ use crate::{process::Process, services::Credentials};
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`GATEWAY_METRICS_ADDR`).
+    pub metrics: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
     auth_replicas: usize,
@@ -45,11 +47,13 @@ impl Gateway {
     /// Starts a gateway in front of these replicas without waiting for it.
     pub fn spawn(auth_urls: &[String], resource_urls: &[String], label: &str) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let process = Process::spawn(
             "gateway",
             label,
             &[
                 ("GATEWAY_HTTP_ADDR", addr.to_string()),
+                ("GATEWAY_METRICS_ADDR", metrics.to_string()),
                 ("GATEWAY_AUTH_URL", auth_urls.join(",")),
                 ("GATEWAY_RESOURCE_URL", resource_urls.join(",")),
                 ("LOG_FORMAT", "json".into()),
@@ -59,6 +63,7 @@ impl Gateway {
         Self {
             process,
             addr,
+            metrics,
             url: format!("http://{addr}"),
             auth_replicas: auth_urls.len(),
             resource_replicas: resource_urls.len(),

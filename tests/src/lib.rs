@@ -14,6 +14,7 @@
 mod gateway;
 mod postgres;
 mod process;
+pub mod prometheus;
 mod services;
 mod stack;
 

@@ -59,6 +59,8 @@ impl AuthDeployment {
 pub struct AuthReplica {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`AUTH_METRICS_ADDR`).
+    pub metrics: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -73,8 +75,10 @@ impl AuthReplica {
 
     /// Starts a replica on a given address, e.g. where a stopped one was.
     pub fn spawn_at(addr: SocketAddr, deployment: &AuthDeployment, label: &str) -> Self {
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let mut env = vec![
             ("AUTH_GRPC_ADDR", addr.to_string()),
+            ("AUTH_METRICS_ADDR", metrics.to_string()),
             ("AUTH_DATABASE_URL", deployment.database_url.clone()),
             (
                 "AUTH_KEY_ENCRYPTION_KEY",
@@ -98,6 +102,7 @@ impl AuthReplica {
         Self {
             process,
             addr,
+            metrics,
             url: format!("http://{addr}"),
         }
     }
@@ -120,6 +125,8 @@ impl AuthReplica {
 pub struct ResourceReplica {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (`RESOURCE_METRICS_ADDR`).
+    pub metrics: SocketAddr,
     /// `http://127.0.0.1:<port>`
     pub url: String,
 }
@@ -151,8 +158,10 @@ impl ResourceReplica {
         label: &str,
         extra: &[(&'static str, String)],
     ) -> Self {
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let mut env = vec![
             ("RESOURCE_GRPC_ADDR", addr.to_string()),
+            ("RESOURCE_METRICS_ADDR", metrics.to_string()),
             ("RESOURCE_DATABASE_URL", database_url.to_owned()),
             ("RESOURCE_AUTH_URL", auth_urls.join(",")),
             ("RESOURCE_SAMPLE_DATA", "false".into()),
@@ -164,6 +173,7 @@ impl ResourceReplica {
         Self {
             process,
             addr,
+            metrics,
             url: format!("http://{addr}"),
         }
     }

@@ -11,6 +11,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: AuthServiceClient<Channel>,
     pub channel: Channel,
+    /// Where `/metrics` is served, when the configuration asked for it.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -46,6 +48,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
         .await
         .expect("auth-service starts");
     let addr = app.local_addr();
+    let metrics = app.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -59,6 +62,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
         addr,
         client: AuthServiceClient::new(channel.clone()),
         channel,
+        metrics,
         stop: Some(stop),
         task,
     }

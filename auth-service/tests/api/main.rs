@@ -8,6 +8,7 @@ mod admin;
 mod binary;
 mod helpers;
 mod keys;
+mod metrics;
 mod replicas;
 mod rotation;
 mod serving;

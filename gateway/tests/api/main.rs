@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod meta;
 mod metadata;
+mod metrics;
 mod openapi;
 mod persons;
 mod stack;

@@ -16,6 +16,13 @@ pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
 }
 
+impl<DB: Database> SqlStore<DB> {
+    pub(super) fn record_pool_metrics(&self) {
+        let max = self.pool.options().get_max_connections();
+        telemetry::metrics::record_db_pool(self.pool.size(), self.pool.num_idle(), max);
+    }
+}
+
 // A derived `Clone` would demand `DB: Clone`; only the pool is cloned.
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {

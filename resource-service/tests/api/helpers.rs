@@ -14,6 +14,8 @@ use tonic::{Request, transport::Channel};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
+    /// Where `/metrics` is served, when the configuration asked for it.
+    pub metrics: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -31,6 +33,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         .expect("build resource-service");
     let addr = app.local_addr();
     let store = app.store();
+    let metrics = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -38,6 +41,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     TestApp {
         addr,
         store,
+        metrics,
         shutdown: Some(tx),
         server: Some(server),
     }

@@ -9,6 +9,7 @@ mod auth_service;
 mod binary;
 mod helpers;
 mod jwks;
+mod metrics;
 mod pagination;
 mod persons;
 mod serving;
