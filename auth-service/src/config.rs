@@ -13,6 +13,7 @@ use token::{Algorithm, Audience, Hs256Secret};
 use crate::{
     accounts::BootstrapAdmin,
     domain::{Email, Password, Username},
+    feed::FeedConfig,
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
 };
 
@@ -119,6 +120,15 @@ pub struct Config {
         default_value = "127.0.0.0/8,::1"
     )]
     pub trusted_peers: Vec<String>,
+
+    /// How often the revocations table is read for other replicas' revocations, e.g. `250ms`
+    /// [default: 250ms on SQLite; 5s on PostgreSQL, where LISTEN/NOTIFY brings them at once].
+    #[arg(long, env = "AUTH_REVOCATION_POLL", value_parser = humantime::parse_duration)]
+    pub revocation_poll: Option<Duration>,
+
+    /// How long a revocation stream stays silent before it sends a heartbeat.
+    #[arg(long, env = "AUTH_REVOCATION_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub revocation_heartbeat: Duration,
 }
 
 /// Everything the service was told, checked and in the form it uses.
@@ -133,6 +143,7 @@ pub struct Settings {
     pub hash_workers: usize,
     pub hash_queue: usize,
     pub trusted_peers: Vec<IpNet>,
+    pub feed: FeedConfig,
 }
 
 impl TryFrom<Config> for Settings {
@@ -170,6 +181,13 @@ impl TryFrom<Config> for Settings {
             config.data_dir.join("auth.db"),
             "AUTH_DATABASE_URL",
         )?;
+        let on_postgres =
+            matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:"));
+        let feed = feed_config(
+            config.revocation_poll,
+            config.revocation_heartbeat,
+            on_postgres,
+        )?;
         let keks = Keks {
             current: secret(
                 config.key_encryption_key,
@@ -183,7 +201,7 @@ impl TryFrom<Config> for Settings {
                 "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
                 "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE",
             )?,
-            on_postgres: matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:")),
+            on_postgres,
             generated_file: config.data_dir.join("key-encryption-key"),
         };
         Ok(Self {
@@ -221,8 +239,34 @@ impl TryFrom<Config> for Settings {
                 .max(1),
             hash_queue: config.hash_queue,
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
+            feed,
         })
     }
+}
+
+fn feed_config(
+    poll: Option<Duration>,
+    heartbeat: Duration,
+    on_postgres: bool,
+) -> Result<FeedConfig, ConfigError> {
+    let poll = poll.unwrap_or(if on_postgres {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(250)
+    });
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&poll) {
+        return Err(ConfigError::new(
+            "AUTH_REVOCATION_POLL",
+            "must be between 10ms and 60s",
+        ));
+    }
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&heartbeat) {
+        return Err(ConfigError::new(
+            "AUTH_REVOCATION_HEARTBEAT",
+            "must be between 10ms and 60s",
+        ));
+    }
+    Ok(FeedConfig { poll, heartbeat })
 }
 
 /// The key-encryption keys as configured, before it is known whether they are needed.
@@ -349,6 +393,8 @@ impl Config {
             hash_workers: None,
             hash_queue: 64,
             trusted_peers: vec!["127.0.0.1".to_owned()],
+            revocation_poll: None,
+            revocation_heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     accounts::{Accounts, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    feed::Feed,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -31,6 +32,9 @@ pub fn policy() -> Policy {
             ("GetJwks", Access::Public),
             ("ListUsers", Access::AnyRole(ADMIN)),
             ("SetUserRoles", Access::AnyRole(ADMIN)),
+            // Public like the JWKS: verifiers have no identity of their own yet, and the feed
+            // reveals only opaque ids of access already taken back (ARCHITECTURE.md).
+            ("WatchRevocations", Access::Public),
         ],
     )
 }
@@ -43,11 +47,12 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 pub struct AuthGrpc {
     accounts: Arc<Accounts>,
+    feed: Feed,
 }
 
 impl AuthGrpc {
-    pub fn new(accounts: Arc<Accounts>) -> Self {
-        Self { accounts }
+    pub fn new(accounts: Arc<Accounts>, feed: Feed) -> Self {
+        Self { accounts, feed }
     }
 }
 
@@ -134,6 +139,9 @@ fn to_pb(user: User) -> pb::User {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
+    type WatchRevocationsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::RevocationBatch, Status>>;
+
     async fn sign_up(
         &self,
         request: Request<pb::SignUpRequest>,
@@ -266,6 +274,14 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(to_pb(user)),
         }))
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let after = request.into_inner().after;
+        Ok(Response::new(self.feed.watch(after)))
     }
 }
 

@@ -3,12 +3,13 @@
 //!
 //! A call flows `layers (request id, trace, authn) → grpc.rs handler → accounts.rs → store.rs`.
 //! Passwords are hashed by `password.rs` on a bounded blocking pool; the signing key is loaded
-//! (or generated once for all replicas) by `signing.rs`.
+//! (or generated once for all replicas) by `signing.rs`; `feed.rs` pushes revocations to verifiers.
 
 pub mod accounts;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod grpc;
 pub mod password;
 pub mod signing;

@@ -14,6 +14,7 @@ use tonic_health::ServingStatus;
 use crate::{
     Settings,
     accounts::Accounts,
+    feed::Feed,
     grpc::{self, AuthGrpc},
     password::PasswordHasher,
     signing::SigningKeys,
@@ -24,6 +25,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     accounts: Arc<Accounts>,
+    feed: Feed,
     store: Arc<Store>,
     trusted_peers: Vec<IpNet>,
 }
@@ -50,10 +52,14 @@ impl Application {
                 .await
                 .context("failed to create the bootstrap admin")?;
         }
+        let feed = Feed::start(store.clone(), settings.feed)
+            .await
+            .context("failed to start the revocation feed")?;
         Ok(Self {
             listener,
             local_addr,
             accounts,
+            feed,
             store,
             trusted_peers: settings.trusted_peers,
         })
@@ -85,12 +91,20 @@ impl Application {
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts)));
+            .add_service(AuthServiceServer::new(AuthGrpc::new(
+                self.accounts,
+                self.feed.clone(),
+            )));
 
         // Everything was loaded in `build`, so the service is ready as soon as it listens.
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
-        let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
+        let feed = self.feed;
+        let draining = async move {
+            telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
+            // Revocation streams never end on their own; followers resume on another replica.
+            feed.stop();
+        };
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
