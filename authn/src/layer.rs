@@ -11,7 +11,11 @@ use token::Claims;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{Access, Keys, Policy, TokenCache, keys::Refusal};
+use crate::{
+    Access, Keys, Policy, TokenCache,
+    keys::Refusal,
+    revocation::{Revocations, Revoked},
+};
 
 /// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`.
 #[derive(Clone)]
@@ -19,10 +23,12 @@ pub struct AuthnLayer {
     state: Arc<State>,
 }
 
+#[derive(Clone)]
 struct State {
     policy: Policy,
     keys: Keys,
     cache: TokenCache,
+    revocations: Revocations,
 }
 
 impl AuthnLayer {
@@ -32,8 +38,15 @@ impl AuthnLayer {
                 policy,
                 keys,
                 cache,
+                revocations: Revocations::none(),
             }),
         }
+    }
+
+    /// Also refuses every revoked token, whether it comes from the cache or not.
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        Arc::make_mut(&mut self.state).revocations = revocations;
+        self
     }
 }
 
@@ -110,6 +123,16 @@ impl State {
             Err(message) => return Err(Status::unauthenticated(message)),
         };
         let claims = self.verify(token).await?;
+        // After the cache on purpose: a token verified before its session ended is still in it.
+        match self.revocations.check(&claims) {
+            Ok(()) => {}
+            Err(Revoked::Revoked) => return Err(Status::unauthenticated("token revoked")),
+            Err(Revoked::Unknown) => {
+                return Err(Status::unauthenticated(
+                    "token revoked: issued before the last revocation update this service                      received; sign in again",
+                ));
+            }
+        }
         if let Access::AnyRole(roles) = access
             && !claims.has_any_role(roles)
         {
