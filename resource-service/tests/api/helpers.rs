@@ -14,6 +14,7 @@ use tonic::{Request, transport::Channel};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
+    pub revocations: authn::Revocations,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -31,6 +32,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         .expect("build resource-service");
     let addr = app.local_addr();
     let store = app.store();
+    let revocations = app.revocations();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -38,6 +40,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     TestApp {
         addr,
         store,
+        revocations,
         shutdown: Some(tx),
         server: Some(server),
     }

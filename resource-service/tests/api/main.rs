@@ -11,5 +11,6 @@ mod helpers;
 mod jwks;
 mod pagination;
 mod persons;
+mod revocation;
 mod serving;
 mod store;
