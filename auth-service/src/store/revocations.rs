@@ -198,7 +198,8 @@ pub enum Notified {
     Closed,
 }
 
-/// PostgreSQL's `LISTEN revocations` on a connection of its own, reconnecting when lost.
+/// PostgreSQL's `LISTEN revocations` on a connection of its own, reconnecting when lost. It
+/// lives until dropped (closing the store does not end it).
 pub struct RevocationNotifications(sqlx::postgres::PgListener);
 
 impl RevocationNotifications {
@@ -221,7 +222,14 @@ impl Store {
         let Store::Postgres(db) = self else {
             return Ok(None);
         };
-        let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        // A pool of its own: the listener holds its connection for good, which must not cost
+        // the request path one of its (perhaps very few) connections.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*db.pool.connect_options()).clone())
+            .await
+            .map_err(failed("failed to connect the revocations listener"))?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
             .await
             .map_err(failed("failed to open the revocations listener"))?;
         listener
