@@ -30,7 +30,7 @@ fn rss_bytes() -> Option<usize> {
 }
 
 /// Bytes per revocation that filling one set with `LIVE` of them adds to the resident set.
-fn memory_per_revocation(subject: impl Fn(usize) -> (bool, String)) -> Option<f64> {
+fn memory_per_revocation(subject: NthId) -> Option<f64> {
     let ids: Vec<(bool, String)> = (0..LIVE).map(subject).collect();
     let before = rss_bytes()?;
     let mut set = RevocationSet::new();
@@ -50,7 +50,10 @@ fn memory_per_revocation(subject: impl Fn(usize) -> (bool, String)) -> Option<f6
 
 /// The cases, each measured in a child process of its own so that memory freed by one case
 /// cannot be reused, unseen, by the next.
-const MEMORY_CASES: [(&str, fn(usize) -> (bool, String)); 3] = [
+/// The n-th revoked id, and whether it is a session (else a user).
+type NthId = fn(usize) -> (bool, String);
+
+const MEMORY_CASES: [(&str, NthId); 3] = [
     ("sessions (UUID sids)", |n| (true, uuid(n))),
     ("users (UUID subs)", |n| (false, uuid(n))),
     ("sessions (other 22-char ids)", |n| {
