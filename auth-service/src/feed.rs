@@ -16,9 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use authn::{RevocationConfig, Revocations};
 use proto::auth::v1 as pb;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::Status;
 
 use crate::store::{Notified, Revocation, RevocationKind, Store, StoreError};
@@ -113,6 +114,23 @@ impl Feed {
     /// Ends every stream and the watcher.
     pub fn stop(&self) {
         self.shared.stopping.send_replace(true);
+    }
+
+    /// This replica's own view of revocations, fed in-process by a stream of its own feed, for
+    /// the layer that checks the tokens auth-service itself is called with. It stops following
+    /// when the server drains.
+    pub fn local_view(&self) -> Revocations {
+        let revocations = Revocations::manual(RevocationConfig::new(Vec::new()));
+        let mut stream = self.watch(0);
+        let view = revocations.clone();
+        tokio::spawn(async move {
+            let mut synced = false;
+            while let Some(Ok(batch)) = stream.next().await {
+                synced |= !batch.snapshot || batch.snapshot_done;
+                view.apply(&batch, synced);
+            }
+        });
+        revocations
     }
 
     /// A new stream: the snapshot after `after`, then changes and heartbeats until the

@@ -83,11 +83,11 @@ impl Application {
         // The service verifies its own tokens (GetMe, admin calls) with the same layer every
         // other service uses, fed with its own keys instead of a JWKS fetch.
         let keys = Keys::fixed(self.accounts.keys().verifier.clone());
-        let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
-            grpc::policy(),
-            keys,
-            TokenCache::default(),
-        ));
+        // Revoked tokens are refused here too, from the same feed verifiers follow.
+        let layers = telemetry::grpc_layers(self.trusted_peers).layer(
+            AuthnLayer::new(grpc::policy(), keys, TokenCache::default())
+                .with_revocations(self.feed.local_view()),
+        );
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -11,7 +11,7 @@ use auth_service::{
 use proto::auth::v1::{self as pb, revocation::Subject};
 use tonic::Streaming;
 
-use crate::helpers::{KEK, TestApp, fresh_postgres_database, spawn_with};
+use crate::helpers::{KEK, TestApp, authed, fresh_postgres_database, spawn_with};
 
 /// Generous: asserts that a change arrives, not how fast.
 const WITHIN: Duration = Duration::from_secs(5);
@@ -194,4 +194,47 @@ async fn streams_end_when_the_server_drains_so_followers_move_on() {
     .await
     .expect("the stream ends");
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+}
+
+#[tokio::test]
+async fn auth_service_itself_refuses_a_revoked_token() {
+    let url = sqlite_url();
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    let user = app.sign_up("alice", "alice@example.com").await.unwrap();
+    let token = app
+        .sign_in("alice", crate::helpers::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let me = || {
+        let mut client = app.client.clone();
+        let request = authed(pb::GetMeRequest {}, &token);
+        async move { client.get_me(request).await }
+    };
+    me().await.unwrap();
+
+    writer
+        .insert_revocations(&[NewRevocation {
+            kind: RevocationKind::User,
+            subject: user.id.clone(),
+            not_before: token::unix_now(),
+            expires_at: token::unix_now() + 900,
+        }])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        match me().await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unauthenticated);
+                assert_eq!(status.message(), "token revoked");
+                break;
+            }
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
