@@ -287,6 +287,8 @@ async fn serve_stream(
             cursor,
             snapshot: true,
             snapshot_done: done,
+            heartbeat_millis: i64::try_from(shared.config.heartbeat.as_millis())
+                .unwrap_or(i64::MAX),
         };
         if !send(&tx, &mut stopping, batch).await {
             return;
@@ -357,6 +359,7 @@ fn changes_batch(revocations: Vec<pb::Revocation>, cursor: i64) -> pb::Revocatio
         cursor,
         snapshot: false,
         snapshot_done: false,
+        heartbeat_millis: 0,
     }
 }
 

@@ -109,6 +109,7 @@ fn full_view() -> Revocations {
         cursor: LIVE as i64,
         snapshot: true,
         snapshot_done: true,
+        heartbeat_millis: 0,
     };
     revocations.apply(&batch, true);
     revocations

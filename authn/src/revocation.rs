@@ -46,8 +46,8 @@ pub struct RevocationConfig {
     pub max_staleness: Duration,
     /// When stale, refuse tokens issued at or before the last good update.
     pub fail_closed: bool,
-    /// A stream silent for this long is given up and resumed elsewhere (auth-service sends a
-    /// heartbeat every few seconds).
+    /// A stream silent for this long is given up and resumed elsewhere, unless the stream says
+    /// how often it sends heartbeats: then three of those.
     pub idle_timeout: Duration,
     /// Per-attempt deadline for connecting and for the stream's first answer.
     pub connect_timeout: Duration,
@@ -331,6 +331,7 @@ async fn follow_one(weak: &Weak<Shared>, channel: Channel) -> Result<(), String>
         Err(_) => return Err("no answer in time".to_owned()),
     };
     let mut synced = false;
+    let mut idle_timeout = idle_timeout;
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.message()).await {
             Ok(Ok(Some(batch))) => batch,
@@ -342,6 +343,18 @@ async fn follow_one(weak: &Weak<Shared>, channel: Channel) -> Result<(), String>
         let Some(shared) = weak.upgrade() else {
             return Ok(());
         };
+        if let Ok(millis @ 1..) = u64::try_from(message.heartbeat_millis) {
+            let heartbeat = Duration::from_millis(millis);
+            idle_timeout = heartbeat * 3;
+            if !synced && heartbeat * 2 > shared.config.max_staleness {
+                tracing::warn!(
+                    ?heartbeat,
+                    max_staleness = ?shared.config.max_staleness,
+                    "auth-service sends revocation heartbeats too rarely for the staleness bound; \
+                     the view will look stale between them"
+                );
+            }
+        }
         if !message.snapshot || message.snapshot_done {
             if !synced {
                 tracing::info!(

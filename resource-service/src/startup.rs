@@ -59,8 +59,6 @@ impl Application {
                 let mut config = RevocationConfig::new(feed.auth_urls);
                 config.max_staleness = feed.max_staleness;
                 config.fail_closed = feed.fail_closed;
-                // A silent stream is given up well before the view turns stale.
-                config.idle_timeout = config.idle_timeout.min(feed.max_staleness / 2);
                 RevocationFollower::start(config)?
             }
             None => {

@@ -101,6 +101,8 @@ async fn a_stream_sends_the_snapshot_then_changes_then_heartbeats_and_resumes_fr
     assert!(snapshot.snapshot && snapshot.snapshot_done);
     assert_eq!(sessions(&snapshot), ["s1"]);
     assert_eq!(snapshot.cursor, first);
+    // It says how often to expect a heartbeat, so the follower can tell quiet from dead.
+    assert_eq!(snapshot.heartbeat_millis, 200);
 
     let second = revoke_session(&writer, "s2").await;
     let change = next_change(&mut stream).await;
