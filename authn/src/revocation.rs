@@ -109,7 +109,9 @@ impl Revocations {
         Self::default()
     }
 
-    /// A view no task feeds: tests and benchmarks apply batches to it by hand.
+    /// A view no task of its own feeds: whoever holds it applies batches with
+    /// [`Revocations::apply`] (auth-service's in-process view, tests, benchmarks). Nothing
+    /// watches its staleness.
     pub fn manual(config: RevocationConfig) -> Self {
         let (fresh, _) = watch::channel(false);
         Self {
@@ -424,5 +426,90 @@ async fn monitor(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::auth::v1::Revocation;
+    use token::Role;
+
+    use super::*;
+
+    fn claims(sid: &str, iat: i64) -> Claims {
+        Claims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "u".into(),
+            iat,
+            nbf: iat,
+            exp: iat + 600,
+            jti: "j".into(),
+            roles: vec![Role::User],
+            username: "alice".into(),
+            sid: Some(sid.into()),
+        }
+    }
+
+    fn batch(sid: &str, cursor: i64, snapshot: bool) -> RevocationBatch {
+        RevocationBatch {
+            revocations: vec![Revocation {
+                seq: cursor,
+                subject: Some(Subject::SessionId(sid.into())),
+                not_before: unix_now(),
+                expires_at: unix_now() + 600,
+            }],
+            cursor,
+            snapshot,
+            snapshot_done: snapshot,
+            heartbeat_millis: 0,
+        }
+    }
+
+    #[test]
+    fn no_feed_refuses_nothing_and_reports_nothing() {
+        let none = Revocations::none();
+        assert_eq!(none.check(&claims("s", 0)), Ok(()));
+        assert_eq!(none.staleness(), None);
+        assert!(!none.is_fresh());
+    }
+
+    #[test]
+    fn a_snapshot_makes_the_view_fresh_and_its_revocations_refused() {
+        let view = Revocations::manual(RevocationConfig::new(Vec::new()));
+        assert!(!view.is_fresh());
+        view.apply(&batch("gone", 7, true), true);
+        assert!(view.is_fresh());
+        assert_eq!(view.cursor(), 7);
+        assert_eq!(
+            view.check(&claims("gone", unix_now())),
+            Err(Revoked::Revoked)
+        );
+        assert_eq!(view.check(&claims("kept", unix_now())), Ok(()));
+        assert!(view.staleness().unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn failing_closed_refuses_only_tokens_from_before_the_last_good_update_once_stale() {
+        let mut config = RevocationConfig::new(Vec::new());
+        config.max_staleness = Duration::from_millis(50);
+        config.fail_closed = true;
+        let view = Revocations::manual(config);
+        view.apply(&batch("gone", 1, true), true);
+        let old = claims("kept", unix_now() - 5);
+        assert_eq!(view.check(&old), Ok(()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!view.is_fresh());
+        assert_eq!(view.check(&old), Err(Revoked::Unknown));
+        assert_eq!(view.check(&claims("kept", unix_now() + 1)), Ok(()));
+        // A heartbeat is a good update: fresh again.
+        view.apply(
+            &RevocationBatch {
+                cursor: 1,
+                ..Default::default()
+            },
+            true,
+        );
+        assert_eq!(view.check(&old), Ok(()));
     }
 }
