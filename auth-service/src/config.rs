@@ -13,6 +13,7 @@ use token::{Algorithm, Audience, Hs256Secret};
 use crate::{
     accounts::{BootstrapAdmin, SessionPolicy},
     domain::{Email, Password, Username},
+    feed::FeedConfig,
     keyring::Rotation,
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
     throttle::{Limit, ThrottleSettings},
@@ -186,6 +187,15 @@ pub struct Config {
         default_value = "127.0.0.0/8,::1"
     )]
     pub trusted_peers: Vec<String>,
+
+    /// How often the revocations table is read for other replicas' revocations, e.g. `250ms`
+    /// [default: 250ms on SQLite; 5s on PostgreSQL, where LISTEN/NOTIFY brings them at once].
+    #[arg(long, env = "AUTH_REVOCATION_POLL", value_parser = humantime::parse_duration)]
+    pub revocation_poll: Option<Duration>,
+
+    /// How long a revocation stream stays silent before it sends a heartbeat.
+    #[arg(long, env = "AUTH_REVOCATION_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub revocation_heartbeat: Duration,
 }
 
 /// Everything the service was told, checked and in the form it uses.
@@ -206,6 +216,7 @@ pub struct Settings {
     pub hash_per_client: usize,
     pub throttle: ThrottleSettings,
     pub trusted_peers: Vec<IpNet>,
+    pub feed: FeedConfig,
 }
 
 impl TryFrom<Config> for Settings {
@@ -250,6 +261,13 @@ impl TryFrom<Config> for Settings {
             config.data_dir.join("auth.db"),
             "AUTH_DATABASE_URL",
         )?;
+        let on_postgres =
+            matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:"));
+        let feed = feed_config(
+            config.revocation_poll,
+            config.revocation_heartbeat,
+            on_postgres,
+        )?;
         let keks = Keks {
             current: secret(
                 config.key_encryption_key,
@@ -263,7 +281,7 @@ impl TryFrom<Config> for Settings {
                 "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
                 "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE",
             )?,
-            on_postgres: matches!(&database, Database::Url(url) if !url.expose_secret().starts_with("sqlite:")),
+            on_postgres,
             generated_file: config.data_dir.join("key-encryption-key"),
         };
         let hash_workers = config
@@ -338,6 +356,7 @@ impl TryFrom<Config> for Settings {
             hash_per_client,
             throttle,
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
+            feed,
         })
     }
 }
@@ -427,6 +446,31 @@ fn limit(
         ));
     }
     Ok(Limit { max, window })
+}
+
+fn feed_config(
+    poll: Option<Duration>,
+    heartbeat: Duration,
+    on_postgres: bool,
+) -> Result<FeedConfig, ConfigError> {
+    let poll = poll.unwrap_or(if on_postgres {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(250)
+    });
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&poll) {
+        return Err(ConfigError::new(
+            "AUTH_REVOCATION_POLL",
+            "must be between 10ms and 60s",
+        ));
+    }
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&heartbeat) {
+        return Err(ConfigError::new(
+            "AUTH_REVOCATION_HEARTBEAT",
+            "must be between 10ms and 60s",
+        ));
+    }
+    Ok(FeedConfig { poll, heartbeat })
 }
 
 /// The key-encryption keys as configured, before it is known whether they are needed.
@@ -568,6 +612,8 @@ impl Config {
             signup_max_taken: 10,
             signup_window: Duration::from_secs(15 * 60),
             trusted_peers: vec!["127.0.0.1".to_owned()],
+            revocation_poll: None,
+            revocation_heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     accounts::{Accounts, ClientInfo, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    feed::Feed,
     metrics::SignIns,
     refresh_token::RefreshToken,
     sessions::SignOutBy,
@@ -47,6 +48,9 @@ pub fn policy() -> Policy {
             ("EndSession", Access::SignedIn),
             ("SetUserDisabled", Access::AnyRole(ADMIN)),
             ("ClearSignInThrottle", Access::AnyRole(ADMIN)),
+            // Public like the JWKS: verifiers have no identity of their own yet, and the feed
+            // reveals only opaque ids of access already taken back (ARCHITECTURE.md).
+            ("WatchRevocations", Access::Public),
         ],
     )
 }
@@ -59,13 +63,15 @@ const MAX_PAGE_SIZE: u32 = 100;
 pub struct AuthGrpc {
     accounts: Arc<Accounts>,
     sign_ins: SignIns,
+    feed: Feed,
 }
 
 impl AuthGrpc {
-    pub fn new(accounts: Arc<Accounts>) -> Self {
+    pub fn new(accounts: Arc<Accounts>, feed: Feed) -> Self {
         Self {
             accounts,
             sign_ins: SignIns::new(),
+            feed,
         }
     }
 }
@@ -188,6 +194,9 @@ fn to_pb(user: User) -> pb::User {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
+    type WatchRevocationsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::RevocationBatch, Status>>;
+
     async fn sign_up(
         &self,
         request: Request<pb::SignUpRequest>,
@@ -343,6 +352,14 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(to_pb(user)),
         }))
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let after = request.into_inner().after;
+        Ok(Response::new(self.feed.watch(after)))
     }
 
     async fn clear_sign_in_throttle(

@@ -3,13 +3,14 @@
 //!
 //! A call flows `layers (request id, trace, authn) → grpc.rs handler → accounts.rs → store.rs`.
 //! Passwords are hashed by `password.rs` on a bounded blocking pool; the signing key is loaded
-//! (or generated once for all replicas) by `signing.rs`. Guessing is throttled across replicas
-//! by `throttle.rs`, through the database.
+//! (or generated once for all replicas) by `signing.rs`; `feed.rs` pushes revocations to verifiers.
+//! Guessing is throttled across replicas by `throttle.rs`, through the database.
 
 pub mod accounts;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod grpc;
 pub mod keyring;
 pub mod metrics;

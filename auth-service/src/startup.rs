@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use crate::{
     Settings,
     accounts::Accounts,
+    feed::Feed,
     grpc::{self, AuthGrpc},
     keyring::KeyRing,
     password::PasswordHasher,
@@ -26,6 +27,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     accounts: Arc<Accounts>,
+    feed: Feed,
     store: Arc<Store>,
     throttle: Arc<Throttle>,
     trusted_peers: Vec<IpNet>,
@@ -76,10 +78,14 @@ impl Application {
             let store = store.clone();
             metrics.sample(move || store.record_pool_metrics());
         }
+        let feed = Feed::start(store.clone(), settings.feed)
+            .await
+            .context("failed to start the revocation feed")?;
         Ok(Self {
             listener,
             local_addr,
             accounts,
+            feed,
             store,
             throttle,
             trusted_peers: settings.trusted_peers,
@@ -115,15 +121,18 @@ impl Application {
         let keys = self.accounts.keys().verifiers();
         // Follows the key table (activations, rotations, other replicas' keys) while serving.
         let ring = tokio::spawn(self.accounts.keys().clone().run());
-        let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
-            grpc::policy(),
-            keys,
-            TokenCache::default(),
-        ));
+        // Revoked tokens are refused here too, from the same feed verifiers follow.
+        let layers = telemetry::grpc_layers(self.trusted_peers).layer(
+            AuthnLayer::new(grpc::policy(), keys, TokenCache::default())
+                .with_revocations(self.feed.local_view()),
+        );
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts.clone())));
+            .add_service(AuthServiceServer::new(AuthGrpc::new(
+                self.accounts.clone(),
+                self.feed.clone(),
+            )));
 
         let sessions_pruning = tokio::spawn(prune_periodically(
             self.accounts.clone(),
@@ -132,7 +141,12 @@ impl Application {
         // Everything was loaded in `build`, so the service is ready as soon as it listens.
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
-        let draining = telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing);
+        let feed = self.feed;
+        let draining = async move {
+            telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
+            // Revocation streams never end on their own; followers resume on another replica.
+            feed.stop();
+        };
         // Every replica prunes old throttle events; only the serving ones need to.
         let pruning = tokio::spawn(self.throttle.prune_periodically());
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)

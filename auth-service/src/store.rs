@@ -22,7 +22,10 @@ use uuid::Uuid;
 pub use self::{
     error::StoreError,
     postgres::PgStore,
-    revocations::{NewRevocation, REVOCATIONS_CHANNEL, Revocation, RevocationKind},
+    revocations::{
+        NewRevocation, Notified, REVOCATIONS_CHANNEL, Revocation, RevocationKind,
+        RevocationNotifications,
+    },
     sessions::{NewSession, RefreshOutcome, Rotation, Session},
     sqlite::SqliteStore,
     throttle::ThrottleKey,

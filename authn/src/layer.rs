@@ -15,6 +15,7 @@ use crate::{
     Access, Keys, Policy, TokenCache,
     keys::Refusal,
     metrics::{Outcome, Verifications},
+    revocation::{Revocations, Revoked},
 };
 
 /// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`.
@@ -23,11 +24,13 @@ pub struct AuthnLayer {
     state: Arc<State>,
 }
 
+#[derive(Clone)]
 struct State {
     policy: Policy,
     keys: Keys,
     cache: TokenCache,
     verifications: Verifications,
+    revocations: Revocations,
 }
 
 impl AuthnLayer {
@@ -40,8 +43,15 @@ impl AuthnLayer {
                 keys,
                 cache,
                 verifications: Verifications::new(),
+                revocations: Revocations::none(),
             }),
         }
+    }
+
+    /// Also refuses every revoked token, whether it comes from the cache or not.
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        Arc::make_mut(&mut self.state).revocations = revocations;
+        self
     }
 }
 
@@ -130,6 +140,17 @@ impl State {
                 return Err(status);
             }
         };
+        // After the cache on purpose: a token verified before its session ended is still in it.
+        if let Err(revoked) = self.revocations.check(&claims) {
+            self.verifications.record(Outcome::Revoked);
+            return Err(Status::unauthenticated(match revoked {
+                Revoked::Revoked => "token revoked",
+                Revoked::Unknown => {
+                    "token revoked: issued before the last revocation update this service \
+                     received; sign in again"
+                }
+            }));
+        }
         if let Access::AnyRole(roles) = access
             && !claims.has_any_role(roles)
         {

@@ -29,10 +29,13 @@ pub enum Outcome {
     Forbidden,
     /// No key is known yet: the service cannot check any token.
     NoKeys,
+    /// A valid token of an ended session or of a user whose earlier tokens were revoked (or,
+    /// failing closed, one the service cannot tell about while its revocation view is stale).
+    Revoked,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 11] = [
+    const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -44,6 +47,7 @@ impl Outcome {
         Outcome::InvalidClaims,
         Outcome::Forbidden,
         Outcome::NoKeys,
+        Outcome::Revoked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Outcome {
             Outcome::InvalidClaims => "invalid_claims",
             Outcome::Forbidden => "forbidden",
             Outcome::NoKeys => "no_keys",
+            Outcome::Revoked => "revoked",
         }
     }
 
@@ -81,6 +86,7 @@ impl Outcome {
 }
 
 /// One counter per [`Outcome`], made when the layer is built.
+#[derive(Clone)]
 pub(crate) struct Verifications {
     counters: [Counter; Outcome::ALL.len()],
 }
@@ -128,5 +134,14 @@ mod tests {
         assert_eq!(of(VerifyError::MissingKeyId), "malformed");
         assert_eq!(of(VerifyError::WrongAudience), "invalid_claims");
         assert_eq!(Outcome::of(&Refusal::NoKeys).label(), "no_keys");
+    }
+}
+
+/// Sets `authn_revocation_staleness_seconds` from `revocations`: how long since the service's
+/// view of revoked tokens was last confirmed current by the feed (an update or a heartbeat).
+/// A service that follows no feed leaves it unset. Meant for a metrics sampler.
+pub fn record_revocation_staleness(revocations: &crate::Revocations) {
+    if let Some(staleness) = revocations.staleness() {
+        metrics::gauge!("authn_revocation_staleness_seconds").set(staleness.as_secs_f64());
     }
 }

@@ -37,7 +37,9 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// auth-service replicas to fetch the token keys (JWKS) from, comma-separated.
+    /// auth-service replicas to fetch the token keys (JWKS) from and follow the revocation feed
+    /// of, comma-separated. With HS256 an empty value follows no feed (revoked tokens stay
+    /// valid until they expire).
     #[arg(
         long,
         env = "RESOURCE_AUTH_URL",
@@ -97,6 +99,23 @@ pub struct Config {
         default_value = "127.0.0.0/8,::1"
     )]
     pub trusted_peers: Vec<String>,
+
+    /// How long without an update from the revocation feed before the view counts as stale
+    /// (a warning, the `authn.revocation` health entry NOT_SERVING, and with fail-closed,
+    /// refusals), e.g. `30s`.
+    #[arg(long, env = "RESOURCE_REVOCATION_MAX_STALENESS", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub revocation_max_staleness: Duration,
+
+    /// When the revocation view is stale, refuse tokens issued before its last good update
+    /// instead of accepting them (fail-open, the default).
+    #[arg(
+        long,
+        env = "RESOURCE_REVOCATION_FAIL_CLOSED",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub revocation_fail_closed: bool,
 }
 
 /// How often the token keys are refreshed when nothing says otherwise.
@@ -114,6 +133,16 @@ pub struct Settings {
     pub jwks_refresh: Duration,
     pub sample_data: bool,
     pub trusted_peers: Vec<IpNet>,
+    /// `None`: no revocation feed is followed (HS256 with no auth-service URL).
+    pub revocation: Option<RevocationFeed>,
+}
+
+/// Where and how the revocation feed is followed.
+#[derive(Clone, Debug)]
+pub struct RevocationFeed {
+    pub auth_urls: Vec<String>,
+    pub max_staleness: Duration,
+    pub fail_closed: bool,
 }
 
 /// How tokens are checked.
@@ -146,6 +175,13 @@ impl TryFrom<Config> for Settings {
             "RESOURCE_HS256_SECRET",
             "RESOURCE_HS256_SECRET_FILE",
         )?;
+        let auth_urls = auth_urls(&config.auth_url)?;
+        let token_keys = token_keys(config.token_alg, hs256_secret, auth_urls.clone())?;
+        let revocation = revocation_feed(
+            auth_urls,
+            config.revocation_max_staleness,
+            config.revocation_fail_closed,
+        )?;
         Ok(Self {
             grpc_addr: config.grpc_addr,
             metrics_addr: config.metrics_addr,
@@ -154,7 +190,7 @@ impl TryFrom<Config> for Settings {
                 config.data_dir.join("resource.db"),
                 "RESOURCE_DATABASE_URL",
             )?,
-            token_keys: token_keys(config.token_alg, hs256_secret, &config.auth_url)?,
+            token_keys,
             audience: Audience {
                 issuer: config.token_issuer,
                 audience: config.token_audience,
@@ -163,14 +199,62 @@ impl TryFrom<Config> for Settings {
             jwks_refresh: jwks_refresh(config.jwks_refresh, config.jwks_refresh_secs)?,
             sample_data: config.sample_data,
             trusted_peers: settings::networks(&config.trusted_peers, "RESOURCE_TRUSTED_PEERS")?,
+            revocation,
         })
     }
+}
+
+/// `RESOURCE_AUTH_URL`: trimmed, empty entries dropped, each an http:// URL.
+fn auth_urls(urls: &[String]) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    // No TLS is built in: an https:// URL would silently fetch the keys in plain text.
+    if let Some(bad) = urls
+        .iter()
+        .find(|u| !u.starts_with("http://") || u.parse::<tonic::transport::Uri>().is_err())
+    {
+        return Err(ConfigError::new(
+            "RESOURCE_AUTH_URL",
+            format!("{bad:?} is not an http:// URL (TLS between services is not built in)"),
+        ));
+    }
+    Ok(urls)
+}
+
+fn revocation_feed(
+    auth_urls: Vec<String>,
+    max_staleness: Duration,
+    fail_closed: bool,
+) -> Result<Option<RevocationFeed>, ConfigError> {
+    if max_staleness < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "RESOURCE_REVOCATION_MAX_STALENESS",
+            "must be at least 1s",
+        ));
+    }
+    if auth_urls.is_empty() {
+        if fail_closed {
+            return Err(ConfigError::new(
+                "RESOURCE_REVOCATION_FAIL_CLOSED",
+                "needs a revocation feed to follow: set RESOURCE_AUTH_URL",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(RevocationFeed {
+        auth_urls,
+        max_staleness,
+        fail_closed,
+    }))
 }
 
 fn token_keys(
     alg: Algorithm,
     hs256_secret: Option<SecretString>,
-    auth_urls: &[String],
+    urls: Vec<String>,
 ) -> Result<TokenKeys, ConfigError> {
     match (alg, hs256_secret) {
         (Algorithm::HS256, None) => Err(ConfigError::new(
@@ -186,25 +270,10 @@ fn token_keys(
             format!("is set but RESOURCE_TOKEN_ALG is {alg}; set one or the other"),
         )),
         (Algorithm::EdDSA, None) => {
-            let urls: Vec<String> = auth_urls
-                .iter()
-                .map(|u| u.trim().to_owned())
-                .filter(|u| !u.is_empty())
-                .collect();
             if urls.is_empty() {
                 return Err(ConfigError::new(
                     "RESOURCE_AUTH_URL",
                     "must name at least one auth-service URL",
-                ));
-            }
-            // No TLS is built in: an https:// URL would silently fetch the keys in plain text.
-            if let Some(bad) = urls
-                .iter()
-                .find(|u| !u.starts_with("http://") || u.parse::<tonic::transport::Uri>().is_err())
-            {
-                return Err(ConfigError::new(
-                    "RESOURCE_AUTH_URL",
-                    format!("{bad:?} is not an http:// URL (TLS between services is not built in)"),
                 ));
             }
             Ok(TokenKeys::Jwks(urls))
@@ -249,7 +318,8 @@ pub const TEST_HS256_SECRET: &str = "test-only-secret-0123456789abcdefghij";
 #[cfg(any(test, feature = "test-util"))]
 impl Config {
     /// A configuration for tests: port 0, a fresh SQLite file in the temp directory, HS256 with
-    /// a fixed test secret, no sample data. Tests change fields as they need.
+    /// a fixed test secret, no auth-service (so no revocation feed), no sample data. Tests
+    /// change fields as they need.
     pub fn for_tests() -> Self {
         let dir = std::env::temp_dir().join("resource-service-tests");
         // If this fails, opening the database reports it with the path.
@@ -272,6 +342,8 @@ impl Config {
             jwks_refresh_secs: None,
             sample_data: false,
             trusted_peers: vec!["127.0.0.1".to_owned()],
+            revocation_max_staleness: Duration::from_secs(30),
+            revocation_fail_closed: false,
         }
     }
 

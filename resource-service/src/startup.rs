@@ -3,7 +3,10 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use authn::{AuthnLayer, JwksSource, JwksSourceConfig, Keys, TokenCache};
+use authn::{
+    AuthnLayer, JwksSource, JwksSourceConfig, Keys, REVOCATION_HEALTH_SERVICE, RevocationConfig,
+    RevocationFollower, Revocations, TokenCache,
+};
 use ipnet::IpNet;
 use proto::person::v1::person_service_server::{PersonServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
@@ -28,6 +31,7 @@ pub struct Application {
     store: Store,
     keys: Keys,
     cache: TokenCache,
+    revocations: Revocations,
     trusted_peers: Vec<IpNet>,
     metrics: Option<MetricsServer>,
 }
@@ -57,11 +61,27 @@ impl Application {
                 JwksSource::start(jwks).await?
             }
         };
+        let revocations = match settings.revocation {
+            Some(feed) => {
+                let mut config = RevocationConfig::new(feed.auth_urls);
+                config.max_staleness = feed.max_staleness;
+                config.fail_closed = feed.fail_closed;
+                RevocationFollower::start(config)?
+            }
+            None => {
+                tracing::warn!(
+                    "no auth-service URL: revocations are not followed, and a revoked token \
+                     stays valid until it expires"
+                );
+                Revocations::none()
+            }
+        };
         if let Some(metrics) = &mut metrics {
-            let (store, keys) = (store.clone(), keys.clone());
+            let (store, keys, followed) = (store.clone(), keys.clone(), revocations.clone());
             metrics.sample(move || {
                 store.record_pool_metrics();
                 authn::metrics::record_jwks_age(&keys);
+                authn::metrics::record_revocation_staleness(&followed);
             });
         }
         tracing::info!(%local_addr, "resource-service built");
@@ -71,6 +91,7 @@ impl Application {
             store,
             keys,
             cache: TokenCache::new(settings.token_cache_capacity),
+            revocations,
             trusted_peers: settings.trusted_peers,
             metrics,
         })
@@ -83,6 +104,12 @@ impl Application {
     /// Where `/metrics` is served, when `RESOURCE_METRICS_ADDR` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// What the service knows of revoked tokens: its staleness is the
+    /// `authn_revocation_staleness_seconds` figure.
+    pub fn revocations(&self) -> Revocations {
+        self.revocations.clone()
     }
 
     /// The store the service uses; tests seed and inspect data through it.
@@ -103,11 +130,16 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
                 .context("failed to build reflection service")?;
-        let layers = telemetry::grpc_layers(self.trusted_peers).layer(AuthnLayer::new(
-            grpc::policy(),
-            self.keys.clone(),
-            self.cache,
-        ));
+        let layers = telemetry::grpc_layers(self.trusted_peers).layer(
+            AuthnLayer::new(grpc::policy(), self.keys.clone(), self.cache)
+                .with_revocations(self.revocations.clone()),
+        );
+        // The revocation view has a health entry of its own and never touches the service's:
+        // an auth-service outage must not take every resource replica out of rotation.
+        let freshness = self
+            .revocations
+            .freshness()
+            .map(|fresh| tokio::spawn(report_revocations(reporter.clone(), fresh)));
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -120,6 +152,9 @@ impl Application {
         ));
         let draining = async move {
             ready.abort();
+            if let Some(freshness) = freshness {
+                freshness.abort();
+            }
             telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         };
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
@@ -128,6 +163,26 @@ impl Application {
         self.store.close().await;
         tracing::info!("resource-service stopped");
         result
+    }
+}
+
+/// `authn.revocation`: SERVING while the revocation view is current.
+async fn report_revocations(
+    reporter: HealthReporter,
+    mut fresh: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let status = if *fresh.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(REVOCATION_HEALTH_SERVICE, status)
+            .await;
+        if fresh.changed().await.is_err() {
+            return;
+        }
     }
 }
 

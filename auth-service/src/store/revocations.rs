@@ -185,3 +185,57 @@ impl Store {
         .map_err(failed("failed to prune revocations"))
     }
 }
+
+/// What [`RevocationNotifications::next`] saw.
+#[derive(Debug)]
+pub enum Notified {
+    /// A commit notified [`REVOCATIONS_CHANNEL`].
+    Revoked,
+    /// The listening connection was lost and is being re-established: notifications may have
+    /// been missed, so read the table.
+    Reconnected,
+    /// The store was closed; nothing more will come.
+    Closed,
+}
+
+/// PostgreSQL's `LISTEN revocations` on a connection of its own, reconnecting when lost. It
+/// lives until dropped (closing the store does not end it).
+pub struct RevocationNotifications(sqlx::postgres::PgListener);
+
+impl RevocationNotifications {
+    pub async fn next(&mut self) -> Result<Notified, StoreError> {
+        match self.0.try_recv().await {
+            Ok(Some(_)) => Ok(Notified::Revoked),
+            Ok(None) => Ok(Notified::Reconnected),
+            Err(sqlx::Error::PoolClosed) => Ok(Notified::Closed),
+            Err(e) => Err(failed("failed to wait for revocation notifications")(e)),
+        }
+    }
+}
+
+impl Store {
+    /// Listens for committed revocations; `None` on SQLite, which has no notifications and is
+    /// polled instead.
+    pub async fn revocation_notifications(
+        &self,
+    ) -> Result<Option<RevocationNotifications>, StoreError> {
+        let Store::Postgres(db) = self else {
+            return Ok(None);
+        };
+        // A pool of its own: the listener holds its connection for good, which must not cost
+        // the request path one of its (perhaps very few) connections.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*db.pool.connect_options()).clone())
+            .await
+            .map_err(failed("failed to connect the revocations listener"))?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .map_err(failed("failed to open the revocations listener"))?;
+        listener
+            .listen(REVOCATIONS_CHANNEL)
+            .await
+            .map_err(failed("failed to listen for revocations"))?;
+        Ok(Some(RevocationNotifications(listener)))
+    }
+}

@@ -6,6 +6,7 @@
 
 mod admin;
 mod binary;
+mod feed;
 mod helpers;
 mod keys;
 mod metrics;

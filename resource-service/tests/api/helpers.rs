@@ -16,6 +16,7 @@ pub struct TestApp {
     pub store: Store,
     /// Where `/metrics` is served, when the configuration asked for it.
     pub metrics: Option<SocketAddr>,
+    pub revocations: authn::Revocations,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -34,6 +35,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let addr = app.local_addr();
     let store = app.store();
     let metrics = app.metrics_addr();
+    let revocations = app.revocations();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -42,6 +44,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         addr,
         store,
         metrics,
+        revocations,
         shutdown: Some(tx),
         server: Some(server),
     }

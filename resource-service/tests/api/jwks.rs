@@ -69,6 +69,15 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl AuthService for KeyServer {
+    type WatchRevocationsStream =
+        futures::stream::Empty<Result<proto::auth::v1::RevocationBatch, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _: Request<proto::auth::v1::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        unimplemented()
+    }
     async fn get_jwks(
         &self,
         _: Request<GetJwksRequest>,

@@ -12,5 +12,6 @@ mod jwks;
 mod metrics;
 mod pagination;
 mod persons;
+mod revocation;
 mod serving;
 mod store;

@@ -1,0 +1,405 @@
+//! The revocation feed behind `WatchRevocations`.
+//!
+//! One watcher task per replica follows the revocations table: on PostgreSQL it wakes on
+//! `LISTEN revocations` (every commit that revokes notifies, whichever replica made it) and
+//! polls slowly as a safety net; on SQLite it polls. What it reads goes out once on a broadcast
+//! channel to every stream, so a thousand followers cost one query per change, not a thousand.
+//! Each stream first sends a snapshot of every revocation in force after the follower's cursor
+//! (read from the database, a page at a time), then the watcher's changes, then a heartbeat (an
+//! empty batch with the cursor) whenever it has been quiet for a while, but only while the
+//! watcher can read the database: a follower measures how stale its view is by the time since
+//! the last message, so a replica that cannot see new revocations must not claim it is current.
+//! The watcher also prunes expired rows.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use authn::{RevocationConfig, Revocations};
+use proto::auth::v1 as pb;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::Status;
+
+use crate::store::{Notified, Revocation, RevocationKind, Store, StoreError};
+
+/// Rows per snapshot page and per read of the watcher.
+const PAGE: u32 = 1_000;
+/// Batches the broadcast keeps for streams that fall behind; a stream further behind catches
+/// up from the database.
+const BACKLOG: usize = 1_024;
+/// How often each replica deletes expired revocations (idempotent, so replicas may overlap).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug)]
+pub struct FeedConfig {
+    /// How often the table is read when nothing woke the watcher: SQLite's only way to see
+    /// other replicas' revocations, PostgreSQL's safety net behind LISTEN/NOTIFY.
+    pub poll: Duration,
+    /// How long a stream stays silent before it sends an empty batch.
+    pub heartbeat: Duration,
+}
+
+/// The feed of one replica; cloning it is cheap.
+#[derive(Clone)]
+pub struct Feed {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    changes: broadcast::Sender<Arc<Change>>,
+    state: watch::Receiver<WatcherState>,
+    /// Set when the server begins to drain: every stream ends, so followers move to another
+    /// replica instead of holding the drain open.
+    stopping: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    config: FeedConfig,
+}
+
+/// Revocations the watcher read, in `seq` order.
+struct Change {
+    revocations: Vec<Revocation>,
+    cursor: i64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct WatcherState {
+    cursor: i64,
+    /// When the watcher last read the table successfully.
+    read_at: Option<Instant>,
+}
+
+impl Feed {
+    /// Starts the replica's watcher (and on PostgreSQL its listener) from the end of the table.
+    pub async fn start(store: Arc<Store>, config: FeedConfig) -> Result<Self, StoreError> {
+        let cursor = store.last_revocation_seq().await?;
+        let (changes, _) = broadcast::channel(BACKLOG);
+        let (state_tx, state) = watch::channel(WatcherState {
+            cursor,
+            read_at: Some(Instant::now()),
+        });
+        let (stopping, _) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        if let Some(notifications) = store.revocation_notifications().await? {
+            tokio::spawn(listen(notifications, wake.clone(), stopping.subscribe()));
+        }
+        tokio::spawn(watch_table(
+            store.clone(),
+            config.poll,
+            changes.clone(),
+            state_tx,
+            wake.clone(),
+            stopping.subscribe(),
+        ));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                changes,
+                state,
+                stopping,
+                wake,
+                config,
+            }),
+        })
+    }
+
+    /// Reads the table now rather than at the next poll: for code on this replica that has
+    /// just revoked (PostgreSQL's notification makes this unnecessary there).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Ends every stream and the watcher.
+    pub fn stop(&self) {
+        self.shared.stopping.send_replace(true);
+    }
+
+    /// This replica's own view of revocations, fed in-process by a stream of its own feed, for
+    /// the layer that checks the tokens auth-service itself is called with. It stops following
+    /// when the server drains.
+    pub fn local_view(&self) -> Revocations {
+        let revocations = Revocations::manual(RevocationConfig::new(Vec::new()));
+        let mut stream = self.watch(0);
+        let view = revocations.clone();
+        tokio::spawn(async move {
+            let mut synced = false;
+            while let Some(Ok(batch)) = stream.next().await {
+                synced |= !batch.snapshot || batch.snapshot_done;
+                view.apply(&batch, synced);
+            }
+        });
+        revocations
+    }
+
+    /// A new stream: the snapshot after `after`, then changes and heartbeats until the
+    /// follower goes away or the server drains.
+    pub fn watch(&self, after: i64) -> ReceiverStream<Result<pb::RevocationBatch, Status>> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(serve_stream(self.shared.clone(), after.max(0), tx));
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Wakes the watcher on every notification, and after a lost connection (notifications sent
+/// meanwhile are gone, so the table must be read).
+async fn listen(
+    mut notifications: crate::store::RevocationNotifications,
+    wake: Arc<Notify>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut retry = Duration::from_millis(100);
+    loop {
+        let next = tokio::select! {
+            next = notifications.next() => next,
+            () = stopped(&mut stopping) => return,
+        };
+        match next {
+            Ok(Notified::Revoked) => {
+                retry = Duration::from_millis(100);
+                wake.notify_one();
+            }
+            Ok(Notified::Reconnected) => {
+                tracing::warn!("lost the revocations LISTEN connection; reconnecting");
+                wake.notify_one();
+            }
+            Ok(Notified::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, "revocation notifications failed; retrying");
+                wake.notify_one();
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn watch_table(
+    store: Arc<Store>,
+    poll: Duration,
+    changes: broadcast::Sender<Arc<Change>>,
+    state: watch::Sender<WatcherState>,
+    wake: Arc<Notify>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut cursor = state.borrow().cursor;
+    let mut last_prune = Instant::now();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            () = stopped(&mut stopping) => return,
+        }
+        // Expired rows too (`now` = 0): they advance the cursor, and followers drop them.
+        match read_after(&store, cursor, 0).await {
+            Ok(revocations) => {
+                if failing {
+                    tracing::info!("reading revocations again");
+                    failing = false;
+                }
+                if let Some(last) = revocations.last() {
+                    cursor = last.seq;
+                    // No stream listening is fine: there is nobody to tell.
+                    let _ = changes.send(Arc::new(Change {
+                        revocations,
+                        cursor,
+                    }));
+                }
+                state.send_replace(WatcherState {
+                    cursor,
+                    read_at: Some(Instant::now()),
+                });
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error.cause_chain = ?e, "cannot read revocations; heartbeats pause until the database answers");
+                    failing = true;
+                }
+                state.send_modify(|s| s.read_at = None);
+            }
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            match store.prune_revocations(token::unix_now()).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned expired revocations"),
+                Err(e) => tracing::warn!(error.cause_chain = ?e, "failed to prune revocations"),
+            }
+        }
+    }
+}
+
+/// Every revocation after `after` that is in force at `now`, read a page at a time.
+async fn read_after(store: &Store, after: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = after;
+    loop {
+        let page = store.revocations_after(after, now, PAGE).await?;
+        let full = page.len() == PAGE as usize;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// One follower's stream. Ends (with OK) when the server drains; the follower resumes
+/// elsewhere from its cursor.
+async fn serve_stream(
+    shared: Arc<Shared>,
+    after: i64,
+    tx: mpsc::Sender<Result<pb::RevocationBatch, Status>>,
+) {
+    // Subscribe before reading the snapshot: whatever commits meanwhile arrives on `changes`
+    // (and is skipped if the snapshot already had it), so nothing falls between the two.
+    let mut changes = shared.changes.subscribe();
+    let watcher_cursor = shared.state.borrow().cursor;
+    let mut stopping = shared.stopping.subscribe();
+    let mut cursor = after;
+    loop {
+        let page = match shared
+            .store
+            .revocations_after(cursor, token::unix_now(), PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, "cannot read the revocation snapshot");
+                let _ = tx.send(Err(snapshot_failed(&e))).await;
+                return;
+            }
+        };
+        let done = page.len() < PAGE as usize;
+        if let Some(last) = page.last() {
+            cursor = last.seq;
+        }
+        if done {
+            // Rows the watcher had read but the snapshot did not return have expired.
+            cursor = cursor.max(watcher_cursor);
+        }
+        let batch = pb::RevocationBatch {
+            revocations: page.iter().map(to_pb).collect(),
+            cursor,
+            snapshot: true,
+            snapshot_done: done,
+            heartbeat_millis: i64::try_from(shared.config.heartbeat.as_millis())
+                .unwrap_or(i64::MAX),
+        };
+        if !send(&tx, &mut stopping, batch).await {
+            return;
+        }
+        if done {
+            break;
+        }
+    }
+
+    let heartbeat = shared.config.heartbeat;
+    // A watcher read older than this means the replica cannot see new revocations.
+    let fresh_within = shared.config.poll * 2 + Duration::from_secs(1);
+    let mut quiet = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    loop {
+        let batch = tokio::select! {
+            () = stopped(&mut stopping) => return,
+            _ = tx.closed() => return,
+            change = changes.recv() => match change {
+                Ok(change) if change.cursor > cursor => {
+                    let revocations = change
+                        .revocations
+                        .iter()
+                        .filter(|r| r.seq > cursor)
+                        .map(to_pb)
+                        .collect();
+                    cursor = change.cursor;
+                    changes_batch(revocations, cursor)
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "a revocation stream fell behind; catching up from the database");
+                    match read_after(&shared.store, cursor, token::unix_now()).await {
+                        Ok(revocations) => {
+                            // Later batches still in the backlog skip what this read sent.
+                            cursor = revocations.last().map_or(cursor, |r| r.seq).max(cursor);
+                            changes_batch(revocations.iter().map(to_pb).collect(), cursor)
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(snapshot_failed(&e))).await;
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = quiet.tick() => {
+                let fresh = shared
+                    .state
+                    .borrow()
+                    .read_at
+                    .is_some_and(|at| at.elapsed() < fresh_within);
+                if !fresh {
+                    continue;
+                }
+                changes_batch(Vec::new(), cursor)
+            }
+        };
+        if !send(&tx, &mut stopping, batch).await {
+            return;
+        }
+        quiet.reset();
+    }
+}
+
+fn changes_batch(revocations: Vec<pb::Revocation>, cursor: i64) -> pb::RevocationBatch {
+    pb::RevocationBatch {
+        revocations,
+        cursor,
+        snapshot: false,
+        snapshot_done: false,
+        heartbeat_millis: 0,
+    }
+}
+
+/// Sends unless the follower has gone or the server drains; `false` ends the stream.
+async fn send(
+    tx: &mpsc::Sender<Result<pb::RevocationBatch, Status>>,
+    stopping: &mut watch::Receiver<bool>,
+    batch: pb::RevocationBatch,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(Ok(batch)) => sent.is_ok(),
+        () = stopped(stopping) => false,
+    }
+}
+
+/// Resolves once the server drains (or the feed is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+fn snapshot_failed(e: &StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(_) => {
+            Status::unavailable("the database is unavailable; retry shortly")
+        }
+        _ => Status::internal("internal error"),
+    }
+}
+
+fn to_pb(revocation: &Revocation) -> pb::Revocation {
+    use pb::revocation::Subject;
+    let subject = match revocation.kind {
+        RevocationKind::Session => Subject::SessionId(revocation.subject.clone()),
+        RevocationKind::User => Subject::UserId(revocation.subject.clone()),
+    };
+    pb::Revocation {
+        seq: revocation.seq,
+        subject: Some(subject),
+        not_before: revocation.not_before,
+        expires_at: revocation.expires_at,
+    }
+}

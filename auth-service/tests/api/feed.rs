@@ -1,0 +1,242 @@
+//! `WatchRevocations`: the snapshot, changes as they commit (written by this replica or any
+//! other, through the database), heartbeats, resuming from a cursor, and streams that end when
+//! the server drains.
+
+use std::{sync::Arc, time::Duration};
+
+use auth_service::{
+    Config,
+    store::{self, NewRevocation, RevocationKind, Store},
+};
+use proto::auth::v1::{self as pb, revocation::Subject};
+use tonic::Streaming;
+
+use crate::helpers::{KEK, TestApp, authed, fresh_postgres_database, spawn_with};
+
+/// Generous: asserts that a change arrives, not how fast.
+const WITHIN: Duration = Duration::from_secs(5);
+
+fn sqlite_url() -> String {
+    let file = std::env::temp_dir().join(format!("auth-feed-{}.db", uuid::Uuid::new_v4()));
+    format!("sqlite://{}", file.display())
+}
+
+fn config_on(url: &str, poll: Duration) -> Config {
+    let mut config = Config::for_tests();
+    config.database_url = Some(url.to_owned().into());
+    if !url.starts_with("sqlite:") {
+        config.key_encryption_key = Some(KEK.into());
+    }
+    config.revocation_poll = Some(poll);
+    config.revocation_heartbeat = Duration::from_millis(200);
+    config
+}
+
+async fn revoke_session(store: &Store, sid: &str) -> i64 {
+    let now = token::unix_now();
+    store
+        .insert_revocations(&[NewRevocation {
+            kind: RevocationKind::Session,
+            subject: sid.into(),
+            not_before: now,
+            expires_at: now + 900,
+        }])
+        .await
+        .unwrap()
+}
+
+async fn watch(app: &TestApp, after: i64) -> Streaming<pb::RevocationBatch> {
+    app.client
+        .clone()
+        .watch_revocations(pb::WatchRevocationsRequest { after })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::RevocationBatch>) -> pb::RevocationBatch {
+    tokio::time::timeout(WITHIN, stream.message())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("the stream goes on")
+}
+
+/// Skips heartbeats until a batch with revocations arrives.
+async fn next_change(stream: &mut Streaming<pb::RevocationBatch>) -> pb::RevocationBatch {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let batch = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("a change in time")
+            .unwrap()
+            .expect("the stream goes on");
+        if !batch.revocations.is_empty() {
+            return batch;
+        }
+    }
+}
+
+fn sessions(batch: &pb::RevocationBatch) -> Vec<&str> {
+    batch
+        .revocations
+        .iter()
+        .filter_map(|r| match &r.subject {
+            Some(Subject::SessionId(sid)) => Some(sid.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_sends_the_snapshot_then_changes_then_heartbeats_and_resumes_from_its_cursor() {
+    let url = sqlite_url();
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    // Another connection to the same database, as another replica would write.
+    let writer: Arc<Store> = store::connect(&url, 2).await.unwrap();
+    let first = revoke_session(&writer, "s1").await;
+
+    let mut stream = watch(&app, 0).await;
+    let snapshot = next(&mut stream).await;
+    assert!(snapshot.snapshot && snapshot.snapshot_done);
+    assert_eq!(sessions(&snapshot), ["s1"]);
+    assert_eq!(snapshot.cursor, first);
+    // It says how often to expect a heartbeat, so the follower can tell quiet from dead.
+    assert_eq!(snapshot.heartbeat_millis, 200);
+
+    let second = revoke_session(&writer, "s2").await;
+    let change = next_change(&mut stream).await;
+    assert!(!change.snapshot);
+    assert_eq!(sessions(&change), ["s2"]);
+    assert_eq!(change.cursor, second);
+
+    // Quiet: a heartbeat that carries the cursor.
+    let heartbeat = next(&mut stream).await;
+    assert!(heartbeat.revocations.is_empty() && !heartbeat.snapshot);
+    assert_eq!(heartbeat.cursor, second);
+
+    // Resuming after the first sends only what came later.
+    let mut resumed = watch(&app, first).await;
+    let snapshot = next(&mut resumed).await;
+    assert!(snapshot.snapshot_done);
+    assert_eq!(sessions(&snapshot), ["s2"]);
+    assert_eq!(snapshot.cursor, second);
+}
+
+#[tokio::test]
+async fn expired_revocations_are_left_out_of_the_snapshot() {
+    let url = sqlite_url();
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    let now = token::unix_now();
+    let last = writer
+        .insert_revocations(&[
+            NewRevocation {
+                kind: RevocationKind::User,
+                subject: "u-live".into(),
+                not_before: now,
+                expires_at: now + 900,
+            },
+            NewRevocation {
+                kind: RevocationKind::User,
+                subject: "u-expired".into(),
+                not_before: now - 2_000,
+                expires_at: now - 1_000,
+            },
+        ])
+        .await
+        .unwrap();
+    let mut stream = watch(&app, 0).await;
+    let snapshot = next(&mut stream).await;
+    assert_eq!(snapshot.revocations.len(), 1);
+    assert_eq!(
+        snapshot.revocations[0].subject,
+        Some(Subject::UserId("u-live".into()))
+    );
+    // At least past the live row (past the expired one too once the watcher has read it).
+    assert!(snapshot.cursor >= last - 1);
+}
+
+#[tokio::test]
+async fn a_revocation_committed_through_one_postgres_replica_is_pushed_by_the_other() {
+    let url = fresh_postgres_database().await;
+    // Polling once a minute: within the test only LISTEN/NOTIFY can bring the change.
+    let config = config_on(&url, Duration::from_secs(60));
+    let a = spawn_with(config.clone()).await;
+    let b = spawn_with(config).await;
+    let mut stream = watch(&b, 0).await;
+    assert!(next(&mut stream).await.snapshot_done);
+
+    // Replica a's store, as its sign-out handler would use it.
+    let writer = store::connect(&url, 2).await.unwrap();
+    let seq = revoke_session(&writer, "ended-on-a").await;
+    let change = next_change(&mut stream).await;
+    assert_eq!(sessions(&change), ["ended-on-a"]);
+    assert_eq!(change.cursor, seq);
+    drop(a);
+}
+
+#[tokio::test]
+async fn streams_end_when_the_server_drains_so_followers_move_on() {
+    let app = spawn_with(config_on(&sqlite_url(), Duration::from_millis(50))).await;
+    let mut stream = watch(&app, 0).await;
+    assert!(next(&mut stream).await.snapshot_done);
+    // Well within the drain grace: the open stream does not hold the drain.
+    tokio::time::timeout(WITHIN, app.stop())
+        .await
+        .expect("stops without waiting for the stream");
+    let end = tokio::time::timeout(WITHIN, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(batch)) if batch.revocations.is_empty() => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+}
+
+#[tokio::test]
+async fn auth_service_itself_refuses_a_revoked_token() {
+    let url = sqlite_url();
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    let user = app.sign_up("alice", "alice@example.com").await.unwrap();
+    let token = app
+        .sign_in("alice", crate::helpers::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let me = || {
+        let mut client = app.client.clone();
+        let request = authed(pb::GetMeRequest {}, &token);
+        async move { client.get_me(request).await }
+    };
+    me().await.unwrap();
+
+    writer
+        .insert_revocations(&[NewRevocation {
+            kind: RevocationKind::User,
+            subject: user.id.clone(),
+            not_before: token::unix_now(),
+            expires_at: token::unix_now() + 900,
+        }])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        match me().await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unauthenticated);
+                assert_eq!(status.message(), "token revoked");
+                break;
+            }
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
