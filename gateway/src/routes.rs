@@ -6,6 +6,8 @@ mod auth;
 mod boards;
 mod meta;
 mod persons;
+mod sessions;
+mod tokens;
 
 use std::time::Duration;
 
@@ -35,7 +37,25 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/style.css", get(page::style)),
         (Method::POST, "/api/auth/signup", post(auth::sign_up)),
         (Method::POST, "/api/auth/signin", post(auth::sign_in)),
+        (Method::POST, "/api/auth/refresh", post(tokens::refresh)),
+        (Method::POST, "/api/auth/signout", post(tokens::sign_out)),
+        (
+            Method::POST,
+            "/api/auth/introspect",
+            post(tokens::introspect),
+        ),
         (Method::GET, "/api/auth/me", get(auth::me)),
+        (
+            Method::PUT,
+            "/api/auth/password",
+            put(auth::change_password),
+        ),
+        (Method::GET, "/api/auth/sessions", get(sessions::mine)),
+        (
+            Method::DELETE,
+            "/api/auth/sessions/{id}",
+            delete(sessions::end_mine),
+        ),
         (Method::GET, "/api/test/all", get(boards::all)),
         (Method::GET, "/api/test/user", get(boards::user)),
         (Method::GET, "/api/test/mod", get(boards::moderator)),
@@ -50,6 +70,31 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::PUT,
             "/api/admin/users/{id}/roles",
             put(admin::set_roles),
+        ),
+        (
+            Method::POST,
+            "/api/admin/users/{id}/disable",
+            post(admin::disable),
+        ),
+        (
+            Method::POST,
+            "/api/admin/users/{id}/enable",
+            post(admin::enable),
+        ),
+        (
+            Method::GET,
+            "/api/admin/users/{id}/sessions",
+            get(sessions::of_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/admin/users/{id}/sessions",
+            delete(sessions::end_all_of_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/admin/users/{id}/sessions/{sid}",
+            delete(sessions::end_of_user),
         ),
         (Method::GET, "/.well-known/jwks.json", get(meta::jwks)),
         (Method::GET, "/healthz", get(meta::healthz)),

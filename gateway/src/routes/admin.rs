@@ -1,5 +1,5 @@
-//! The admin's view of accounts: the user list and role changes. auth-service enforces that
-//! only admins may call these.
+//! The admin's view of accounts: the user list, role changes, disabling and enabling.
+//! auth-service enforces that only admins may call these.
 
 use axum::extract::State;
 use proto::auth::v1 as pb;
@@ -68,6 +68,46 @@ pub async fn set_roles(
     let response = state
         .auth
         .rpc(&outgoing, Idempotent, AuthClient::set_user_roles, message)
+        .await?;
+    Ok(axum::Json(
+        response.user.ok_or_else(missing("user"))?.into(),
+    ))
+}
+
+/// A disabled user cannot sign in or refresh, and every session ends (auth-service does both).
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
+    set_disabled(&state, &caller, id, true).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
+    set_disabled(&state, &caller, id, false).await
+}
+
+async fn set_disabled(
+    state: &AppState,
+    caller: &Caller,
+    user_id: String,
+    disabled: bool,
+) -> Result<axum::Json<User>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::SetUserDisabledRequest { user_id, disabled };
+    // Setting the flag to a given value is idempotent.
+    let response = state
+        .auth
+        .rpc(
+            &outgoing,
+            Idempotent,
+            AuthClient::set_user_disabled,
+            message,
+        )
         .await?;
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
