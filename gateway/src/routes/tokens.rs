@@ -107,10 +107,11 @@ pub struct SignOutBody {
     refresh_token: Option<String>,
 }
 
-/// Ends the session the caller names by its access token (expired is fine) or refresh token
-/// (body or cookie). Always 204 and the cookie cleared: a token that names no live session means
-/// there is nothing left to end. Only an unreachable auth-service is an error, since then the
-/// session may still be live.
+/// Ends the session named by each credential the caller gives: the access token (expired is
+/// fine) and the refresh token (body, else the cookie). Usually both name the same session; when
+/// they do not (a cookie left by a later sign-in), both end, which is what signing out means.
+/// Always 204 and the cookie cleared: a token that names no live session means there is nothing
+/// left to end. Only an unreachable auth-service is an error, since then a session may live on.
 pub async fn sign_out(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,34 +122,34 @@ pub async fn sign_out(
         .refresh_token
         .filter(|t| !t.is_empty())
         .or_else(|| cookie.spendable().map(str::to_owned));
-    let signed_out = (
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie.clear())],
-    );
-    let message = pb::SignOutRequest {
-        refresh_token,
-        all: body.all,
-    };
-    // An unreadable token header is no credential; the refresh token may still name the session.
-    let outgoing = caller.outgoing().ok().filter(|_| caller.has_token());
-    let attempts = [
-        outgoing,
-        message.refresh_token.is_some().then(|| caller.public()),
-    ];
-    for outgoing in attempts.into_iter().flatten() {
+    let mut calls = Vec::new();
+    if let Some(token) = refresh_token {
+        calls.push((caller.public(), Some(token)));
+    }
+    // An unreadable token header names no session.
+    if let Some(outgoing) = caller.outgoing().ok().filter(|_| caller.has_token()) {
+        calls.push((outgoing, None));
+    }
+    for (outgoing, refresh_token) in calls {
+        let message = pb::SignOutRequest {
+            refresh_token,
+            all: body.all,
+        };
         let result = state
             .auth
-            .rpc(&outgoing, Idempotent, AuthClient::sign_out, message.clone())
+            .rpc(&outgoing, Idempotent, AuthClient::sign_out, message)
             .await;
         match result {
-            Ok(_) => break,
-            // A dead access token was refused before the refresh token was read: try the latter
-            // alone.
-            Err(error) if is_nothing_to_end(&error) => continue,
+            Ok(_) => {}
+            Err(error) if is_nothing_to_end(&error) => {}
             Err(error) => return Err(error),
         }
     }
-    Ok(signed_out.into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie.clear())],
+    )
+        .into_response())
 }
 
 /// Refusals that mean the token names no live session.
