@@ -1,6 +1,6 @@
 //! Sign-up, sign-in and account administration: the service's rules, free of transport.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -10,14 +10,45 @@ use crate::{
     domain::{Email, NewUser, Password, User, UserId, Username, roles_with_user},
     error::Error,
     password::PasswordHasher,
+    refresh_token::RefreshToken,
     signing::SigningKeys,
     store::{Store, StoreError},
 };
 
 pub struct Accounts {
-    store: Arc<Store>,
-    hasher: PasswordHasher,
-    keys: Arc<SigningKeys>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) keys: Arc<SigningKeys>,
+    pub(crate) sessions: SessionPolicy,
+}
+
+/// How long sessions and their refresh tokens live, from configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// A session unused this long ends.
+    pub idle_ttl: Duration,
+    /// A session ends this long after sign-in, however much it is used.
+    pub absolute_ttl: Duration,
+    /// A retry of a spent refresh token this soon gets the same new token back.
+    pub refresh_grace: Duration,
+    /// Live sessions a user may hold; signing in beyond it ends the oldest.
+    pub max_per_user: usize,
+}
+
+/// Who is signing in or refreshing, for the session list and the log.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub address: Option<IpAddr>,
+    pub user_agent: String,
+}
+
+/// A signed-in (or refreshed) session: an access token and the refresh token that renews it.
+#[derive(Debug)]
+pub struct SessionTokens {
+    pub access: Issued,
+    pub refresh: RefreshToken,
+    /// When the refresh token stops working if unused (Unix seconds).
+    pub refresh_expires_at: i64,
 }
 
 /// A sign-up request, parsed.
@@ -47,11 +78,17 @@ pub fn login_hash(login: &str) -> String {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<Store>, hasher: PasswordHasher, keys: Arc<SigningKeys>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        hasher: PasswordHasher,
+        keys: Arc<SigningKeys>,
+        sessions: SessionPolicy,
+    ) -> Self {
         Self {
             store,
             hasher,
             keys,
+            sessions,
         }
     }
 
@@ -63,8 +100,13 @@ impl Accounts {
     /// roles beyond `user`.
     pub async fn sign_up(&self, request: SignUp, caller: Option<&Claims>) -> Result<User, Error> {
         let roles = roles_with_user(request.roles);
-        if roles != [Role::User] && !caller.is_some_and(|c| c.has_role(Role::Admin)) {
-            return Err(Error::CannotGrantRoles);
+        if roles != [Role::User] {
+            // The token's roles may be stale (a demoted admin): the database decides.
+            let caller = caller.ok_or(Error::CannotGrantRoles)?;
+            self.require_admin(caller).await.map_err(|e| match e {
+                Error::NotAdmin => Error::CannotGrantRoles,
+                other => other,
+            })?;
         }
         let password_hash = self.hasher.hash(request.password.secret().clone()).await?;
         let user = self
@@ -82,16 +124,17 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Checks the password and issues an access token. Unknown user and wrong password give
-    /// the same error after the same amount of work. `client` is the caller's address, for the
-    /// log: a refusal is logged with it and a hash of the login, so that guessing shows up as
-    /// many refusals from one client or against one account.
+    /// Checks the password, starts a session and issues its tokens. Unknown user and wrong
+    /// password give the same error after the same amount of work. `client` is the caller's
+    /// address, for the log and the session list: a refusal is logged with it and a hash of the
+    /// login, so that guessing shows up as many refusals from one client or against one account.
     pub async fn sign_in(
         &self,
         login: &str,
         password: SecretString,
-        client: Option<IpAddr>,
-    ) -> Result<(User, Issued), Error> {
+        info: ClientInfo,
+    ) -> Result<(User, SessionTokens), Error> {
+        let client = info.address;
         let login = login.trim();
         if login.is_empty() || password.expose_secret().is_empty() {
             return Err(Error::CredentialsMissing);
@@ -114,13 +157,20 @@ impl Accounts {
             Some(user) if matches => user,
             _ => return Err(refused()),
         };
-        let issued = self
-            .keys
-            .issuer
-            .issue(&user.id.to_string(), &user.username, &user.roles)
-            .map_err(anyhow::Error::new)?;
-        tracing::info!(user_id = %user.id, jti = %issued.claims.jti, client = %client, "signed in");
-        Ok((user, issued))
+        // Only someone who knows the password learns that the account is disabled.
+        if user.disabled {
+            tracing::info!(user_id = %user.id, client = %client, "sign-in refused: account disabled");
+            return Err(Error::AccountDisabled);
+        }
+        let tokens = self.start_session(&user, &info).await?;
+        tracing::info!(
+            user_id = %user.id,
+            jti = %tokens.access.claims.jti,
+            sid = tokens.access.claims.sid.as_deref().unwrap_or_default(),
+            client = %client,
+            "signed in"
+        );
+        Ok((user, tokens))
     }
 
     pub async fn me(&self, caller: &Claims) -> Result<User, Error> {
@@ -129,27 +179,62 @@ impl Accounts {
         self.store.find_user(id).await?.ok_or(Error::AccountGone)
     }
 
-    pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, Error> {
+    pub async fn list_users(
+        &self,
+        caller: &Claims,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>, Error> {
+        self.require_admin(caller).await?;
         Ok(self.store.list_users(after, limit).await?)
     }
 
+    /// Replaces the user's roles. Taking any role away ends every session of the user, so no
+    /// token still carries it; a refresh would reissue the current roles anyway.
     pub async fn set_roles(
         &self,
         caller: &Claims,
         id: UserId,
         roles: Vec<Role>,
     ) -> Result<User, Error> {
+        self.require_admin(caller).await?;
         let roles = roles_with_user(roles);
         if caller.sub == id.to_string() && !roles.contains(&Role::Admin) {
             return Err(Error::CannotDropOwnAdmin);
         }
+        let before = self
+            .store
+            .find_user(id)
+            .await?
+            .ok_or(Error::UserNotFound(id))?;
         let user = self
             .store
             .set_roles(id, &roles)
             .await?
             .ok_or(Error::UserNotFound(id))?;
         tracing::info!(user_id = %id, by = %caller.sub, roles = ?user.roles, "roles changed");
+        if before.roles.iter().any(|r| !user.roles.contains(r)) {
+            self.end_every_session(id).await?;
+            tracing::info!(user_id = %id, "a role was removed; every session of the user ended");
+        }
         Ok(user)
+    }
+
+    /// The caller as the database knows it now, if it still holds the admin role. Admin calls
+    /// check this rather than the token, whose roles may predate a demotion.
+    pub(crate) async fn require_admin(&self, caller: &Claims) -> Result<User, Error> {
+        let id: UserId = caller.sub.parse().map_err(|_| Error::NotAdmin)?;
+        match self.store.find_user(id).await? {
+            Some(user) if !user.disabled && user.roles.contains(&Role::Admin) => Ok(user),
+            _ => {
+                tracing::warn!(
+                    target: "security",
+                    user_id = %caller.sub,
+                    "an admin call with a token whose admin role the database no longer grants"
+                );
+                Err(Error::NotAdmin)
+            }
+        }
     }
 
     /// Creates the configured first admin unless an account with that username exists.

@@ -11,7 +11,7 @@ use settings::{ConfigError, secret};
 use token::{Algorithm, Audience, Hs256Secret};
 
 use crate::{
-    accounts::BootstrapAdmin,
+    accounts::{BootstrapAdmin, SessionPolicy},
     domain::{Email, Password, Username},
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
 };
@@ -46,6 +46,27 @@ pub struct Config {
     /// Lifetime of access tokens, e.g. `15m`, `900s`, `1h`.
     #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
+
+    /// A session unused this long ends (its refresh token stops working), e.g. `14d`.
+    #[arg(long, env = "AUTH_REFRESH_IDLE_TTL", default_value = "14d", value_parser = humantime::parse_duration)]
+    pub refresh_idle_ttl: Duration,
+
+    /// A session ends this long after sign-in however much it is used, e.g. `30d`.
+    #[arg(long, env = "AUTH_REFRESH_ABSOLUTE_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub refresh_absolute_ttl: Duration,
+
+    /// A retry of a spent refresh token this soon (a lost response, two tabs) gets the same new
+    /// refresh token; a reuse later ends the session.
+    #[arg(long, env = "AUTH_REFRESH_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_grace: Duration,
+
+    /// Live sessions one user may hold; a sign-in beyond it ends the oldest.
+    #[arg(long, env = "AUTH_MAX_SESSIONS_PER_USER", default_value_t = 20)]
+    pub max_sessions_per_user: usize,
+
+    /// How often expired sessions and revocations are deleted.
+    #[arg(long, env = "AUTH_PRUNE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub prune_interval: Duration,
 
     /// `EdDSA` (Ed25519, keys in the database, public keys in the JWKS) or `HS256` (a shared
     /// secret, for single-binary set-ups).
@@ -129,6 +150,8 @@ pub struct Settings {
     pub keys: KeyConfig,
     pub audience: Audience,
     pub access_token_ttl: Duration,
+    pub sessions: SessionPolicy,
+    pub prune_interval: Duration,
     pub bootstrap_admin: Option<BootstrapAdmin>,
     pub hash_workers: usize,
     pub hash_queue: usize,
@@ -145,6 +168,13 @@ impl TryFrom<Config> for Settings {
             return Err(ConfigError::new(
                 "AUTH_ACCESS_TOKEN_TTL",
                 "must be between 10s and 1h",
+            ));
+        }
+        let sessions = session_policy(&config)?;
+        if config.prune_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "AUTH_PRUNE_INTERVAL",
+                "must be at least 1s",
             ));
         }
         if config.token_issuer.is_empty() || config.token_audience.is_empty() {
@@ -205,6 +235,8 @@ impl TryFrom<Config> for Settings {
                 audience: config.token_audience,
             },
             access_token_ttl: config.access_token_ttl,
+            sessions,
+            prune_interval: config.prune_interval,
             bootstrap_admin: bootstrap_admin(
                 config.bootstrap_admin_username,
                 secret(
@@ -223,6 +255,54 @@ impl TryFrom<Config> for Settings {
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
         })
     }
+}
+
+fn session_policy(config: &Config) -> Result<SessionPolicy, ConfigError> {
+    // Whole seconds: every time in the store is Unix seconds.
+    let secs = |d: Duration| Duration::from_secs(d.as_secs());
+    let (idle, absolute, grace) = (
+        secs(config.refresh_idle_ttl),
+        secs(config.refresh_absolute_ttl),
+        secs(config.refresh_grace),
+    );
+    if idle < Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "AUTH_REFRESH_IDLE_TTL",
+            "must be at least 1m",
+        ));
+    }
+    if absolute < idle {
+        return Err(ConfigError::new(
+            "AUTH_REFRESH_ABSOLUTE_TTL",
+            "must not be shorter than AUTH_REFRESH_IDLE_TTL",
+        ));
+    }
+    if absolute > Duration::from_secs(366 * 86_400) {
+        return Err(ConfigError::new(
+            "AUTH_REFRESH_ABSOLUTE_TTL",
+            "must be at most 366d",
+        ));
+    }
+    // A longer window keeps a stolen token's twin usable longer; a few seconds cover a lost
+    // response or two tabs.
+    if grace > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "AUTH_REFRESH_GRACE",
+            "must be at most 60s",
+        ));
+    }
+    if config.max_sessions_per_user == 0 {
+        return Err(ConfigError::new(
+            "AUTH_MAX_SESSIONS_PER_USER",
+            "must be at least 1",
+        ));
+    }
+    Ok(SessionPolicy {
+        idle_ttl: idle,
+        absolute_ttl: absolute,
+        refresh_grace: grace,
+        max_per_user: config.max_sessions_per_user,
+    })
 }
 
 /// The key-encryption keys as configured, before it is known whether they are needed.
@@ -333,6 +413,11 @@ impl Config {
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),
             db_max_connections: 5,
             access_token_ttl: Duration::from_secs(900),
+            refresh_idle_ttl: Duration::from_secs(14 * 86_400),
+            refresh_absolute_ttl: Duration::from_secs(30 * 86_400),
+            refresh_grace: Duration::from_secs(10),
+            max_sessions_per_user: 20,
+            prune_interval: Duration::from_secs(300),
             token_alg: Algorithm::EdDSA,
             hs256_secret: None,
             hs256_secret_file: None,

@@ -35,6 +35,25 @@ pub enum Error {
         "an account named {0:?} exists but is not an admin; choose another AUTH_BOOTSTRAP_ADMIN_USERNAME"
     )]
     BootstrapNameTaken(String),
+    /// The same answer for an unknown, spent, expired or revoked refresh token, so a caller
+    /// learns nothing about which.
+    #[error("refresh token is invalid or expired")]
+    RefreshRefused,
+    /// Told only to someone who gave the right password.
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("the current password is incorrect")]
+    WrongCurrentPassword,
+    /// The caller's token names a role the database no longer grants (a demoted admin).
+    /// A sign-out's access token failed a check other than its expiry.
+    #[error("access token is invalid")]
+    InvalidAccessToken,
+    #[error("this action needs the admin role")]
+    NotAdmin,
+    #[error("an admin cannot disable their own account")]
+    CannotDisableSelf,
+    #[error("session not found")]
+    SessionNotFound,
     #[error("too many sign-ins in progress; retry shortly")]
     Busy,
     /// The database cannot be reached right now; the same call may succeed shortly. The cause

@@ -13,9 +13,11 @@ use token::{Claims, Role};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    accounts::{Accounts, SignUp},
+    accounts::{Accounts, ClientInfo, SignUp},
     domain::{Email, Invalid, Password, User, UserId, Username},
     error::Error,
+    refresh_token::RefreshToken,
+    sessions::SignOutBy,
 };
 
 /// Who may call each RPC. Enforced by `authn::AuthnLayer` before any handler runs; a test
@@ -65,11 +67,18 @@ impl From<Error> for Status {
         let message = e.to_string();
         match e {
             Error::Invalid(_) | Error::CredentialsMissing => Status::invalid_argument(message),
-            Error::InvalidCredentials => Status::unauthenticated(message),
+            Error::InvalidCredentials | Error::RefreshRefused | Error::InvalidAccessToken => {
+                Status::unauthenticated(message)
+            }
             Error::UsernameTaken | Error::EmailTaken => Status::already_exists(message),
-            Error::CannotGrantRoles => Status::permission_denied(message),
-            Error::AccountGone | Error::UserNotFound(_) => Status::not_found(message),
-            Error::CannotDropOwnAdmin | Error::BootstrapNameTaken(_) => {
+            Error::CannotGrantRoles
+            | Error::NotAdmin
+            | Error::AccountDisabled
+            | Error::WrongCurrentPassword => Status::permission_denied(message),
+            Error::AccountGone | Error::UserNotFound(_) | Error::SessionNotFound => {
+                Status::not_found(message)
+            }
+            Error::CannotDropOwnAdmin | Error::CannotDisableSelf | Error::BootstrapNameTaken(_) => {
                 Status::failed_precondition(message)
             }
             Error::Busy => Status::resource_exhausted(message),
@@ -138,7 +147,7 @@ fn to_pb(user: User) -> pb::User {
             seconds: user.created_at,
             nanos: 0,
         }),
-        disabled: false,
+        disabled: user.disabled,
     }
 }
 
@@ -172,27 +181,21 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
-        let client = request
-            .extensions()
-            .get::<telemetry::ClientAddress>()
-            .map(|c| c.0);
+        let info = client_info(&request);
         let req = request.into_inner();
-        let (user, issued) = self
+        let (user, tokens) = self
             .accounts
-            .sign_in(&req.login, SecretString::from(req.password), client)
+            .sign_in(&req.login, SecretString::from(req.password), info)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SignInResponse {
-            access_token: issued.token,
+            access_token: tokens.access.token,
             token_type: "Bearer".to_owned(),
-            expires_in: issued.claims.exp - issued.claims.iat,
-            expires_at: Some(prost_types::Timestamp {
-                seconds: issued.claims.exp,
-                nanos: 0,
-            }),
+            expires_in: tokens.access.claims.exp - tokens.access.claims.iat,
+            expires_at: Some(timestamp(tokens.access.claims.exp)),
             user: Some(to_pb(user)),
-            refresh_token: String::new(),
-            refresh_expires_at: None,
+            refresh_token: tokens.refresh.expose().to_owned(),
+            refresh_expires_at: Some(timestamp(tokens.refresh_expires_at)),
         }))
     }
 
@@ -231,6 +234,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
         let limit = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -244,7 +248,7 @@ impl AuthService for AuthGrpc {
         // One extra row tells whether another page follows.
         let mut users = self
             .accounts
-            .list_users(after, limit + 1)
+            .list_users(&caller, after, limit + 1)
             .await
             .map_err(status)?;
         let next_page_token = if users.len() > limit as usize {
@@ -282,51 +286,190 @@ impl AuthService for AuthGrpc {
 
     async fn refresh(
         &self,
-        _: Request<pb::RefreshRequest>,
+        request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let info = client_info(&request);
+        let req = request.into_inner();
+        let tokens = self
+            .accounts
+            .refresh(req.refresh_token, info)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RefreshResponse {
+            access_token: tokens.access.token,
+            token_type: "Bearer".to_owned(),
+            expires_in: tokens.access.claims.exp - tokens.access.claims.iat,
+            expires_at: Some(timestamp(tokens.access.claims.exp)),
+            refresh_token: tokens.refresh.expose().to_owned(),
+            refresh_expires_at: Some(timestamp(tokens.refresh_expires_at)),
+        }))
     }
 
     async fn sign_out(
         &self,
-        _: Request<pb::SignOutRequest>,
+        request: Request<pb::SignOutRequest>,
     ) -> Result<Response<pb::SignOutResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        // The policy lets this through without a token check: an expired access token may
+        // still end its session, so the handler verifies it (all but the expiry) itself.
+        let headers = request.metadata().clone().into_headers();
+        let req = request.into_inner();
+        let by = match req.refresh_token.filter(|t| !t.trim().is_empty()) {
+            Some(token) => SignOutBy::RefreshToken(RefreshToken::from_client(token)),
+            None => match authn::bearer_token(&headers) {
+                Ok(Some(token)) => SignOutBy::AccessToken(token),
+                Ok(None) => {
+                    return Err(Status::unauthenticated(
+                        "an access token or a refresh token is required",
+                    ));
+                }
+                Err(message) => return Err(Status::unauthenticated(message)),
+            },
+        };
+        self.accounts.sign_out(by, req.all).await.map_err(status)?;
+        Ok(Response::new(pb::SignOutResponse {}))
     }
 
     async fn change_password(
         &self,
-        _: Request<pb::ChangePasswordRequest>,
+        request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        if req.current_password.is_empty() {
+            let invalid = Invalid("current_password is required".to_owned());
+            return Err(Error::from(invalid).into());
+        }
+        let new = Password::parse(SecretString::from(req.new_password)).map_err(Error::from)?;
+        self.accounts
+            .change_password(&caller, SecretString::from(req.current_password), new)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
     async fn validate_token(
         &self,
-        _: Request<pb::ValidateTokenRequest>,
+        request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let req = request.into_inner();
+        let claims = self
+            .accounts
+            .validate(req.token.trim())
+            .await
+            .map_err(status)?;
+        let Some(c) = claims else {
+            return Ok(Response::new(pb::ValidateTokenResponse::default()));
+        };
+        Ok(Response::new(pb::ValidateTokenResponse {
+            active: true,
+            roles: c.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            sub: c.sub,
+            username: c.username,
+            iss: c.iss,
+            aud: c.aud,
+            iat: c.iat,
+            nbf: c.nbf,
+            exp: c.exp,
+            jti: c.jti,
+            sid: c.sid.unwrap_or_default(),
+            token_type: "Bearer".to_owned(),
+        }))
     }
 
     async fn list_sessions(
         &self,
-        _: Request<pb::ListSessionsRequest>,
+        request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let target = optional_user_id(&req.user_id)?;
+        let sessions = self
+            .accounts
+            .list_sessions(&caller, target)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| pb::Session {
+                    current: caller.sid.as_deref() == Some(s.id.as_str()),
+                    id: s.id,
+                    client_address: s.client_address,
+                    user_agent: s.user_agent,
+                    created_at: Some(timestamp(s.created_at)),
+                    last_used_at: Some(timestamp(s.last_used_at)),
+                })
+                .collect(),
+        }))
     }
 
     async fn end_session(
         &self,
-        _: Request<pb::EndSessionRequest>,
+        request: Request<pb::EndSessionRequest>,
     ) -> Result<Response<pb::EndSessionResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let target = optional_user_id(&req.user_id)?;
+        let session_id = req.session_id.trim();
+        if session_id.is_empty() {
+            let invalid = Invalid("session_id is required".to_owned());
+            return Err(Error::from(invalid).into());
+        }
+        self.accounts
+            .end_session(&caller, target, session_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::EndSessionResponse {}))
     }
 
     async fn set_user_disabled(
         &self,
-        _: Request<pb::SetUserDisabledRequest>,
+        request: Request<pb::SetUserDisabledRequest>,
     ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let caller = signed_in(&request)?.clone();
+        let req = request.into_inner();
+        let id: UserId = req.user_id.parse().map_err(Error::from)?;
+        let user = self
+            .accounts
+            .set_disabled(&caller, id, req.disabled)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetUserDisabledResponse {
+            user: Some(to_pb(user)),
+        }))
+    }
+}
+
+fn timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn optional_user_id(text: &str) -> Result<Option<UserId>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(text.parse().map_err(Error::from)?))
+}
+
+/// The longest metadata value read as a user agent; `sessions.rs` keeps less.
+const MAX_USER_AGENT_METADATA: usize = 1024;
+
+/// The caller's address (as the client-address layer decided) and user agent: what the gateway
+/// forwarded in `x-client-user-agent`, else the call's own `user-agent`.
+fn client_info<T>(request: &Request<T>) -> ClientInfo {
+    let user_agent = ["x-client-user-agent", "user-agent"]
+        .into_iter()
+        .filter_map(|key| request.metadata().get(key)?.to_str().ok())
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.len() <= MAX_USER_AGENT_METADATA)
+        .unwrap_or_default()
+        .to_owned();
+    ClientInfo {
+        address: request
+            .extensions()
+            .get::<telemetry::ClientAddress>()
+            .map(|c| c.0),
+        user_agent,
     }
 }
 

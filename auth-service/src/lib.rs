@@ -11,6 +11,8 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod password;
+pub mod refresh_token;
+pub mod sessions;
 pub mod signing;
 pub mod startup;
 pub mod store;

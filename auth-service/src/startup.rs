@@ -1,6 +1,6 @@
 //! Building the server from its settings and running it until told to stop.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use authn::{AuthnLayer, Keys, TokenCache};
@@ -26,6 +26,7 @@ pub struct Application {
     accounts: Arc<Accounts>,
     store: Arc<Store>,
     trusted_peers: Vec<IpNet>,
+    prune_interval: Duration,
 }
 
 impl Application {
@@ -43,7 +44,12 @@ impl Application {
         )
         .await?;
         let hasher = PasswordHasher::new(settings.hash_workers, settings.hash_queue)?;
-        let accounts = Arc::new(Accounts::new(store.clone(), hasher, Arc::new(keys)));
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            hasher,
+            Arc::new(keys),
+            settings.sessions,
+        ));
         if let Some(admin) = settings.bootstrap_admin {
             accounts
                 .ensure_admin(admin)
@@ -56,6 +62,7 @@ impl Application {
             accounts,
             store,
             trusted_peers: settings.trusted_peers,
+            prune_interval: settings.prune_interval,
         })
     }
 
@@ -85,8 +92,12 @@ impl Application {
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts)));
+            .add_service(AuthServiceServer::new(AuthGrpc::new(self.accounts.clone())));
 
+        let pruning = tokio::spawn(prune_periodically(
+            self.accounts.clone(),
+            self.prune_interval,
+        ));
         // Everything was loaded in `build`, so the service is ready as soon as it listens.
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
@@ -94,8 +105,30 @@ impl Application {
         let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
             .await
             .context("the gRPC server failed");
+        pruning.abort();
         self.store.close().await;
         tracing::info!("auth-service stopped");
         result
+    }
+}
+
+/// Deletes expired sessions and revocations now and then. Every replica does it; the deletes
+/// are idempotent, so replicas doing it at once only repeat each other.
+async fn prune_periodically(accounts: Arc<Accounts>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match accounts.prune().await {
+            Ok((0, 0)) => {}
+            Ok((sessions, revocations)) => {
+                tracing::debug!(
+                    sessions,
+                    revocations,
+                    "pruned expired sessions and revocations"
+                );
+            }
+            Err(e) => tracing::warn!(error.cause_chain = ?e, "failed to prune expired sessions"),
+        }
     }
 }

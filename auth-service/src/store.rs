@@ -23,6 +23,7 @@ pub use self::{
     error::StoreError,
     postgres::PgStore,
     revocations::{NewRevocation, REVOCATIONS_CHANNEL, Revocation, RevocationKind},
+    sessions::{NewSession, RefreshOutcome, Rotation, Session},
     sqlite::SqliteStore,
 };
 use self::{
@@ -90,8 +91,9 @@ macro_rules! on_backend {
     };
 }
 
-// After the macro, so the module can use it.
+// After the macro, so the modules can use it.
 mod revocations;
+mod sessions;
 
 /// Opens the store named by `url` (`sqlite:…`, `postgres://…`) and applies the embedded
 /// migrations (safe when several replicas start at once).
@@ -136,7 +138,7 @@ where
 // bundled SQLite has `string_agg`. Ids are read back as text, the one form both can return.
 /// Roles come back as one comma-separated column so a user is one row.
 const USER_COLUMNS: &str = "CAST(u.id AS TEXT) AS id, u.username, u.email, u.created_at, \
-     (SELECT string_agg(role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+     u.disabled_at, (SELECT string_agg(role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 const INSERT_USER: &str = "INSERT INTO users (id, username, email, password_hash, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 const INSERT_ROLE: &str = "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) \
@@ -193,6 +195,7 @@ impl Store {
             email: user.email.to_string(),
             roles,
             created_at: user.created_at,
+            disabled: false,
         })
     }
 

@@ -49,6 +49,18 @@ impl Issuer {
         username: &str,
         roles: &[Role],
     ) -> Result<Issued, IssueError> {
+        self.issue_in_session(subject, username, roles, None)
+    }
+
+    /// Like [`Issuer::issue`], for a token of session `sid` (the `sid` claim), so that ending
+    /// the session revokes the token.
+    pub fn issue_in_session(
+        &self,
+        subject: &str,
+        username: &str,
+        roles: &[Role],
+        sid: Option<&str>,
+    ) -> Result<Issued, IssueError> {
         let now = unix_now();
         let claims = Claims {
             iss: self.audience.issuer.clone(),
@@ -60,10 +72,15 @@ impl Issuer {
             jti: uuid::Uuid::new_v4().to_string(),
             roles: roles.to_vec(),
             username: username.to_owned(),
-            sid: None,
+            sid: sid.map(str::to_owned),
         };
         let token = self.sign(&claims)?;
         Ok(Issued { token, claims })
+    }
+
+    /// The configured access-token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Signs exactly these claims. Tests use it to build expired or foreign tokens.

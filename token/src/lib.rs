@@ -14,7 +14,7 @@ pub use issuer::{IssueError, Issued, Issuer};
 pub use jwks::{Jwk, JwkSet};
 pub use keys::{Algorithm, Ed25519Key, Hs256Secret, KeyError, SigningKey};
 pub use role::{Role, UnknownRole};
-pub use verifier::{Verifier, VerifyError};
+pub use verifier::{LEEWAY_SECS, Verifier, VerifyError};
 
 /// Who issues tokens and for whom: both sides must agree on these.
 #[derive(Clone, Debug, PartialEq, Eq)]

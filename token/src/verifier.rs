@@ -43,7 +43,7 @@ pub struct Verifier {
 }
 
 /// Clock skew tolerated on `exp` and `nbf` between replicas, in seconds.
-const LEEWAY_SECS: u64 = 5;
+pub const LEEWAY_SECS: u64 = 5;
 
 impl Verifier {
     fn new(algorithm: Algorithm, keys: HashMap<String, DecodingKey>, audience: &Audience) -> Self {
@@ -108,6 +108,19 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.verify_with(token, &self.validation)
+    }
+
+    /// Like [`Verifier::verify`] but accepts a token past its `exp`: signature, algorithm,
+    /// issuer and audience still must hold. Only for ending a session, which an expired token
+    /// may still ask for.
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<Claims, VerifyError> {
+        let mut validation = self.validation.clone();
+        validation.validate_exp = false;
+        self.verify_with(token, &validation)
+    }
+
+    fn verify_with(&self, token: &str, validation: &Validation) -> Result<Claims, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         // The token's own `alg` only has to match the one we pinned; it never picks the check.
         if header.alg != self.algorithm.jwt() {
@@ -118,7 +131,7 @@ impl Verifier {
             .keys
             .get(&kid)
             .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => VerifyError::BadSignature,

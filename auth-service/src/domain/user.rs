@@ -48,6 +48,8 @@ pub struct User {
     pub roles: Vec<Role>,
     /// Unix seconds.
     pub created_at: i64,
+    /// A disabled account cannot sign in or refresh.
+    pub disabled: bool,
 }
 
 /// An account about to be stored.

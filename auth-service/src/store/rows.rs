@@ -16,6 +16,7 @@ pub(super) struct UserRow {
     created_at: i64,
     /// Comma-separated; `NULL` when the user has no roles.
     roles: Option<String>,
+    disabled_at: Option<i64>,
 }
 
 impl UserRow {
@@ -39,6 +40,7 @@ impl UserRow {
             email: self.email,
             roles,
             created_at: self.created_at,
+            disabled: self.disabled_at.is_some(),
         })
     }
 }

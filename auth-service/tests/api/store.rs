@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use auth_service::{
     domain::{Email, NewUser, UserId, Username},
-    store::{self, NewRevocation, RevocationKind, Store, StoreError, StoredKey},
+    store::{
+        self, NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Store,
+        StoreError, StoredKey,
+    },
 };
 use token::Role;
 
@@ -211,6 +214,299 @@ async fn revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired(st
     assert_eq!(left[0].subject, "u1");
 }
 
+fn new_session(id: &str, user: UserId, token: &[u8], created_at: i64) -> NewSession {
+    NewSession {
+        id: id.into(),
+        user_id: user,
+        token_hash: token.to_vec(),
+        created_at,
+        expires_at: created_at + 100,
+        absolute_expires_at: created_at + 1_000,
+        client_address: "10.0.0.1".into(),
+        user_agent: "test-agent".into(),
+    }
+}
+
+fn rotation(now: i64, child: &[u8]) -> Rotation {
+    Rotation {
+        now,
+        grace: 10,
+        idle: 100,
+        child_hash: child.to_vec(),
+        sealed_child: [b"sealed-", child].concat(),
+        client_address: "10.0.0.2".into(),
+        user_agent: "agent-2".into(),
+    }
+}
+
+async fn a_refresh_rotates_once_retries_within_grace_and_flags_reuse_after(store: Arc<Store>) {
+    let user = store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&new_session("s1", user.id, b"t0", 1_000))
+        .await
+        .unwrap();
+    // Current token: rotated, idle limit moved on (never past the absolute one).
+    assert_eq!(
+        store
+            .refresh_session(b"t0", &rotation(1_010, b"t1"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated {
+            session_id: "s1".into(),
+            user_id: user.id,
+            expires_at: 1_110
+        }
+    );
+    // The parent again within the window: the same child, sealed, nothing rotated.
+    assert_eq!(
+        store
+            .refresh_session(b"t0", &rotation(1_015, b"x"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Retried {
+            session_id: "s1".into(),
+            user_id: user.id,
+            sealed_child: b"sealed-t1".to_vec(),
+            expires_at: 1_110,
+        }
+    );
+    // After the window: reuse, and nothing is written.
+    assert_eq!(
+        store
+            .refresh_session(b"t0", &rotation(1_021, b"y"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused {
+            session_id: "s1".into(),
+            user_id: user.id
+        }
+    );
+    // The child is still current; spending it moves t0 to the spent tokens, where a late
+    // reuse is still recognised.
+    assert!(matches!(
+        store
+            .refresh_session(b"t1", &rotation(1_030, b"t2"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        store
+            .refresh_session(b"t0", &rotation(1_031, b"z"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused {
+            session_id: "s1".into(),
+            user_id: user.id
+        }
+    );
+    assert_eq!(
+        store
+            .refresh_session(b"nope", &rotation(1_031, b"z"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Refused
+    );
+    // The session list shows where it was used last.
+    let listed = store.list_sessions(user.id, 1_031).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, 1_030);
+    assert_eq!(listed[0].user_agent, "agent-2");
+    assert_eq!(
+        store.find_session_by_token(b"t2").await.unwrap(),
+        Some(("s1".to_owned(), user.id))
+    );
+    // Past the idle limit the token is refused and the session pruned.
+    assert_eq!(
+        store
+            .refresh_session(b"t2", &rotation(1_500, b"t3"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Refused
+    );
+    assert!(
+        store
+            .list_sessions(user.id, 1_500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.prune_sessions(1_500).await.unwrap(), 1);
+    assert_eq!(store.find_session_by_token(b"t2").await.unwrap(), None);
+}
+
+async fn concurrent_refreshes_of_one_token_rotate_exactly_once(store: Arc<Store>) {
+    let user = store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&new_session("s1", user.id, b"t0", 1_000))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .refresh_session(b"t0", &rotation(1_001, &[b'c', i]))
+                    .await
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    let mut retried = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            RefreshOutcome::Rotated { .. } => rotated += 1,
+            RefreshOutcome::Retried { sealed_child, .. } => retried.push(sealed_child),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(rotated, 1);
+    assert_eq!(retried.len(), 7);
+    retried.dedup();
+    assert_eq!(retried.len(), 1, "every retry gets the one stored child");
+}
+
+async fn sessions_end_by_id_or_all_and_with_their_user(store: Arc<Store>) {
+    let alice = store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    let bob = store
+        .insert_user(&new_user("bob", "bob@example.com"))
+        .await
+        .unwrap();
+    for (i, id) in ["a1", "a2", "a3"].into_iter().enumerate() {
+        store
+            .insert_session(&new_session(id, alice.id, id.as_bytes(), 1_000 + i as i64))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_session(&new_session("b1", bob.id, b"b1", 1_000))
+        .await
+        .unwrap();
+    let oldest: Vec<_> = store
+        .user_sessions_oldest_first(alice.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(oldest, ["a1", "a2", "a3"]);
+    assert_eq!(
+        store
+            .delete_sessions(&["a1".into(), "nope".into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.delete_user_sessions(alice.id).await.unwrap(), 2);
+    assert!(
+        store
+            .list_sessions(alice.id, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.list_sessions(bob.id, 1_000).await.unwrap().len(), 1);
+}
+
+async fn a_user_is_disabled_and_enabled_and_a_password_replaced(store: Arc<Store>) {
+    let user = store
+        .insert_user(&new_user("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    assert!(!user.disabled);
+    store
+        .insert_session(&new_session("s1", user.id, b"t0", 1_000))
+        .await
+        .unwrap();
+    let disabled = store
+        .set_disabled(user.id, Some(1_001))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(disabled.disabled);
+    assert!(
+        store
+            .find_credentials("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .disabled
+    );
+    // A disabled user's session cannot be refreshed.
+    assert_eq!(
+        store
+            .refresh_session(b"t0", &rotation(1_002, b"t1"))
+            .await
+            .unwrap(),
+        RefreshOutcome::Refused
+    );
+    assert!(
+        !store
+            .set_disabled(user.id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert!(
+        store
+            .set_disabled(UserId::new(), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(
+        store
+            .set_password_hash(user.id, "$argon2id$new")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.password_hash(user.id).await.unwrap().as_deref(),
+        Some("$argon2id$new")
+    );
+    assert!(!store.set_password_hash(UserId::new(), "x").await.unwrap());
+}
+
+async fn revocations_answer_whether_a_token_is_revoked(store: Arc<Store>) {
+    store
+        .insert_revocations(&[
+            NewRevocation {
+                kind: RevocationKind::Session,
+                subject: "s1".into(),
+                not_before: 100,
+                expires_at: 1_000,
+            },
+            NewRevocation {
+                kind: RevocationKind::User,
+                subject: "u1".into(),
+                not_before: 100,
+                expires_at: 1_000,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(store.is_revoked(Some("s1"), "u2", 500, 200).await.unwrap());
+    assert!(!store.is_revoked(Some("s2"), "u2", 500, 200).await.unwrap());
+    assert!(!store.is_revoked(None, "u2", 50, 200).await.unwrap());
+    // The same second as the revocation counts as before it.
+    assert!(store.is_revoked(None, "u1", 100, 200).await.unwrap());
+    assert!(!store.is_revoked(None, "u1", 101, 200).await.unwrap());
+    // Expired revocations no longer count.
+    assert!(!store.is_revoked(Some("s1"), "u1", 50, 1_000).await.unwrap());
+}
+
 async fn sqlite() -> Arc<Store> {
     let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
     store::connect(&format!("sqlite://{}", file.display()), 5)
@@ -246,4 +542,9 @@ suite!(
     the_first_signing_key_of_a_generation_wins,
     a_closed_store_answers_unavailable,
     revocations_are_read_in_order_after_a_cursor_and_pruned_when_expired,
+    a_refresh_rotates_once_retries_within_grace_and_flags_reuse_after,
+    concurrent_refreshes_of_one_token_rotate_exactly_once,
+    sessions_end_by_id_or_all_and_with_their_user,
+    a_user_is_disabled_and_enabled_and_a_password_replaced,
+    revocations_answer_whether_a_token_is_revoked,
 );
