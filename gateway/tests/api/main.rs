@@ -11,5 +11,6 @@ mod meta;
 mod metadata;
 mod openapi;
 mod persons;
+mod sessions;
 mod stack;
 mod startup;
