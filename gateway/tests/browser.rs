@@ -1,5 +1,5 @@
 //! The web page in a real browser: starts auth-service, resource-service and a gateway on real
-//! ports, creates a moderator through the API, and runs `tests/browser/flow.mjs` (playwright-core
+//! ports, creates a moderator through the API, and runs (with the bootstrap admin's credentials) `tests/browser/flow.mjs` (playwright-core
 //! driving Debian's headless Chromium). Needs `npm ci --prefix tests/browser` and the `chromium`
 //! package; without them this test fails and says so rather than skipping.
 
@@ -18,7 +18,7 @@ use std::{
 
 use gateway::{Application, Config, Settings};
 
-use stack::{PASSWORD, spawn_stack};
+use stack::{ADMIN_PASSWORD, ADMIN_USERNAME, PASSWORD, spawn_stack};
 
 /// Longest the browser flow may take before it is killed and the test fails.
 const FLOW_LIMIT: Duration = Duration::from_secs(180);
@@ -66,6 +66,8 @@ async fn the_page_works_in_headless_chromium() {
         .arg(&url)
         .arg(&moderator)
         .arg(PASSWORD)
+        .arg(ADMIN_USERNAME)
+        .arg(ADMIN_PASSWORD)
         .env("CHROMIUM_PATH", &chromium)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
