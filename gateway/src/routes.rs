@@ -22,7 +22,7 @@ use axum::{
 use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
+    cors::{AllowCredentials, AllowOrigin, CorsLayer},
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
@@ -120,7 +120,7 @@ pub fn app(state: AppState) -> Router {
             deadline,
         ))
         .with_state(state);
-    if let Some(cors) = cors(&settings.cors) {
+    if let Some(cors) = cors(&settings.cors, &settings.cookie_origins) {
         router = router.layer(cors);
     }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
@@ -217,15 +217,24 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn cors(cors: &Cors) -> Option<CorsLayer> {
+/// Cross-origin pages get the API with bearer tokens; only those also in
+/// `GATEWAY_COOKIE_ORIGINS` may send and receive the refresh cookie, and only on the auth routes
+/// (the cookie's path). Browsers refuse credentials beside `Access-Control-Allow-Origin: *`, so a
+/// cookie origin must be listed in `GATEWAY_CORS_ORIGINS` too.
+fn cors(cors: &Cors, cookie_origins: &[HeaderValue]) -> Option<CorsLayer> {
     let allow = match cors {
         Cors::SameOrigin => return None,
         Cors::Any => AllowOrigin::any(),
         Cors::Origins(origins) => AllowOrigin::list(origins.iter().cloned()),
     };
+    let cookie_origins = cookie_origins.to_vec();
+    let credentials = AllowCredentials::predicate(move |origin, parts| {
+        parts.uri.path().starts_with("/api/auth/") && cookie_origins.contains(origin)
+    });
     Some(
         CorsLayer::new()
             .allow_origin(allow)
+            .allow_credentials(credentials)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
