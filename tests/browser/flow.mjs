@@ -1,10 +1,11 @@
 // The web page's main flow in headless Chromium (Debian's, never a downloaded one):
 // sign up, sign in (the refresh token only in an HttpOnly cookie, the access token in memory
-// only), a reload keeps the user signed in through the cookie, the profile lists the sessions
-// and changes the password, a user is refused the admin board, sign-out ends the session at the
+// only), the page renews the short-lived access token through the cookie before it expires, a
+// reload keeps the user signed in through the cookie, the profile lists the sessions and
+// changes the password, a user is refused the admin board, sign-out ends the session at the
 // server (a reload stays signed out), a moderator creates a person, an admin disables and
-// enables an account and ends its sessions. Exits non-zero on the first failed step; leaves a
-// screenshot in artifacts/.
+// enables an account, ends its sessions and changes its roles. Exits non-zero on the first
+// failed step; leaves screenshots in artifacts/.
 //
 // usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password> <admin-username> <admin-password>
 
@@ -94,12 +95,26 @@ try {
   const stored = await page.evaluate(() => sessionStorage.length + localStorage.length);
   check(stored === 0, 'the page put something in web storage');
 
+  step = 'the page renews the access token through the cookie before it expires';
+  // The test's access tokens live 10 s; the page renews 5 s after sign-in, without a reload.
+  const renewedBy = Date.now() + 20_000;
+  while (await refreshCookie() === firstCookie) {
+    check(Date.now() < renewedBy, 'the cookie was not spent to renew the access token');
+    await page.waitForTimeout(500);
+  }
+  await page.waitForTimeout(6_000);
+  await page.click('#tab-boards');
+  await page.click('#board-user');
+  await page.locator('#board-output', { hasText: 'User Content.' }).waitFor();
+  await page.click('#tab-persons');
+
   step = 'a reload keeps the user signed in through the cookie';
+  const beforeReload = await refreshCookie();
   await page.reload();
   await page.locator('#signed-in').waitFor({ state: 'visible' });
   await page.locator('#session-user', { hasText: username }).waitFor();
   await page.locator('#persons-body tr').first().waitFor();
-  check(await refreshCookie() !== firstCookie, 'the refresh cookie was not rotated');
+  check(await refreshCookie() !== beforeReload, 'the refresh cookie was not rotated');
 
   step = 'the profile lists the sessions, this one marked';
   await page.click('#tab-profile');
@@ -189,6 +204,11 @@ try {
   await row.getByRole('button', { name: 'Enable' }).click();
   await messageContains(moderatorName + ' enabled');
   await row.locator('td', { hasText: 'active' }).waitFor();
+  const roles = row.locator('input.roles');
+  await roles.fill('user');
+  await row.getByRole('button', { name: 'Save roles' }).click();
+  await messageContains('Roles of ' + moderatorName + ' saved');
+  check(await row.locator('input.roles').inputValue() === 'user', 'the role change did not show');
   await signOut();
 
   check(pageErrors.length === 0, 'script errors on the page: ' + pageErrors.join('; '));
