@@ -63,10 +63,6 @@ impl Drop for Running {
     }
 }
 
-pub async fn spawn_auth() -> Running {
-    spawn_auth_with(|_| {}).await
-}
-
 /// An auth-service with the bootstrap admin and whatever `adjust` changes.
 pub async fn spawn_auth_with(adjust: impl FnOnce(&mut auth_service::Config)) -> Running {
     let mut config = auth_service::Config::for_tests();
