@@ -67,3 +67,51 @@ async fn sign_ins_are_logged_with_the_client_and_a_refusal_with_a_hash_of_the_lo
         signed_in[0]
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refresh_token_reuse_is_a_security_event_and_no_token_is_logged() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut config = auth_service::Config::for_tests();
+    config.refresh_grace = std::time::Duration::ZERO;
+    let app = helpers::spawn_with(config).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    let first = app.sign_in("alice", PASSWORD).await.unwrap();
+    let refresh = |token: String| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .refresh(proto::auth::v1::RefreshRequest {
+                    refresh_token: token,
+                })
+                .await
+        }
+    };
+    let child = refresh(first.refresh_token.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    refresh(first.refresh_token.clone()).await.unwrap_err();
+
+    let events = logs.lines_with("reused");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("WARN") && events[0].contains("security"),
+        "{}",
+        events[0]
+    );
+    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    for secret in [
+        &first.refresh_token,
+        &child.refresh_token,
+        &first.access_token,
+    ] {
+        assert!(!all.contains(secret.as_str()), "a token reached the log");
+    }
+}

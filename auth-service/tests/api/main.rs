@@ -10,6 +10,7 @@ mod helpers;
 mod keys;
 mod replicas;
 mod serving;
+mod sessions;
 mod sign_in;
 mod sign_up;
 mod store;

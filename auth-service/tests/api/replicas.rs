@@ -127,3 +127,87 @@ async fn the_whole_service_works_on_postgres() {
     let signed_in = app.sign_in("Alice@Example.com", PASSWORD).await.unwrap();
     assert_eq!(signed_in.user.unwrap().id, user.id);
 }
+
+// Several worker threads, so the calls really run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_refreshes_through_two_replicas_rotate_once_and_all_get_the_same_token() {
+    let url = fresh_postgres_database().await;
+    let a = spawn_with(config_on(&url)).await;
+    let b = spawn_with(config_on(&url)).await;
+    a.sign_up("alice", "alice@example.com").await.unwrap();
+    let first = a.sign_in("alice", PASSWORD).await.unwrap();
+
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let replica = if i % 2 == 0 { &a } else { &b };
+            let (mut client, token) = (replica.client.clone(), first.refresh_token.clone());
+            tokio::spawn(async move {
+                client
+                    .refresh(pb::RefreshRequest {
+                        refresh_token: token,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    let child = answers[0].refresh_token.clone();
+    assert!(answers.iter().all(|r| r.refresh_token == child));
+
+    // Exactly one new pair exists: one session, whose current token is that child.
+    let store = auth_service::store::connect(&url, 2).await.unwrap();
+    let hash = auth_service::refresh_token::RefreshToken::from_client(child.clone()).hash();
+    let (sid, user) = store.find_session_by_token(&hash).await.unwrap().unwrap();
+    let live = store.list_sessions(user, token::unix_now()).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].id, sid);
+    // Spending the child on the other replica rotates again.
+    let next = crate::sessions::refresh(&b, &child).await.unwrap();
+    assert_ne!(next.refresh_token, child);
+}
+
+#[tokio::test]
+async fn a_reuse_on_one_replica_after_the_grace_window_revokes_the_session_for_both() {
+    let url = fresh_postgres_database().await;
+    let mut config = config_on(&url);
+    config.refresh_grace = std::time::Duration::from_secs(1);
+    let a = spawn_with(config.clone()).await;
+    let b = spawn_with(config).await;
+    a.sign_up("alice", "alice@example.com").await.unwrap();
+    let first = a.sign_in("alice", PASSWORD).await.unwrap();
+    let child = crate::sessions::refresh(&a, &first.refresh_token)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert!(
+        crate::sessions::refresh(&b, &first.refresh_token)
+            .await
+            .is_err()
+    );
+
+    let store = auth_service::store::connect(&url, 2).await.unwrap();
+    let revocations = store.revocations_after(0, 0, 10).await.unwrap();
+    let sid = child_sid(&child.access_token);
+    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations[0].subject, sid);
+    assert!(
+        crate::sessions::refresh(&a, &child.refresh_token)
+            .await
+            .is_err()
+    );
+    let admin = a.admin_token().await;
+    assert!(!crate::sessions::active(&b, &admin, &child.access_token).await);
+}
+
+fn child_sid(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,591 @@
+//! Sessions over the API: refresh rotation and its grace window, and every way access ends.
+
+use std::time::Duration;
+
+use auth_service::Config;
+use proto::auth::v1 as pb;
+use token::{Audience, Hs256Secret, Issuer, SigningKey, unix_now};
+use tonic::{Code, Request, Status};
+
+use crate::helpers::{PASSWORD, TestApp, authed, spawn_app_with_admin, spawn_with, with_admin};
+
+pub async fn refresh(app: &TestApp, token: &str) -> Result<pb::RefreshResponse, Status> {
+    app.client
+        .clone()
+        .refresh(pb::RefreshRequest {
+            refresh_token: token.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Whether auth-service says `token` is active, asked by a signed-in `caller`.
+pub async fn active(app: &TestApp, caller: &str, token: &str) -> bool {
+    app.client
+        .clone()
+        .validate_token(authed(
+            pb::ValidateTokenRequest {
+                token: token.into(),
+            },
+            caller,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+}
+
+async fn sign_out(app: &TestApp, request: Request<pb::SignOutRequest>) -> Result<(), Status> {
+    app.client.clone().sign_out(request).await.map(drop)
+}
+
+async fn sessions(app: &TestApp, token: &str, user_id: &str) -> Result<Vec<pb::Session>, Status> {
+    app.client
+        .clone()
+        .list_sessions(authed(
+            pb::ListSessionsRequest {
+                user_id: user_id.into(),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().sessions)
+}
+
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn with_grace(mut config: Config, grace: Duration) -> Config {
+    config.refresh_grace = grace;
+    config
+}
+
+/// A user of `app` signed in: (user id, sign-in answer).
+async fn signed_in(app: &TestApp, username: &str) -> (String, pb::SignInResponse) {
+    let user = app
+        .sign_up(username, &format!("{username}@example.com"))
+        .await
+        .unwrap();
+    (user.id, app.sign_in(username, PASSWORD).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_the_token_and_keeps_the_session() {
+    let app = spawn_app_with_admin().await;
+    let (_, first) = signed_in(&app, "alice").await;
+    assert_eq!(first.refresh_token.len(), 43, "256 bits in base64url");
+    assert!(first.refresh_expires_at.unwrap().seconds > unix_now() + 86_400);
+    let sid = claims(&first.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let second = refresh(&app, &first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.token_type, "Bearer");
+    assert_eq!(claims(&second.access_token)["sid"], sid.as_str());
+    assert!(active(&app, &first.access_token, &second.access_token).await);
+
+    // The new one works in turn; nonsense is refused with the same message as a spent token.
+    refresh(&app, &second.refresh_token).await.unwrap();
+    let unknown = refresh(&app, "no-such-token").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(unknown.message(), "refresh token is invalid or expired");
+}
+
+#[tokio::test]
+async fn a_retry_within_the_grace_window_gets_the_same_new_token() {
+    let app = spawn_app_with_admin().await;
+    let (_, first) = signed_in(&app, "alice").await;
+    let a = refresh(&app, &first.refresh_token).await.unwrap();
+    let b = refresh(&app, &first.refresh_token).await.unwrap();
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_eq!(
+        claims(&a.access_token)["sid"],
+        claims(&b.access_token)["sid"]
+    );
+    assert!(active(&app, &first.access_token, &b.access_token).await);
+    // The child is the one and only next token: spending it works once.
+    refresh(&app, &b.refresh_token).await.unwrap();
+}
+
+// Several worker threads, so the calls really run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_of_one_token_all_get_the_same_new_token() {
+    let app = spawn_app_with_admin().await;
+    let (_, first) = signed_in(&app, "alice").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, token) = (app.client.clone(), first.refresh_token.clone());
+            tokio::spawn(async move {
+                let mut client = client;
+                client
+                    .refresh(pb::RefreshRequest {
+                        refresh_token: token,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    let child = &answers[0].refresh_token;
+    assert!(answers.iter().all(|a| &a.refresh_token == child));
+    let next = refresh(&app, child).await.unwrap();
+    assert_ne!(&next.refresh_token, child);
+}
+
+#[tokio::test]
+async fn a_reuse_after_the_grace_window_ends_the_session() {
+    let app = spawn_with(with_grace(
+        with_admin(Config::for_tests()),
+        Duration::from_secs(1),
+    ))
+    .await;
+    let (_, first) = signed_in(&app, "alice").await;
+    let admin = app.admin_token().await;
+    let child = refresh(&app, &first.refresh_token).await.unwrap();
+    // Whole seconds: more than one second after the rotation.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+
+    let reuse = refresh(&app, &first.refresh_token).await.unwrap_err();
+    assert_eq!(reuse.code(), Code::Unauthenticated);
+    assert_eq!(reuse.message(), "refresh token is invalid or expired");
+    // The session is revoked: its tokens are inactive and its current refresh token is dead.
+    assert!(!active(&app, &admin, &child.access_token).await);
+    assert!(!active(&app, &admin, &first.access_token).await);
+    assert_eq!(
+        refresh(&app, &child.refresh_token)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_and_is_idempotent() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (_, one) = signed_in(&app, "alice").await;
+    let two = app.sign_in("alice", PASSWORD).await.unwrap();
+
+    sign_out(
+        &app,
+        authed(pb::SignOutRequest::default(), &one.access_token),
+    )
+    .await
+    .unwrap();
+    assert!(!active(&app, &admin, &one.access_token).await);
+    assert!(refresh(&app, &one.refresh_token).await.is_err());
+    // The other session lives on; signing out again changes nothing and is no error.
+    assert!(active(&app, &admin, &two.access_token).await);
+    sign_out(
+        &app,
+        authed(pb::SignOutRequest::default(), &one.access_token),
+    )
+    .await
+    .unwrap();
+
+    // By refresh token alone.
+    sign_out(
+        &app,
+        Request::new(pb::SignOutRequest {
+            refresh_token: Some(two.refresh_token.clone()),
+            all: false,
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(!active(&app, &admin, &two.access_token).await);
+    assert!(refresh(&app, &two.refresh_token).await.is_err());
+
+    // Nothing at all, or a forged token, is refused.
+    let none = sign_out(&app, Request::new(pb::SignOutRequest::default())).await;
+    assert_eq!(none.unwrap_err().code(), Code::Unauthenticated);
+    let forged = sign_out(&app, authed(pb::SignOutRequest::default(), "a.b.c")).await;
+    assert_eq!(forged.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn signing_out_everywhere_ends_every_session_of_the_user() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (_, one) = signed_in(&app, "alice").await;
+    let two = app.sign_in("alice", PASSWORD).await.unwrap();
+    let (_, bob) = signed_in(&app, "bob").await;
+    sign_out(
+        &app,
+        authed(
+            pb::SignOutRequest {
+                refresh_token: None,
+                all: true,
+            },
+            &one.access_token,
+        ),
+    )
+    .await
+    .unwrap();
+    for s in [&one, &two] {
+        assert!(!active(&app, &admin, &s.access_token).await);
+        assert!(refresh(&app, &s.refresh_token).await.is_err());
+    }
+    assert!(active(&app, &admin, &bob.access_token).await);
+    // A new sign-in (in a later second than the revocation) works again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again = app.sign_in("alice", PASSWORD).await.unwrap();
+    assert!(active(&app, &admin, &again.access_token).await);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_still_signs_out() {
+    let secret = "an HS256 secret of at least 32 bytes!";
+    let mut config = Config::for_tests();
+    config.token_alg = token::Algorithm::HS256;
+    config.hs256_secret = Some(secret.into());
+    let app = spawn_with(config).await;
+    let (_, one) = signed_in(&app, "alice").await;
+    let key = || SigningKey::Hs256(Hs256Secret::new(secret.as_bytes()).unwrap());
+    let verifier = token::Verifier::for_keys([&key()], &Audience::default());
+    let mut expired = verifier.verify(&one.access_token).unwrap();
+    expired.iat = unix_now() - 3600;
+    expired.nbf = expired.iat;
+    expired.exp = unix_now() - 600;
+    let issuer = Issuer::new(key(), Audience::default(), Duration::from_secs(60)).unwrap();
+    let expired = issuer.sign(&expired).unwrap();
+    sign_out(&app, authed(pb::SignOutRequest::default(), &expired))
+        .await
+        .unwrap();
+    assert!(refresh(&app, &one.refresh_token).await.is_err());
+    assert!(!active(&app, &one.access_token, &one.access_token).await);
+
+    // A wrong signature is not let through by the relaxed check.
+    let other = Issuer::new(
+        SigningKey::Hs256(Hs256Secret::new(b"another secret of at least 32 bytes!!").unwrap()),
+        Audience::default(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let forged = other
+        .sign(&verifier.verify(&one.access_token).unwrap())
+        .unwrap();
+    let error = sign_out(&app, authed(pb::SignOutRequest::default(), &forged))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated);
+}
+
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+) -> Result<(), Status> {
+    app.client
+        .clone()
+        .change_password(authed(
+            pb::ChangePasswordRequest {
+                current_password: current.into(),
+                new_password: new.into(),
+            },
+            token,
+        ))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (_, here) = signed_in(&app, "alice").await;
+    let elsewhere = app.sign_in("alice", PASSWORD).await.unwrap();
+    let new = "a brand new passphrase";
+
+    let wrong = change_password(&app, &here.access_token, "not it at all", new).await;
+    assert_eq!(wrong.unwrap_err().code(), Code::PermissionDenied);
+    let weak = change_password(&app, &here.access_token, PASSWORD, "short").await;
+    assert_eq!(weak.unwrap_err().code(), Code::InvalidArgument);
+    assert!(active(&app, &admin, &elsewhere.access_token).await);
+
+    change_password(&app, &here.access_token, PASSWORD, new)
+        .await
+        .unwrap();
+    assert!(!active(&app, &admin, &elsewhere.access_token).await);
+    assert!(refresh(&app, &elsewhere.refresh_token).await.is_err());
+    assert!(active(&app, &admin, &here.access_token).await);
+    refresh(&app, &here.refresh_token).await.unwrap();
+    assert!(app.sign_in("alice", PASSWORD).await.is_err());
+    app.sign_in("alice", new).await.unwrap();
+}
+
+async fn set_roles(app: &TestApp, token: &str, user: &str, roles: &[&str]) -> Result<(), Status> {
+    app.client
+        .clone()
+        .set_user_roles(authed(
+            pb::SetUserRolesRequest {
+                user_id: user.into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            },
+            token,
+        ))
+        .await
+        .map(drop)
+}
+
+async fn set_disabled(
+    app: &TestApp,
+    token: &str,
+    user: &str,
+    disabled: bool,
+) -> Result<(), Status> {
+    app.client
+        .clone()
+        .set_user_disabled(authed(
+            pb::SetUserDisabledRequest {
+                user_id: user.into(),
+                disabled,
+            },
+            token,
+        ))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn removing_a_role_ends_the_users_sessions_and_a_refresh_reissues_current_roles() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (bob_id, _) = signed_in(&app, "bob").await;
+    set_roles(&app, &admin, &bob_id, &["moderator"])
+        .await
+        .unwrap();
+    let bob = app.sign_in("bob", PASSWORD).await.unwrap();
+    assert_eq!(
+        claims(&bob.access_token)["roles"],
+        serde_json::json!(["user", "moderator"])
+    );
+
+    // Adding a role ends nothing; a refresh picks it up.
+    set_roles(&app, &admin, &bob_id, &["moderator", "admin"])
+        .await
+        .unwrap();
+    let refreshed = refresh(&app, &bob.refresh_token).await.unwrap();
+    assert_eq!(
+        claims(&refreshed.access_token)["roles"],
+        serde_json::json!(["user", "moderator", "admin"])
+    );
+
+    // Removing one ends every session.
+    set_roles(&app, &admin, &bob_id, &[]).await.unwrap();
+    assert!(!active(&app, &admin, &refreshed.access_token).await);
+    assert!(refresh(&app, &refreshed.refresh_token).await.is_err());
+}
+
+#[tokio::test]
+async fn a_demoted_admins_old_token_cannot_act() {
+    let app = spawn_app_with_admin().await;
+    let root = app.admin_token().await;
+    let (alice_id, _) = signed_in(&app, "alice").await;
+    let (bob_id, _) = signed_in(&app, "bob").await;
+    set_roles(&app, &root, &alice_id, &["admin"]).await.unwrap();
+    let alice = app.sign_in("alice", PASSWORD).await.unwrap();
+    set_roles(&app, &alice.access_token, &bob_id, &["moderator"])
+        .await
+        .unwrap();
+
+    set_roles(&app, &root, &alice_id, &[]).await.unwrap();
+    // Her token still says admin and still verifies in the layer; the database says no.
+    for error in [
+        set_roles(&app, &alice.access_token, &alice_id, &["admin"]).await,
+        set_disabled(&app, &alice.access_token, &bob_id, true).await,
+        sessions(&app, &alice.access_token, &bob_id).await.map(drop),
+    ] {
+        assert_eq!(error.unwrap_err().code(), Code::PermissionDenied);
+    }
+}
+
+#[tokio::test]
+async fn an_admin_cannot_demote_or_disable_themselves() {
+    let app = spawn_app_with_admin().await;
+    let root = app.sign_in("root", PASSWORD).await.unwrap();
+    let id = root.user.unwrap().id;
+    for error in [
+        set_roles(&app, &root.access_token, &id, &["user"]).await,
+        set_disabled(&app, &root.access_token, &id, true).await,
+    ] {
+        let error = error.unwrap_err();
+        assert_eq!(error.code(), Code::FailedPrecondition);
+        assert!(error.message().contains("their own"), "{}", error.message());
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_user_cannot_sign_in_or_refresh_until_enabled() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (id, alice) = signed_in(&app, "alice").await;
+    set_disabled(&app, &admin, &id, true).await.unwrap();
+    assert!(!active(&app, &admin, &alice.access_token).await);
+    assert!(refresh(&app, &alice.refresh_token).await.is_err());
+    let refused = app.sign_in("alice", PASSWORD).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(refused.message(), "this account is disabled");
+    // A wrong password learns nothing about the account.
+    let wrong = app.sign_in("alice", "wrong password").await.unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+
+    set_disabled(&app, &admin, &id, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let back = app.sign_in("alice", PASSWORD).await.unwrap();
+    assert!(active(&app, &admin, &back.access_token).await);
+}
+
+#[tokio::test]
+async fn signing_in_beyond_the_cap_ends_the_oldest_session() {
+    let mut config = with_admin(Config::for_tests());
+    config.max_sessions_per_user = 2;
+    let app = spawn_with(config).await;
+    let admin = app.admin_token().await;
+    let (_, first) = signed_in(&app, "alice").await;
+    // Later seconds, so "oldest" is unambiguous.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = app.sign_in("alice", PASSWORD).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let third = app.sign_in("alice", PASSWORD).await.unwrap();
+    assert!(!active(&app, &admin, &first.access_token).await);
+    assert!(refresh(&app, &first.refresh_token).await.is_err());
+    let listed = sessions(&app, &third.access_token, "").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(active(&app, &admin, &second.access_token).await);
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended_by_their_user_or_an_admin() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (alice_id, _) = signed_in(&app, "alice").await;
+    let mut request = Request::new(pb::SignInRequest {
+        login: "alice".into(),
+        password: PASSWORD.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-client-user-agent", "Firefox/140".parse().unwrap());
+    let firefox = app
+        .client
+        .clone()
+        .sign_in(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let sid = claims(&firefox.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let own = sessions(&app, &firefox.access_token, "").await.unwrap();
+    assert_eq!(own.len(), 2);
+    let current: Vec<_> = own.iter().filter(|s| s.current).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].id, sid);
+    assert_eq!(current[0].user_agent, "Firefox/140");
+    assert_eq!(current[0].client_address, "127.0.0.1");
+    assert!(current[0].created_at.is_some() && current[0].last_used_at.is_some());
+
+    // Another user's sessions are for admins only.
+    let (_, bob) = signed_in(&app, "bob").await;
+    let denied = sessions(&app, &bob.access_token, &alice_id)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(sessions(&app, &admin, &alice_id).await.unwrap().len(), 2);
+
+    let end = |token: String, user: String, session: String| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .end_session(authed(
+                    pb::EndSessionRequest {
+                        user_id: user,
+                        session_id: session,
+                    },
+                    &token,
+                ))
+                .await
+                .map(drop)
+        }
+    };
+    let error = end(bob.access_token.clone(), String::new(), sid.clone()).await;
+    assert_eq!(
+        error.unwrap_err().code(),
+        Code::NotFound,
+        "not bob's session"
+    );
+    end(admin.clone(), alice_id.clone(), sid.clone())
+        .await
+        .unwrap();
+    assert!(!active(&app, &admin, &firefox.access_token).await);
+    assert_eq!(sessions(&app, &admin, &alice_id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn validate_token_reports_active_claims_or_only_inactive() {
+    let app = spawn_app_with_admin().await;
+    let (id, alice) = signed_in(&app, "alice").await;
+    let answer = app
+        .client
+        .clone()
+        .validate_token(authed(
+            pb::ValidateTokenRequest {
+                token: alice.access_token.clone(),
+            },
+            &alice.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.active);
+    assert_eq!(answer.sub, id);
+    assert_eq!(answer.username, "alice");
+    assert_eq!(answer.roles, ["user"]);
+    assert_eq!(
+        answer.sid,
+        claims(&alice.access_token)["sid"].as_str().unwrap()
+    );
+    assert_eq!(answer.token_type, "Bearer");
+
+    let garbage = app
+        .client
+        .clone()
+        .validate_token(authed(
+            pb::ValidateTokenRequest {
+                token: "not.a.token".into(),
+            },
+            &alice.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(garbage, pb::ValidateTokenResponse::default());
+
+    // Only signed-in callers may ask.
+    let anonymous = app
+        .client
+        .clone()
+        .validate_token(pb::ValidateTokenRequest {
+            token: alice.access_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+}
