@@ -92,6 +92,11 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             delete(sessions::end_all_of_user),
         ),
         (
+            Method::GET,
+            "/api/admin/users/{id}/sessions/{sid}",
+            get(sessions::one_of_user),
+        ),
+        (
             Method::DELETE,
             "/api/admin/users/{id}/sessions/{sid}",
             delete(sessions::end_of_user),

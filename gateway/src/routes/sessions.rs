@@ -70,6 +70,21 @@ pub async fn of_user(
     list(&state, &caller, user_id).await.map(axum::Json)
 }
 
+/// One session of a user, from the list (auth-service has no call for a single one).
+pub async fn one_of_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((user_id, session_id)): Path<(String, String)>,
+) -> Result<axum::Json<Session>, ApiError> {
+    list(&state, &caller, user_id)
+        .await?
+        .sessions
+        .into_iter()
+        .find(|s| s.id == session_id)
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("no such session"))
+}
+
 pub async fn end_of_user(
     State(state): State<AppState>,
     caller: Caller,

@@ -477,6 +477,12 @@ async fn an_admin_ends_a_users_sessions_and_disables_and_enables_the_account() {
         .unwrap_or_default();
     assert!(!sessions.is_empty());
     let one = sessions[0]["id"].as_str().unwrap();
+    let shown = stack
+        .gateway
+        .get(&format!("{path}/{one}"), Some(&admin))
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    assert_eq!(shown.json(), sessions[0]);
     let ended = stack
         .gateway
         .delete(&format!("{path}/{one}"), Some(&admin))
@@ -487,6 +493,11 @@ async fn an_admin_ends_a_users_sessions_and_disables_and_enables_the_account() {
     assert_eq!(refresh_by_body(&stack, &refresh_token).await.status, 401);
     let left = stack.gateway.get(&path, Some(&admin)).await.json();
     assert_eq!(left["sessions"], json!([]), "{left}");
+    let gone = stack
+        .gateway
+        .get(&format!("{path}/{one}"), Some(&admin))
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
 
     let disabled = stack
         .gateway
