@@ -2,7 +2,7 @@
 //! Origin check, rotation), sign-out, password changes, the session lists, an admin disabling a
 //! user, and introspection. Against the real auth-service.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::TestResponse,
-    stack::{PASSWORD, Stack, spawn_stack, spawn_stack_with, unique},
+    stack::{PASSWORD, Stack, spawn_stack, spawn_stack_configured, spawn_stack_with, unique},
 };
 
 /// The gateway's own origin as the tests' requests name it.
@@ -331,6 +331,40 @@ async fn sign_out_is_a_204_every_time_clears_the_cookie_and_ends_the_refresh_tok
     )
     .await;
     assert_eq!(nothing.status, 204, "{}", nothing.text());
+}
+
+#[tokio::test]
+async fn an_expired_access_token_still_signs_its_session_out() {
+    // auth-service's shortest access-token lifetime; verifiers allow 5 s of clock skew beyond.
+    let ttl = Duration::from_secs(10);
+    let stack = spawn_stack_configured(1, |auth| auth.access_token_ttl = ttl, |_| {}).await;
+    let (username, _) = new_user(&stack).await;
+    let (access_token, refresh_token) = tokens(&stack, &username).await;
+    tokio::time::sleep(ttl + Duration::from_secs(token::LEEWAY_SECS + 1)).await;
+    assert_eq!(
+        me_status(&stack, &access_token).await,
+        401,
+        "the token should have expired"
+    );
+    let bearer = format!("Bearer {access_token}");
+    let response = send(
+        &stack,
+        request(
+            Method::POST,
+            "/api/auth/signout",
+            &[("authorization", &bearer)],
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 204, "{}", response.text());
+    let refresh = refresh_by_body(&stack, &refresh_token).await;
+    assert_eq!(
+        refresh.status,
+        401,
+        "the session outlived sign-out: {}",
+        refresh.text()
+    );
 }
 
 #[tokio::test]
