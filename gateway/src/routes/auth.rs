@@ -2,7 +2,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::IntoResponse,
 };
 use proto::auth::v1 as pb;
@@ -133,7 +133,8 @@ pub async fn sign_in(
     ))
 }
 
-pub const NO_STORE: axum::http::HeaderValue = axum::http::HeaderValue::from_static("no-store");
+/// `Cache-Control` of every answer that carries a token.
+pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// auth-service says "Bearer"; an older one said nothing.
 pub fn token_type(given: String) -> String {

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use proto::auth::v1 as pb;
@@ -18,7 +18,7 @@ use crate::{
     state::AppState,
 };
 
-use super::auth::{NO_STORE, token_type};
+use super::auth::{NO_STORE, missing, token_type};
 
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,7 +75,7 @@ pub async fn refresh(
         Err(error) => return Err(error),
     };
     if response.refresh_token.is_empty() {
-        return Err(super::auth::missing("refresh_token")());
+        return Err(missing("refresh_token")());
     }
     let mut headers = vec![(header::CACHE_CONTROL, NO_STORE)];
     let refresh_token = if by_cookie {
@@ -215,7 +215,7 @@ pub async fn introspect(
     });
     // The answer describes a credential: not for caches either.
     Ok((
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        [(header::CACHE_CONTROL, NO_STORE)],
         axum::Json(Introspection {
             active: response.active,
             claims,
