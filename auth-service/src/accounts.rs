@@ -43,12 +43,23 @@ pub struct ClientInfo {
 }
 
 /// A signed-in (or refreshed) session: an access token and the refresh token that renews it.
-#[derive(Debug)]
 pub struct SessionTokens {
     pub access: Issued,
     pub refresh: RefreshToken,
     /// When the refresh token stops working if unused (Unix seconds).
     pub refresh_expires_at: i64,
+}
+
+/// Both tokens are bearer credentials: `Debug` shows the claims, never a token.
+impl std::fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTokens")
+            .field("claims", &self.access.claims)
+            .field("access_token", &"[REDACTED]")
+            .field("refresh", &self.refresh)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish()
+    }
 }
 
 /// A sign-up request, parsed.

@@ -510,6 +510,23 @@ mod tests {
     }
 
     #[test]
+    fn session_errors_map_to_codes_that_reveal_nothing_about_a_refresh_token() {
+        let refused = Status::from(Error::RefreshRefused);
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.message(), "refresh token is invalid or expired");
+        for (error, code) in [
+            (Error::NotAdmin, tonic::Code::PermissionDenied),
+            (Error::AccountDisabled, tonic::Code::PermissionDenied),
+            (Error::WrongCurrentPassword, tonic::Code::PermissionDenied),
+            (Error::CannotDisableSelf, tonic::Code::FailedPrecondition),
+            (Error::SessionNotFound, tonic::Code::NotFound),
+            (Error::InvalidAccessToken, tonic::Code::Unauthenticated),
+        ] {
+            assert_eq!(Status::from(error).code(), code);
+        }
+    }
+
+    #[test]
     fn unexpected_errors_reveal_nothing() {
         let status = Status::from(Error::Unexpected(anyhow::anyhow!("disk on fire")));
         assert_eq!(status.code(), tonic::Code::Internal);

@@ -176,3 +176,52 @@ fn a_previous_kek_needs_a_current_one_and_decodes_to_32_bytes() {
         "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY"
     );
 }
+
+#[test]
+fn session_lifetimes_are_checked_against_each_other() {
+    let days = |n: u64| Duration::from_secs(n * 86_400);
+    let refused = |change: fn(&mut Config)| {
+        let mut config = Config::for_tests();
+        change(&mut config);
+        settings(config).err().unwrap().setting
+    };
+    assert_eq!(
+        refused(|c| c.refresh_absolute_ttl = Duration::from_secs(86_400)),
+        "AUTH_REFRESH_ABSOLUTE_TTL"
+    );
+    assert_eq!(
+        refused(|c| c.refresh_idle_ttl = Duration::from_secs(5)),
+        "AUTH_REFRESH_IDLE_TTL"
+    );
+    assert_eq!(
+        refused(|c| c.refresh_grace = Duration::from_secs(600)),
+        "AUTH_REFRESH_GRACE"
+    );
+    assert_eq!(
+        refused(|c| c.max_sessions_per_user = 0),
+        "AUTH_MAX_SESSIONS_PER_USER"
+    );
+    let policy = settings(Config::for_tests()).unwrap().sessions;
+    assert_eq!(policy.idle_ttl, days(14));
+    assert_eq!(policy.absolute_ttl, days(30));
+    assert_eq!(policy.refresh_grace, Duration::from_secs(10));
+}
+
+#[test]
+fn session_defaults_parse_from_the_command_line() {
+    let config = Config::try_parse_from([
+        "auth-service",
+        "--refresh-idle-ttl",
+        "1h",
+        "--refresh-absolute-ttl",
+        "2d",
+        "--refresh-grace",
+        "3s",
+    ])
+    .unwrap();
+    let policy = settings(config).unwrap().sessions;
+    assert_eq!(policy.idle_ttl, Duration::from_secs(3600));
+    assert_eq!(policy.absolute_ttl, Duration::from_secs(2 * 86_400));
+    assert_eq!(policy.refresh_grace, Duration::from_secs(3));
+    assert_eq!(policy.max_per_user, 20);
+}

@@ -44,7 +44,9 @@ pub struct Rotation {
     pub child_hash: Vec<u8>,
     /// The child, sealed under a key derived from the parent: a retry of the parent opens it.
     pub sealed_child: Vec<u8>,
+    /// Where the session is used from now; empty keeps what was stored.
     pub client_address: String,
+    /// Empty keeps what was stored.
     pub user_agent: String,
 }
 
@@ -109,7 +111,8 @@ const INSERT_SPENT: &str = "INSERT INTO spent_refresh_tokens (token_hash, sessio
      VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO NOTHING";
 const ROTATE: &str = "UPDATE sessions SET previous_hash = token_hash, token_hash = $1, \
      sealed_child = $2, rotated_at = $3, last_used_at = $3, expires_at = $4, \
-     client_address = $5, user_agent = $6 WHERE id = $7";
+     client_address = CASE WHEN $5 = '' THEN client_address ELSE $5 END, \
+     user_agent = CASE WHEN $6 = '' THEN user_agent ELSE $6 END WHERE id = $7";
 const TOUCH: &str = "UPDATE sessions SET last_used_at = $1 WHERE id = $2";
 const SESSION_COLUMNS: &str =
     "id, created_at, last_used_at, expires_at, client_address, user_agent";

@@ -319,6 +319,22 @@ async fn a_refresh_rotates_once_retries_within_grace_and_flags_reuse_after(store
         store.find_session_by_token(b"t2").await.unwrap(),
         Some(("s1".to_owned(), user.id))
     );
+    // A refresh that names no client keeps what was stored.
+    let mut anonymous = rotation(1_032, b"t2b");
+    anonymous.user_agent = String::new();
+    anonymous.client_address = String::new();
+    assert!(matches!(
+        store.refresh_session(b"t2", &anonymous).await.unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    let listed = store.list_sessions(user.id, 1_032).await.unwrap();
+    assert_eq!(
+        (
+            listed[0].user_agent.as_str(),
+            listed[0].client_address.as_str()
+        ),
+        ("agent-2", "10.0.0.2")
+    );
     // Past the idle limit the token is refused and the session pruned.
     assert_eq!(
         store

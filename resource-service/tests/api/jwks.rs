@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use proto::auth::v1::{
-    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, ListUsersRequest,
+    self as pb, GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, ListUsersRequest,
     ListUsersResponse, SetUserRolesRequest, SetUserRolesResponse, SignInRequest, SignInResponse,
     SignUpRequest, SignUpResponse,
     auth_service_server::{AuthService, AuthServiceServer},
@@ -105,6 +105,48 @@ impl AuthService for KeyServer {
         &self,
         _: Request<SetUserRolesRequest>,
     ) -> Result<Response<SetUserRolesResponse>, Status> {
+        unimplemented()
+    }
+    async fn refresh(
+        &self,
+        _: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        unimplemented()
+    }
+    async fn sign_out(
+        &self,
+        _: Request<pb::SignOutRequest>,
+    ) -> Result<Response<pb::SignOutResponse>, Status> {
+        unimplemented()
+    }
+    async fn change_password(
+        &self,
+        _: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        unimplemented()
+    }
+    async fn validate_token(
+        &self,
+        _: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        unimplemented()
+    }
+    async fn end_session(
+        &self,
+        _: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndSessionResponse>, Status> {
+        unimplemented()
+    }
+    async fn set_user_disabled(
+        &self,
+        _: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::SetUserDisabledResponse>, Status> {
         unimplemented()
     }
 }
