@@ -103,7 +103,8 @@ pub async fn sign_in(
         password: body.password,
     };
     let outgoing = caller.public().with_user_agent(&user_agent);
-    // Signing in changes nothing a retry could duplicate (a second token is harmless).
+    // A retry after a lost answer can leave one more session, never used, which ends at its idle
+    // limit (or the per-user cap): harmless, and better than a failed sign-in.
     let response = state
         .auth
         .rpc(&outgoing, Idempotent, AuthClient::sign_in, message)
