@@ -295,4 +295,24 @@ mod tests {
         let outgoing = caller.outgoing().expect("a usable token");
         assert!(!format!("{outgoing:?}").contains("secret-token-value"));
     }
+
+    async fn user_agent(value: &[u8]) -> UserAgent {
+        let request = axum::http::Request::builder()
+            .header(header::USER_AGENT, value)
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        let Ok(agent) = UserAgent::from_request_parts(&mut parts, &()).await;
+        agent
+    }
+
+    #[tokio::test]
+    async fn a_user_agent_is_cut_to_printable_ascii_that_metadata_accepts() {
+        let odd = user_agent("Mozilla/5.0 (Ünïcode)\t x".as_bytes()).await;
+        assert_eq!(odd.0, "Mozilla/5.0 (??n??code)? x");
+        assert!(odd.metadata().is_some());
+        let long = user_agent(&[b'a'; 1000]).await;
+        assert_eq!(long.0.len(), UserAgent::MAX_BYTES);
+        assert!(user_agent(b"   ").await.metadata().is_none());
+    }
 }
