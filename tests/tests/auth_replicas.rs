@@ -1,11 +1,12 @@
 //! Two auth-service replicas on one PostgreSQL database act as one service: one signing key,
-//! one published key set, one first admin.
+//! one published key set, one first admin, one rotation of a refresh token however they race.
 
 #![allow(clippy::unwrap_used)]
 
 use e2e::{AuthDeployment, AuthReplica, Credentials, authorized};
 use proto::auth::v1::{
-    GetJwksRequest, GetMeRequest, ListUsersRequest, SignInRequest, SignUpRequest, User,
+    GetJwksRequest, GetMeRequest, ListUsersRequest, RefreshRequest, SignInRequest, SignUpRequest,
+    User,
 };
 
 /// Two replicas started at the same moment on a fresh database, so both race to create the
@@ -138,4 +139,65 @@ async fn the_bootstrap_admin_is_created_once() {
         1,
         "a fresh database holds only the admin: {users:?}"
     );
+}
+
+#[tokio::test]
+async fn racing_refreshes_through_both_replicas_rotate_once_and_agree() {
+    let (deployment, a, b) = two_replicas("refresh-race").await;
+    let response = a
+        .client()
+        .await
+        .sign_in(SignInRequest {
+            login: deployment.admin.username.clone(),
+            password: deployment.admin.password.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let parent = response.refresh_token;
+    assert!(!parent.is_empty());
+
+    let (ca, cb) = (a.client().await, b.client().await);
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let mut client = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+            let token = parent.clone();
+            tokio::spawn(async move {
+                client
+                    .refresh(RefreshRequest {
+                        refresh_token: token,
+                    })
+                    .await
+                    .map(|r| r.into_inner().refresh_token)
+            })
+        })
+        .collect();
+    let mut children = Vec::new();
+    for task in tasks {
+        children.push(task.await.unwrap().unwrap());
+    }
+    children.dedup();
+    assert_eq!(children.len(), 1, "replicas handed out different tokens");
+
+    // The one child works on either replica; the parent, retried, still gets that child.
+    let retried = cb
+        .clone()
+        .refresh(RefreshRequest {
+            refresh_token: parent,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_token;
+    assert_eq!(retried, children[0]);
+    let next = ca
+        .clone()
+        .refresh(RefreshRequest {
+            refresh_token: children[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_token;
+    assert_ne!(next, children[0]);
 }
