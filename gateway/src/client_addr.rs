@@ -43,6 +43,53 @@ pub fn resolve(
     client_of(&hops, trusted).or(Some(peer))
 }
 
+/// Whether the client reached us over TLS. The gateway serves plain HTTP, so only a trusted proxy
+/// that terminated TLS can say so, in the header family it maintains: the `proto=` of the
+/// client's own `Forwarded` element, or the right-most `X-Forwarded-Proto` value (the nearest
+/// proxy's). Whatever an untrusted peer claims is ignored.
+pub fn forwarded_https(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ForwardedHeader,
+) -> bool {
+    let Some(peer) = peer.map(|p| p.to_canonical()) else {
+        return false;
+    };
+    if !is_trusted(peer, trusted) {
+        return false;
+    }
+    let proto = match header {
+        ForwardedHeader::XForwardedFor => hops(headers, "x-forwarded-proto", Some)
+            .last()
+            .copied()
+            .flatten(),
+        ForwardedHeader::Forwarded => {
+            client_element(headers, trusted).and_then(|element| parameter(element, "proto"))
+        }
+    };
+    proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// The `Forwarded` element that names the client: the same hop [`resolve`] picks.
+fn client_element<'a>(headers: &'a HeaderMap, trusted: &[IpNet]) -> Option<&'a str> {
+    let elements: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .flat_map(|line| line.to_str().unwrap_or("\u{fffd}").split(','))
+        .map(str::trim)
+        .collect();
+    let mut furthest = None;
+    for element in elements.iter().rev() {
+        let ip = parse_ip(forwarded_for(element)?)?;
+        if !is_trusted(ip, trusted) {
+            return Some(element);
+        }
+        furthest = Some(*element);
+    }
+    furthest
+}
+
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
@@ -65,10 +112,15 @@ fn hops<'a>(
 
 /// The `for=` parameter of one RFC 7239 element, unquoted.
 fn forwarded_for(element: &str) -> Option<&str> {
+    parameter(element, "for")
+}
+
+/// One parameter of an RFC 7239 element, unquoted.
+fn parameter<'a>(element: &'a str, name: &str) -> Option<&'a str> {
     element.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
         key.trim()
-            .eq_ignore_ascii_case("for")
+            .eq_ignore_ascii_case(name)
             .then_some(value.trim().trim_matches('"'))
     })
 }
@@ -224,6 +276,53 @@ mod tests {
             resolve_with(&junk_further_left, &["10.0.0.2/32"]),
             ip("198.51.100.7")
         );
+    }
+
+    fn https_in(headers: &[(&'static str, &'static str)], header: ForwardedHeader) -> bool {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        forwarded_https(Some(IpAddr::from(PEER)), &map, &trusted, header)
+    }
+
+    #[test]
+    fn https_is_what_a_trusted_proxy_says_of_the_client() {
+        let xff = ForwardedHeader::XForwardedFor;
+        let forwarded = ForwardedHeader::Forwarded;
+        assert!(https_in(&[("x-forwarded-proto", "https")], xff));
+        assert!(https_in(&[("x-forwarded-proto", "http, https")], xff));
+        assert!(!https_in(&[("x-forwarded-proto", "http")], xff));
+        assert!(!https_in(&[], xff));
+        // Only the header family the proxies maintain.
+        assert!(!https_in(&[("forwarded", "for=1.2.3.4;proto=https")], xff));
+        assert!(!https_in(&[("x-forwarded-proto", "https")], forwarded));
+        // The client's element, not a trusted hop's.
+        let chain = [(
+            "forwarded",
+            "for=1.2.3.4;proto=https, for=10.0.0.9;proto=http",
+        )];
+        assert!(https_in(&chain, forwarded));
+        let plain = [(
+            "forwarded",
+            "for=1.2.3.4;proto=http, for=10.0.0.9;proto=https",
+        )];
+        assert!(!https_in(&plain, forwarded));
+    }
+
+    #[test]
+    fn https_claimed_by_an_untrusted_peer_is_ignored() {
+        let mut map = HeaderMap::new();
+        map.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let header = ForwardedHeader::XForwardedFor;
+        assert!(!forwarded_https(
+            Some(IpAddr::from(PEER)),
+            &map,
+            &[],
+            header
+        ));
+        assert!(!forwarded_https(None, &map, &[], header));
     }
 
     #[test]

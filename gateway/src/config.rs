@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Origins, besides the gateway's own, whose pages may spend the refresh-token cookie
+    /// (comma-separated, like the CORS origins; `*` is refused). The gateway's own origin is the
+    /// one whose host and port are the request's `Host`.
+    #[arg(long, env = "GATEWAY_COOKIE_ORIGINS", value_delimiter = ',')]
+    pub cookie_origins: Vec<String>,
+
     /// Proxies whose forwarded-client header is believed (comma-separated IPs or CIDRs). Empty
     /// means none: the client address is always the TCP peer.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -106,6 +112,7 @@ impl Config {
             auth_urls,
             resource_urls,
             cors_origins: Vec::new(),
+            cookie_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             request_timeout: Duration::from_secs(10),
@@ -129,6 +136,8 @@ pub struct Settings {
     /// Never empty.
     pub resource_targets: Vec<Target>,
     pub cors: Cors,
+    /// Besides the request's own origin, the origins that may spend the refresh cookie.
+    pub cookie_origins: Vec<HeaderValue>,
     pub trusted_proxies: Vec<IpNet>,
     pub forwarded_header: ForwardedHeader,
     /// Never zero.
@@ -170,6 +179,7 @@ impl TryFrom<Config> for Settings {
             auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL")?,
             resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL")?,
             cors: cors(&config.cors_origins)?,
+            cookie_origins: cookie_origins(&config.cookie_origins)?,
             trusted_proxies: settings::networks(
                 &config.trusted_proxies,
                 "GATEWAY_TRUSTED_PROXIES",
@@ -234,17 +244,27 @@ fn cors(origins: &[String]) -> Result<Cors, ConfigError> {
     }
     origins
         .into_iter()
-        .map(origin)
+        .map(|o| origin(o, "GATEWAY_CORS_ORIGINS"))
         .collect::<Result<_, _>>()
         .map(Cors::Origins)
 }
 
+/// Exact origins only: a page from any origin spending the cookie is what the check prevents.
+fn cookie_origins(origins: &[String]) -> Result<Vec<HeaderValue>, ConfigError> {
+    origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .map(|o| origin(o, "GATEWAY_COOKIE_ORIGINS"))
+        .collect()
+}
+
 /// A browser's `Origin` is `scheme://host[:port]` with nothing after it, so anything else could
 /// never match and is a mistake worth stopping for.
-fn origin(text: &str) -> Result<HeaderValue, ConfigError> {
+fn origin(text: &str, setting: &'static str) -> Result<HeaderValue, ConfigError> {
     let invalid = || {
         ConfigError::new(
-            "GATEWAY_CORS_ORIGINS",
+            setting,
             format!("{text:?} is not an origin like https://app.example"),
         )
     };
@@ -348,6 +368,17 @@ mod tests {
         ] {
             let error = settings(&["--cors-origins", bad]).unwrap_err();
             assert_eq!(error.setting, "GATEWAY_CORS_ORIGINS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookie_origins_are_exact_origins() {
+        assert!(settings(&[]).unwrap().cookie_origins.is_empty());
+        let listed = settings(&["--cookie-origins", "https://app.example"]).unwrap();
+        assert_eq!(listed.cookie_origins, ["https://app.example"]);
+        for bad in ["*", "app.example", "https://app.example/"] {
+            let error = settings(&["--cookie-origins", bad]).unwrap_err();
+            assert_eq!(error.setting, "GATEWAY_COOKIE_ORIGINS", "{bad}");
         }
     }
 

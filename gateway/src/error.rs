@@ -158,7 +158,8 @@ impl IntoResponse for ApiError {
             )),
             // RFC 6750 §3.1: a request without credentials gets the challenge without an error.
             StatusCode::UNAUTHORIZED => Some("Bearer realm=\"persons-api\"".to_owned()),
-            StatusCode::FORBIDDEN => Some(format!(
+            // A role the token lacks; other refusals (a foreign origin) are not about the token.
+            StatusCode::FORBIDDEN if self.code == "permission_denied" => Some(format!(
                 "Bearer realm=\"persons-api\", error=\"insufficient_scope\", error_description=\"{}\"",
                 quoted(&self.message)
             )),

@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{
     extract::{
         ConnectInfo, FromRequest, FromRequestParts, Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     },
-    http::{StatusCode, request::Parts},
+    http::{StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use tonic::metadata::AsciiMetadataValue;
@@ -106,6 +106,11 @@ impl Caller {
         ))
     }
 
+    /// Whether the caller sent a token header at all, usable or not.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.token_error.is_some()
+    }
+
     /// The metadata without a token, for calls that must not carry one (sign-in, the keys).
     pub fn public(&self) -> Outgoing {
         Outgoing::new(None, self.request_id.clone(), self.metadata_addr())
@@ -151,6 +156,85 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "could not read the request body: {}",
             other.body_text()
         )),
+    }
+}
+
+/// An optional JSON body, read whatever the content type says (or without one): no body, or an
+/// empty one, is `T::default()`. For the routes a browser may call with nothing to send
+/// (refresh by cookie, sign-out). Malformed JSON is still a 400 and an oversized body a 413.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = match axum::body::Bytes::from_request(req, state).await {
+            Ok(body) => body,
+            Err(rejection) => return Err(bytes_rejection(&rejection)),
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn bytes_rejection(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
+    } else {
+        ApiError::bad_request(format!(
+            "could not read the request body: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+/// The client's `User-Agent`, for the session list: printable ASCII (anything else becomes `?`),
+/// at most [`UserAgent::MAX_BYTES`], so an odd client cannot make its own sign-in fail.
+pub struct UserAgent(pub String);
+
+impl UserAgent {
+    pub const MAX_BYTES: usize = 256;
+
+    /// `None` when the client sent none.
+    pub fn metadata(&self) -> Option<AsciiMetadataValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        // Printable ASCII only (made so below), which a metadata value always accepts.
+        self.0.parse().ok()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let text = parts
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| {
+                v.as_bytes()
+                    .iter()
+                    .take(Self::MAX_BYTES)
+                    .map(|&b| {
+                        if (b' '..=b'~').contains(&b) {
+                            b as char
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        Ok(Self(text.trim().to_owned()))
     }
 }
 
@@ -210,5 +294,25 @@ mod tests {
         assert!(!format!("{caller:?}").contains("secret-token-value"));
         let outgoing = caller.outgoing().expect("a usable token");
         assert!(!format!("{outgoing:?}").contains("secret-token-value"));
+    }
+
+    async fn user_agent(value: &[u8]) -> UserAgent {
+        let request = axum::http::Request::builder()
+            .header(header::USER_AGENT, value)
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        let Ok(agent) = UserAgent::from_request_parts(&mut parts, &()).await;
+        agent
+    }
+
+    #[tokio::test]
+    async fn a_user_agent_is_cut_to_printable_ascii_that_metadata_accepts() {
+        let odd = user_agent("Mozilla/5.0 (Ünïcode)\t x".as_bytes()).await;
+        assert_eq!(odd.0, "Mozilla/5.0 (??n??code)? x");
+        assert!(odd.metadata().is_some());
+        let long = user_agent(&[b'a'; 1000]).await;
+        assert_eq!(long.0.len(), UserAgent::MAX_BYTES);
+        assert!(user_agent(b"   ").await.metadata().is_none());
     }
 }

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod page;
+pub mod refresh_cookie;
 pub mod routes;
 pub mod rpc;
 pub mod serve;

@@ -6,6 +6,8 @@ mod auth;
 mod boards;
 mod meta;
 mod persons;
+mod sessions;
+mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +22,7 @@ use axum::{
 use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
+    cors::{AllowCredentials, AllowOrigin, CorsLayer},
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
@@ -42,7 +44,25 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/style.css", get(page::style)),
         (Method::POST, "/api/auth/signup", post(auth::sign_up)),
         (Method::POST, "/api/auth/signin", post(auth::sign_in)),
+        (Method::POST, "/api/auth/refresh", post(tokens::refresh)),
+        (Method::POST, "/api/auth/signout", post(tokens::sign_out)),
+        (
+            Method::POST,
+            "/api/auth/introspect",
+            post(tokens::introspect),
+        ),
         (Method::GET, "/api/auth/me", get(auth::me)),
+        (
+            Method::PUT,
+            "/api/auth/password",
+            put(auth::change_password),
+        ),
+        (Method::GET, "/api/auth/sessions", get(sessions::mine)),
+        (
+            Method::DELETE,
+            "/api/auth/sessions/{id}",
+            delete(sessions::end_mine),
+        ),
         (Method::GET, "/api/test/all", get(boards::all)),
         (Method::GET, "/api/test/user", get(boards::user)),
         (Method::GET, "/api/test/mod", get(boards::moderator)),
@@ -62,6 +82,41 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::DELETE,
             "/api/admin/users/{id}/sign-in-throttle",
             delete(admin::clear_sign_in_throttle),
+        ),
+        (
+            Method::POST,
+            "/api/admin/signing-keys/rotate",
+            post(admin::rotate_signing_key),
+        ),
+        (
+            Method::POST,
+            "/api/admin/users/{id}/disable",
+            post(admin::disable),
+        ),
+        (
+            Method::POST,
+            "/api/admin/users/{id}/enable",
+            post(admin::enable),
+        ),
+        (
+            Method::GET,
+            "/api/admin/users/{id}/sessions",
+            get(sessions::of_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/admin/users/{id}/sessions",
+            delete(sessions::end_all_of_user),
+        ),
+        (
+            Method::GET,
+            "/api/admin/users/{id}/sessions/{sid}",
+            get(sessions::one_of_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/admin/users/{id}/sessions/{sid}",
+            delete(sessions::end_of_user),
         ),
         (Method::GET, "/.well-known/jwks.json", get(meta::jwks)),
         (Method::GET, "/healthz", get(meta::healthz)),
@@ -87,7 +142,7 @@ pub fn app(state: AppState) -> Router {
             deadline,
         ))
         .with_state(state);
-    if let Some(cors) = cors(&settings.cors) {
+    if let Some(cors) = cors(&settings.cors, &settings.cookie_origins) {
         router = router.layer(cors);
     }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
@@ -190,15 +245,24 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn cors(cors: &Cors) -> Option<CorsLayer> {
+/// Cross-origin pages get the API with bearer tokens; only those also in
+/// `GATEWAY_COOKIE_ORIGINS` may send and receive the refresh cookie, and only on the auth routes
+/// (the cookie's path). Browsers refuse credentials beside `Access-Control-Allow-Origin: *`, so a
+/// cookie origin must be listed in `GATEWAY_CORS_ORIGINS` too.
+fn cors(cors: &Cors, cookie_origins: &[HeaderValue]) -> Option<CorsLayer> {
     let allow = match cors {
         Cors::SameOrigin => return None,
         Cors::Any => AllowOrigin::any(),
         Cors::Origins(origins) => AllowOrigin::list(origins.iter().cloned()),
     };
+    let cookie_origins = cookie_origins.to_vec();
+    let credentials = AllowCredentials::predicate(move |origin, parts| {
+        parts.uri.path().starts_with("/api/auth/") && cookie_origins.contains(origin)
+    });
     Some(
         CorsLayer::new()
             .allow_origin(allow)
+            .allow_credentials(credentials)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,

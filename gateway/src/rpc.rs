@@ -16,6 +16,7 @@ use tonic::{
 use crate::{
     backend::{Backend, Safety},
     error::ApiError,
+    extract::UserAgent,
 };
 
 /// auth-service's client for one attempt of one call.
@@ -48,6 +49,9 @@ pub struct Outgoing {
     request_id: Option<AsciiMetadataValue>,
     /// Exactly one IP address, sent as `x-forwarded-for`.
     client_addr: Option<AsciiMetadataValue>,
+    /// The browser's `User-Agent`, sent as `x-client-user-agent` on the calls that start or
+    /// renew a session (auth-service shows it in the session list).
+    user_agent: Option<AsciiMetadataValue>,
 }
 
 impl Outgoing {
@@ -60,7 +64,14 @@ impl Outgoing {
             authorization,
             request_id,
             client_addr,
+            user_agent: None,
         }
+    }
+
+    /// The same metadata plus the client's user agent.
+    pub fn with_user_agent(mut self, user_agent: &UserAgent) -> Self {
+        self.user_agent = user_agent.metadata();
+        self
     }
 
     /// The HTTP form of a backend's error: a 401 says whether a token was sent, and a call
@@ -78,6 +89,7 @@ impl Interceptor for Outgoing {
             ("authorization", &self.authorization),
             ("x-request-id", &self.request_id),
             ("x-forwarded-for", &self.client_addr),
+            ("x-client-user-agent", &self.user_agent),
         ] {
             if let Some(value) = value {
                 metadata.insert(name, value.clone());

@@ -1,30 +1,77 @@
-// The persons page: talks to the gateway's JSON API with fetch. The access token lives in
-// sessionStorage (this tab only, never a cookie); every piece of data reaches the DOM as text
-// (textContent), never parsed as HTML.
+// The persons page: talks to the gateway's JSON API with fetch. The access token lives in this
+// script's memory only (never in storage a script could read later); the refresh token is an
+// HttpOnly cookie the gateway sets, which no script can read at all. The page renews the access
+// token through that cookie before it expires and after a reload. Every piece of data reaches
+// the DOM as text (textContent), never parsed as HTML.
 'use strict';
 
-const TOKEN_KEY = 'persons.session';
 const PAGE_SIZE = 10;
+const USERS_PAGE_SIZE = 20;
+// Renew this long before the access token expires, and never more often than the floor.
+const RENEW_AHEAD_SECONDS = 30;
+const RENEW_FLOOR_SECONDS = 5;
 
 const $ = (id) => document.getElementById(id);
 
-let session = loadSession();
+// { id, username, email, roles, accessToken } while signed in.
+let session = null;
+let renewTimer = null;
+// The refresh in flight, shared by everyone who needs a fresh token meanwhile.
+let refreshing = null;
 // Page tokens of the pages seen so far: pages[i] is the token that fetches page i.
 let pages = [''];
 let pageIndex = 0;
+let userPages = [''];
+let userPageIndex = 0;
+// The user whose sessions the admin view shows.
+let sessionsOf = null;
 
-function loadSession() {
-  try {
-    return JSON.parse(sessionStorage.getItem(TOKEN_KEY) || 'null');
-  } catch {
-    return null;
+function saveSession(value, expiresIn) {
+  session = value;
+  clearTimeout(renewTimer);
+  renewTimer = null;
+  if (value && expiresIn > 0) {
+    const seconds = Math.max(RENEW_FLOOR_SECONDS, expiresIn - RENEW_AHEAD_SECONDS);
+    renewTimer = setTimeout(() => { refreshSession().catch(() => {}); }, seconds * 1000);
   }
 }
 
-function saveSession(value) {
-  session = value;
-  if (value) sessionStorage.setItem(TOKEN_KEY, JSON.stringify(value));
-  else sessionStorage.removeItem(TOKEN_KEY);
+// Spends the refresh cookie for a new access token (the cookie rotates on the way). Resolves to
+// true when signed in afterwards; a refused cookie ends the session here too.
+function refreshSession() {
+  if (!refreshing) {
+    refreshing = (async () => {
+      let response;
+      try {
+        response = await fetch('/api/auth/refresh', {
+          method: 'POST', headers: { Accept: 'application/json' }, credentials: 'same-origin',
+        });
+      } catch {
+        return Boolean(session);
+      }
+      if (!response.ok) {
+        if (response.status === 401 || response.status === 403) saveSession(null);
+        return false;
+      }
+      const data = await response.json();
+      const user = session || await whoAmI(data.accessToken);
+      if (!user) return false;
+      saveSession({ ...user, accessToken: data.accessToken }, data.expiresIn);
+      return true;
+    })().finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+// The account behind a token, in the shape sign-in answers.
+async function whoAmI(accessToken) {
+  const response = await fetch('/api/auth/me', {
+    headers: { Accept: 'application/json', Authorization: 'Bearer ' + accessToken },
+    credentials: 'same-origin',
+  }).catch(() => null);
+  if (!response || !response.ok) return null;
+  const user = await response.json();
+  return { id: user.id, username: user.username, email: user.email, roles: user.roles };
 }
 
 function hasRole(role) {
@@ -52,8 +99,9 @@ class ApiError extends Error {
 }
 
 // Calls the API; resolves to the parsed body (JSON or text) or rejects with an ApiError whose
-// message is fit to show.
-async function api(method, path, body) {
+// message is fit to show. A 401 on a signed-in call renews the token once and tries again.
+async function api(method, path, body, retried) {
+  const signedIn = Boolean(session);
   const headers = { Accept: 'application/json' };
   if (session) headers.Authorization = 'Bearer ' + session.accessToken;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -63,24 +111,28 @@ async function api(method, path, body) {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: 'omit',
+      // The refresh cookie is scoped to /api/auth; sign-in must be allowed to set it.
+      credentials: 'same-origin',
     });
   } catch {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
+  }
+  if (response.status === 401 && session && !retried) {
+    if (await refreshSession()) return api(method, path, body, true);
   }
   const type = response.headers.get('Content-Type') || '';
   const data = response.status === 204 ? null
     : type.includes('application/json') ? await response.json().catch(() => null)
     : await response.text();
   if (response.ok) return data;
-  throw new ApiError(response.status, data && data.code, explain(response.status, data));
+  throw new ApiError(response.status, data && data.code, explain(response.status, data, signedIn));
 }
 
-function explain(status, data) {
+function explain(status, data, signedIn) {
   const detail = data && typeof data.message === 'string' ? data.message : '';
   switch (status) {
     case 400: return 'Please check your input: ' + (detail || 'the request was not valid.');
-    case 401: return session
+    case 401: return signedIn
       ? 'Your session has expired or is no longer valid. Please sign in again.'
       : (detail || 'Wrong username or password.');
     case 403: return 'You do not have permission to do that' + (detail ? ' (' + detail + ').' : '.');
@@ -93,10 +145,10 @@ function explain(status, data) {
   }
 }
 
-// An expired or revoked token on a call that needs one: forget it and go back to sign-in.
+// A session that could not be renewed: forget it and go back to sign-in.
 function handleFailure(error) {
-  if (error.status === 401 && session) {
-    signOut();
+  if (error.status === 401 && (session || !$('signed-in').hidden)) {
+    endLocally();
   }
   showMessage(error.message, 'error');
 }
@@ -109,6 +161,7 @@ function render() {
   if (signedIn) {
     $('session-user').textContent = session.username + ' (' + session.roles.map(roleName).join(', ') + ')';
     $('person-form').hidden = !(hasRole('ROLE_MODERATOR') || hasRole('ROLE_ADMIN'));
+    $('tab-admin').hidden = !hasRole('ROLE_ADMIN');
   }
 }
 
@@ -117,12 +170,13 @@ function roleName(role) {
 }
 
 function showTab(name) {
-  for (const tab of ['persons', 'profile', 'boards']) {
+  for (const tab of ['persons', 'profile', 'boards', 'admin']) {
     $('panel-' + tab).hidden = tab !== name;
     $('tab-' + tab).setAttribute('aria-pressed', String(tab === name));
   }
   if (name === 'persons') loadPersons();
   if (name === 'profile') loadProfile();
+  if (name === 'admin') loadUsers();
 }
 
 async function signIn(event) {
@@ -136,10 +190,11 @@ async function signIn(event) {
   }
   try {
     const data = await api('POST', '/api/auth/signin', { username, password });
+    // The body's refresh token is for clients without cookies; this page uses the cookie.
     saveSession({
       id: data.id, username: data.username, email: data.email,
       roles: data.roles, accessToken: data.accessToken,
-    });
+    }, data.expiresIn);
     $('sign-in-password').value = '';
     render();
     showTab('persons');
@@ -169,14 +224,42 @@ async function signUp(event) {
   }
 }
 
-function signOut() {
+// Ends the session at the gateway (which also clears the cookie), then here. `all` ends every
+// session of the user.
+async function signOut(all) {
+  clearMessage();
+  const headers = { Accept: 'application/json' };
+  if (session) headers.Authorization = 'Bearer ' + session.accessToken;
+  if (all === true) headers['Content-Type'] = 'application/json';
+  try {
+    const response = await fetch('/api/auth/signout', {
+      method: 'POST', headers, credentials: 'same-origin',
+      body: all === true ? JSON.stringify({ all: true }) : undefined,
+    });
+    if (!response.ok && response.status !== 401) {
+      showMessage('Could not sign out at the server (' + response.status + '). Please try again.', 'error');
+      return;
+    }
+  } catch {
+    showMessage('Cannot reach the server to sign out. Check your connection and try again.', 'error');
+    return;
+  }
+  endLocally();
+  showMessage(all === true ? 'Signed out everywhere.' : 'Signed out.', 'info');
+}
+
+// Forgets the session in this page only.
+function endLocally() {
   saveSession(null);
   pages = [''];
   pageIndex = 0;
+  sessionsOf = null;
   $('persons-body').replaceChildren();
+  $('sessions-body').replaceChildren();
+  $('users-body').replaceChildren();
+  $('user-sessions').hidden = true;
   $('board-output').textContent = '';
   render();
-  showMessage('Signed out.', 'info');
 }
 
 async function loadPersons() {
@@ -293,7 +376,167 @@ async function loadProfile() {
     $('profile-created').textContent = user.createdAt || '';
   } catch (error) {
     handleFailure(error);
+    return;
   }
+  loadMySessions();
+}
+
+async function loadMySessions() {
+  try {
+    const data = await api('GET', '/api/auth/sessions');
+    $('sessions-body').replaceChildren(...data.sessions.map((s) => sessionRow(s, async () => {
+      await api('DELETE', '/api/auth/sessions/' + encodeURIComponent(s.id));
+      if (s.current) {
+        await signOut();
+      } else {
+        showMessage('Session ended.', 'info');
+        loadMySessions();
+      }
+    })));
+  } catch (error) {
+    handleFailure(error);
+  }
+}
+
+// One row of a session table; `end` ends the session (errors are shown).
+function sessionRow(s, end) {
+  const row = document.createElement('tr');
+  row.dataset.sessionId = s.id;
+  if (s.current) row.className = 'current';
+  for (const value of [s.createdAt, s.lastUsedAt, s.clientAddress, s.userAgent]) {
+    const cell = document.createElement('td');
+    cell.textContent = value || '';
+    row.append(cell);
+  }
+  const actions = document.createElement('td');
+  actions.append(button(s.current ? 'End (this one)' : 'End', async () => {
+    clearMessage();
+    try {
+      await end();
+    } catch (error) {
+      handleFailure(error);
+    }
+  }));
+  row.append(actions);
+  return row;
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  clearMessage();
+  const currentPassword = $('password-current').value;
+  const newPassword = $('password-new').value;
+  if (!currentPassword || !newPassword) {
+    showMessage('Enter your current password and a new one.', 'error');
+    return;
+  }
+  try {
+    await api('PUT', '/api/auth/password', { currentPassword, newPassword });
+    $('password-form').reset();
+    showMessage('Password changed. Your other sessions were signed out.', 'info');
+    loadMySessions();
+  } catch (error) {
+    // A wrong current password is refused (403) without ending the session; a 401 that
+    // survived a renewal means the session itself has ended.
+    if (error.status === 403 || (error.status === 401 && session)) {
+      showMessage('Your current password is not correct.', 'error');
+    } else {
+      handleFailure(error);
+    }
+  }
+}
+
+async function loadUsers() {
+  const params = new URLSearchParams({ pageSize: String(USERS_PAGE_SIZE) });
+  if (userPages[userPageIndex]) params.set('pageToken', userPages[userPageIndex]);
+  try {
+    const data = await api('GET', '/api/admin/users?' + params.toString());
+    $('users-body').replaceChildren(...data.users.map(userRow));
+    userPages = userPages.slice(0, userPageIndex + 1);
+    if (data.nextPageToken) userPages.push(data.nextPageToken);
+    $('users-prev').disabled = userPageIndex === 0;
+    $('users-next').disabled = !data.nextPageToken;
+    $('users-page').textContent = 'Page ' + (userPageIndex + 1);
+  } catch (error) {
+    handleFailure(error);
+  }
+}
+
+function userRow(user) {
+  const row = document.createElement('tr');
+  row.dataset.userId = user.id;
+  row.dataset.username = user.username;
+  if (user.disabled) row.className = 'disabled';
+  for (const value of [user.username, user.email]) {
+    const cell = document.createElement('td');
+    cell.textContent = value;
+    row.append(cell);
+  }
+  const roles = document.createElement('td');
+  const input = document.createElement('input');
+  input.className = 'roles';
+  input.value = user.roles.map(roleName).join(', ');
+  input.setAttribute('aria-label', 'Roles of ' + user.username);
+  roles.append(input, button('Save roles', () => adminAction(async () => {
+    const names = input.value.split(',').map((r) => r.trim()).filter(Boolean);
+    await api('PUT', '/api/admin/users/' + encodeURIComponent(user.id) + '/roles', { roles: names });
+    return 'Roles of ' + user.username + ' saved.';
+  })));
+  row.append(roles);
+  const status = document.createElement('td');
+  status.textContent = user.disabled ? 'disabled' : 'active';
+  row.append(status);
+  const actions = document.createElement('td');
+  const toggle = user.disabled ? 'enable' : 'disable';
+  actions.append(
+    button(user.disabled ? 'Enable' : 'Disable', () => adminAction(async () => {
+      await api('POST', '/api/admin/users/' + encodeURIComponent(user.id) + '/' + toggle);
+      return user.username + (user.disabled ? ' enabled.' : ' disabled.');
+    })),
+    button('Sessions', () => { sessionsOf = user; loadUserSessions(); }),
+  );
+  row.append(actions);
+  return row;
+}
+
+// Runs an admin change, shows its outcome, and shows the list as it now is.
+async function adminAction(change) {
+  clearMessage();
+  try {
+    showMessage(await change(), 'info');
+  } catch (error) {
+    handleFailure(error);
+  }
+  loadUsers();
+  if (sessionsOf) loadUserSessions();
+}
+
+async function loadUserSessions() {
+  if (!sessionsOf) return;
+  const user = sessionsOf;
+  const path = '/api/admin/users/' + encodeURIComponent(user.id) + '/sessions';
+  try {
+    const data = await api('GET', path);
+    $('user-sessions-title').textContent = 'Sessions of ' + user.username;
+    $('user-sessions-body').replaceChildren(...data.sessions.map((s) => sessionRow(s, async () => {
+      await api('DELETE', path + '/' + encodeURIComponent(s.id));
+      showMessage('Session of ' + user.username + ' ended.', 'info');
+      loadUserSessions();
+    })));
+    $('user-sessions-empty').hidden = data.sessions.length > 0;
+    $('user-sessions').hidden = false;
+  } catch (error) {
+    handleFailure(error);
+  }
+}
+
+async function endAllUserSessions() {
+  if (!sessionsOf) return;
+  const user = sessionsOf;
+  await adminAction(async () => {
+    await api('DELETE', '/api/admin/users/' + encodeURIComponent(user.id) + '/sessions');
+    return 'Every session of ' + user.username + ' ended.';
+  });
 }
 
 async function showBoard(name) {
@@ -308,10 +551,15 @@ async function showBoard(name) {
   }
 }
 
-function start() {
+async function start() {
   $('sign-in-form').addEventListener('submit', signIn);
   $('sign-up-form').addEventListener('submit', signUp);
-  $('sign-out').addEventListener('click', signOut);
+  $('sign-out').addEventListener('click', () => signOut(false));
+  $('sign-out-everywhere').addEventListener('click', () => signOut(true));
+  $('password-form').addEventListener('submit', changePassword);
+  $('users-prev').addEventListener('click', () => { if (userPageIndex > 0) { userPageIndex -= 1; loadUsers(); } });
+  $('users-next').addEventListener('click', () => { if (userPageIndex + 1 < userPages.length) { userPageIndex += 1; loadUsers(); } });
+  $('user-sessions-end-all').addEventListener('click', endAllUserSessions);
   $('person-form').addEventListener('submit', savePerson);
   $('person-cancel').addEventListener('click', resetPersonForm);
   $('filter-form').addEventListener('submit', (event) => {
@@ -328,6 +576,10 @@ function start() {
   for (const board of document.querySelectorAll('[data-board]')) {
     board.addEventListener('click', () => showBoard(board.dataset.board));
   }
+  // Earlier versions kept the token in sessionStorage; nothing is kept there now.
+  try { sessionStorage.removeItem('persons.session'); } catch { /* storage may be off */ }
+  // After a reload: the cookie, if there is one, signs this page back in.
+  await refreshSession();
   render();
   if (session) showTab('persons');
 }

@@ -1,5 +1,5 @@
 //! The web page in a real browser: starts auth-service, resource-service and a gateway on real
-//! ports, creates a moderator through the API, and runs `tests/browser/flow.mjs` (playwright-core
+//! ports, creates a moderator through the API, and runs (with the bootstrap admin's credentials) `tests/browser/flow.mjs` (playwright-core
 //! driving Debian's headless Chromium). Needs `npm ci --prefix tests/browser` and the `chromium`
 //! package; without them this test fails and says so rather than skipping.
 
@@ -18,7 +18,10 @@ use std::{
 
 use gateway::{Application, Config, Settings};
 
-use stack::{PASSWORD, spawn_stack};
+use stack::{ADMIN_PASSWORD, ADMIN_USERNAME, PASSWORD, spawn_stack_configured};
+
+/// auth-service's shortest allowed lifetime.
+const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(10);
 
 /// Longest the browser flow may take before it is killed and the test fails.
 const FLOW_LIMIT: Duration = Duration::from_secs(180);
@@ -45,7 +48,10 @@ async fn the_page_works_in_headless_chromium() {
         "no Chromium at {chromium}: install Debian's package (`apt-get install -y chromium`) or set CHROMIUM_PATH"
     );
 
-    let stack = spawn_stack().await;
+    // Access tokens as short-lived as auth-service allows, so the page must renew them through
+    // the cookie while the flow runs (and the flow checks that it did).
+    let stack =
+        spawn_stack_configured(1, |auth| auth.access_token_ttl = ACCESS_TOKEN_TTL, |_| {}).await;
     let (moderator, _) = stack.user_with_roles(&["user", "moderator"]).await;
     // A second gateway, on a real port for the browser; gateways share no state, so it serves
     // the same services as the in-process one the helpers use.
@@ -66,6 +72,8 @@ async fn the_page_works_in_headless_chromium() {
         .arg(&url)
         .arg(&moderator)
         .arg(PASSWORD)
+        .arg(ADMIN_USERNAME)
+        .arg(ADMIN_PASSWORD)
         .env("CHROMIUM_PATH", &chromium)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

@@ -1,17 +1,22 @@
 // The web page's main flow in headless Chromium (Debian's, never a downloaded one):
-// sign up, sign in, see persons, a user is refused the admin board, a moderator creates a
-// person, sign out. Exits non-zero on the first failed step; leaves a screenshot in artifacts/.
+// sign up, sign in (the refresh token only in an HttpOnly cookie, the access token in memory
+// only), the page renews the short-lived access token through the cookie before it expires, a
+// reload keeps the user signed in through the cookie, the profile lists the sessions and
+// changes the password, a user is refused the admin board, sign-out ends the session at the
+// server (a reload stays signed out), a moderator creates a person, an admin disables and
+// enables an account, ends its sessions and changes its roles. Exits non-zero on the first
+// failed step; leaves screenshots in artifacts/.
 //
-// usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password>
+// usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password> <admin-username> <admin-password>
 
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const [url, moderatorName, moderatorPassword] = process.argv.slice(2);
-if (!url || !moderatorName || !moderatorPassword) {
-  console.error('usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password>');
+const [url, moderatorName, moderatorPassword, adminName, adminPassword] = process.argv.slice(2);
+if (!url || !moderatorName || !moderatorPassword || !adminName || !adminPassword) {
+  console.error('usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password> <admin-username> <admin-password>');
   process.exit(2);
 }
 const artifacts = join(dirname(fileURLToPath(import.meta.url)), 'artifacts');
@@ -44,8 +49,23 @@ async function signOut() {
   await page.click('#sign-out');
   await page.locator('#signed-out').waitFor({ state: 'visible' });
   await messageContains('Signed out');
-  const stored = await page.evaluate(() => sessionStorage.length);
-  check(stored === 0, 'the token is still in sessionStorage after sign-out');
+  const stored = await page.evaluate(() => sessionStorage.length + localStorage.length);
+  check(stored === 0, 'something is still in web storage after sign-out');
+  const cookies = await page.context().cookies();
+  check(cookies.length === 0, 'the refresh cookie outlived sign-out: ' + JSON.stringify(cookies));
+}
+// The one cookie the page has while signed in: the refresh token, out of scripts' reach.
+async function refreshCookie() {
+  const cookies = await page.context().cookies();
+  check(cookies.length === 1, 'expected exactly the refresh cookie: ' + JSON.stringify(cookies.map((c) => c.name)));
+  const [cookie] = cookies;
+  check(cookie.name === 'refresh_token', 'unexpected cookie ' + cookie.name);
+  check(cookie.httpOnly, 'the refresh cookie is readable by scripts');
+  check(cookie.sameSite === 'Strict', 'the refresh cookie is SameSite=' + cookie.sameSite);
+  check(cookie.path === '/api/auth', 'the refresh cookie has path ' + cookie.path);
+  const visible = await page.evaluate(() => document.cookie);
+  check(visible === '', 'a script sees cookies: ' + visible);
+  return cookie.value;
 }
 
 try {
@@ -71,8 +91,51 @@ try {
 
   step = 'sign in';
   await signIn(username, password);
-  const cookies = await page.context().cookies();
-  check(cookies.length === 0, 'the page set a cookie: ' + JSON.stringify(cookies));
+  const firstCookie = await refreshCookie();
+  const stored = await page.evaluate(() => sessionStorage.length + localStorage.length);
+  check(stored === 0, 'the page put something in web storage');
+
+  step = 'the page renews the access token through the cookie before it expires';
+  // The test's access tokens live 10 s; the page renews 5 s after sign-in, without a reload.
+  const renewedBy = Date.now() + 20_000;
+  while (await refreshCookie() === firstCookie) {
+    check(Date.now() < renewedBy, 'the cookie was not spent to renew the access token');
+    await page.waitForTimeout(500);
+  }
+  await page.waitForTimeout(6_000);
+  await page.click('#tab-boards');
+  await page.click('#board-user');
+  await page.locator('#board-output', { hasText: 'User Content.' }).waitFor();
+  await page.click('#tab-persons');
+
+  step = 'a reload keeps the user signed in through the cookie';
+  const beforeReload = await refreshCookie();
+  await page.reload();
+  await page.locator('#signed-in').waitFor({ state: 'visible' });
+  await page.locator('#session-user', { hasText: username }).waitFor();
+  await page.locator('#persons-body tr').first().waitFor();
+  check(await refreshCookie() !== beforeReload, 'the refresh cookie was not rotated');
+
+  step = 'the profile lists the sessions, this one marked';
+  await page.click('#tab-profile');
+  await page.locator('#sessions-body tr.current').waitFor();
+  check(await page.locator('#sessions-body tr.current').count() === 1, 'not exactly one current session');
+  await page.screenshot({ path: join(artifacts, 'profile.png'), fullPage: true });
+
+  step = 'a wrong current password is refused without signing out';
+  const newPassword = 'another correct horse battery';
+  await page.fill('#password-current', 'not the password');
+  await page.fill('#password-new', newPassword);
+  await page.click('#password-submit');
+  await messageContains('not correct');
+  check(await page.locator('#signed-in').isVisible(), 'a wrong current password signed the user out');
+
+  step = 'change the password';
+  await page.fill('#password-current', password);
+  await page.fill('#password-new', newPassword);
+  await page.click('#password-submit');
+  await messageContains('Password changed');
+  await page.click('#tab-persons');
 
   step = 'see persons';
   await page.locator('#persons-body tr').first().waitFor();
@@ -89,7 +152,14 @@ try {
   await messageContains('permission');
   check(!(await page.textContent('#board-output')).includes('Admin Content'), 'admin content shown to a user');
 
-  step = 'sign out the user';
+  step = 'sign out the user, for real';
+  await signOut();
+  await page.reload({ waitUntil: 'networkidle' });
+  await page.locator('#sign-in-form').waitFor();
+  check(await page.locator('#signed-in').isHidden(), 'a reload after sign-out signed the user back in');
+
+  step = 'the new password signs in';
+  await signIn(username, newPassword);
   await signOut();
 
   step = 'a moderator creates a person';
@@ -114,6 +184,31 @@ try {
   await page.screenshot({ path: join(artifacts, 'flow.png'), fullPage: true });
 
   step = 'sign out the moderator';
+  await signOut();
+
+  step = 'an admin disables and enables an account and ends its sessions';
+  await signIn(adminName, adminPassword);
+  await page.locator('#tab-admin').waitFor({ state: 'visible' });
+  await page.click('#tab-admin');
+  const row = page.locator('#users-body tr', { has: page.locator('td', { hasText: moderatorName }) });
+  await row.waitFor();
+  await row.getByRole('button', { name: 'Sessions' }).click();
+  await page.locator('#user-sessions-title', { hasText: moderatorName }).waitFor();
+  await page.click('#user-sessions-end-all');
+  await messageContains('Every session of ' + moderatorName + ' ended');
+  await page.locator('#user-sessions-empty').waitFor({ state: 'visible' });
+  await row.getByRole('button', { name: 'Disable' }).click();
+  await messageContains(moderatorName + ' disabled');
+  await row.locator('td', { hasText: 'disabled' }).waitFor();
+  await page.screenshot({ path: join(artifacts, 'admin.png'), fullPage: true });
+  await row.getByRole('button', { name: 'Enable' }).click();
+  await messageContains(moderatorName + ' enabled');
+  await row.locator('td', { hasText: 'active' }).waitFor();
+  const roles = row.locator('input.roles');
+  await roles.fill('user');
+  await row.getByRole('button', { name: 'Save roles' }).click();
+  await messageContains('Roles of ' + moderatorName + ' saved');
+  check(await row.locator('input.roles').inputValue() === 'user', 'the role change did not show');
   await signOut();
 
   check(pageErrors.length === 0, 'script errors on the page: ' + pageErrors.join('; '));

@@ -1,4 +1,5 @@
-//! The admin's view of accounts: the user list, role changes and lifting a sign-in throttle.
+//! The admin's view of accounts: the user list, role changes, disabling and enabling, and
+//! lifting a sign-in throttle.
 //! auth-service enforces that only admins may call these.
 
 use axum::{extract::State, http::StatusCode};
@@ -15,7 +16,7 @@ use crate::{
 
 use super::{
     Paging,
-    auth::{User, missing, parse_roles},
+    auth::{User, missing, parse_roles, rfc3339},
     next_page,
 };
 
@@ -74,6 +75,46 @@ pub async fn set_roles(
     ))
 }
 
+/// A disabled user cannot sign in or refresh, and every session ends (auth-service does both).
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
+    set_disabled(&state, &caller, id, true).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
+    set_disabled(&state, &caller, id, false).await
+}
+
+async fn set_disabled(
+    state: &AppState,
+    caller: &Caller,
+    user_id: String,
+    disabled: bool,
+) -> Result<axum::Json<User>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::SetUserDisabledRequest { user_id, disabled };
+    // Setting the flag to a given value is idempotent.
+    let response = state
+        .auth
+        .rpc(
+            &outgoing,
+            Idempotent,
+            AuthClient::set_user_disabled,
+            message,
+        )
+        .await?;
+    Ok(axum::Json(
+        response.user.ok_or_else(missing("user"))?.into(),
+    ))
+}
+
 /// Forgets the account's failed sign-ins from every client; 204 on success.
 pub async fn clear_sign_in_throttle(
     State(state): State<AppState>,
@@ -93,4 +134,36 @@ pub async fn clear_sign_in_throttle(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotated {
+    /// The new key's id, as the JWKS and token headers will name it.
+    kid: String,
+    /// When it starts signing (RFC 3339); it is in the JWKS from now on.
+    activates_at: Option<String>,
+}
+
+/// Stores a new signing key, published at once and signing after the publish-ahead time. 409
+/// while a key is pending; 400 with HS256, which does not rotate.
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Rotated>, ApiError> {
+    let outgoing = caller.outgoing()?;
+    // Not idempotent: a retry after a lost answer would find the key pending and say 409.
+    let response = state
+        .auth
+        .rpc(
+            &outgoing,
+            crate::backend::Safety::Once,
+            AuthClient::rotate_signing_key,
+            pb::RotateSigningKeyRequest {},
+        )
+        .await?;
+    Ok(axum::Json(Rotated {
+        kid: response.kid,
+        activates_at: rfc3339(response.activates_at),
+    }))
 }

@@ -1,6 +1,10 @@
-//! Sign-up, sign-in and the caller's profile, in the tutorials' JSON shapes.
+//! Sign-up, sign-in, the caller's profile and password, in the tutorials' JSON shapes.
 
-use axum::{extract::State, http::header, response::IntoResponse};
+use axum::{
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::IntoResponse,
+};
 use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 use token::Role;
@@ -8,7 +12,8 @@ use token::Role;
 use crate::{
     backend::Safety::{Idempotent, Once},
     error::ApiError,
-    extract::{Caller, Json},
+    extract::{Caller, Json, UserAgent},
+    refresh_cookie::RefreshCookie,
     rpc::AuthClient,
     state::AppState,
 };
@@ -78,43 +83,93 @@ pub struct SignedIn {
     email: String,
     roles: Vec<String>,
     access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     token_type: String,
     expires_in: i64,
 }
 
+/// Answers in the body (for clients that keep the refresh token themselves) and in the refresh
+/// cookie (for the web page, whose scripts never see it).
 pub async fn sign_in(
     State(state): State<AppState>,
     caller: Caller,
+    cookie: RefreshCookie,
+    user_agent: UserAgent,
     Json(body): Json<SignIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let message = pb::SignInRequest {
         login: body.username,
         password: body.password,
     };
-    // Signing in changes nothing a retry could duplicate (a second token is harmless).
+    let outgoing = caller.public().with_user_agent(&user_agent);
+    // A retry after a lost answer can leave one more session, never used, which ends at its idle
+    // limit (or the per-user cap): harmless, and better than a failed sign-in.
     let response = state
         .auth
-        .rpc(&caller.public(), Idempotent, AuthClient::sign_in, message)
+        .rpc(&outgoing, Idempotent, AuthClient::sign_in, message)
         .await?;
     let user = response.user.ok_or_else(missing("user"))?;
-    // The answer carries a token: no browser or proxy cache may keep it.
-    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    // An auth-service older than sessions issues no refresh token; signing in still works.
+    let refresh_token = Some(response.refresh_token).filter(|t| !t.is_empty());
+    let mut headers = HeaderMap::new();
+    // The answer carries tokens: no browser or proxy cache may keep it.
+    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    if let Some(token) = &refresh_token {
+        let set_cookie = cookie.set(token, response.refresh_expires_at)?;
+        headers.insert(header::SET_COOKIE, set_cookie);
+    }
     Ok((
-        no_store,
+        headers,
         axum::Json(SignedIn {
             id: user.id,
             username: user.username,
             email: user.email,
             roles: tutorial_roles(&user.roles),
             access_token: response.access_token,
-            token_type: if response.token_type.is_empty() {
-                "Bearer".to_owned()
-            } else {
-                response.token_type
-            },
+            refresh_token,
+            token_type: token_type(response.token_type),
             expires_in: response.expires_in,
         }),
     ))
+}
+
+/// `Cache-Control` of every answer that carries a token.
+pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// auth-service says "Bearer"; an older one said nothing.
+pub fn token_type(given: String) -> String {
+    if given.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        given
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Ends every other session of the caller (auth-service does); this one stays signed in.
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::ChangePasswordRequest {
+        current_password: body.current_password,
+        new_password: body.new_password,
+    };
+    // A retry after a lost answer would present a current password that no longer is.
+    state
+        .auth
+        .rpc(&outgoing, Once, AuthClient::change_password, message)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]
@@ -126,17 +181,16 @@ pub struct User {
     roles: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     created_at: Option<String>,
+    /// A disabled account cannot sign in or refresh.
+    disabled: bool,
 }
 
 impl From<pb::User> for User {
     fn from(user: pb::User) -> Self {
         Self {
             roles: tutorial_roles(&user.roles),
-            created_at: user.created_at.and_then(|t| {
-                std::time::SystemTime::try_from(t)
-                    .ok()
-                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            }),
+            created_at: rfc3339(user.created_at),
+            disabled: user.disabled,
             id: user.id,
             username: user.username,
             email: user.email,
@@ -171,6 +225,12 @@ pub fn tutorial_roles(roles: &[String]) -> Vec<String> {
             Err(_) => format!("ROLE_{}", r.to_ascii_uppercase()),
         })
         .collect()
+}
+
+/// A protobuf time as the API writes times: RFC 3339, whole seconds, UTC.
+pub fn rfc3339(time: Option<prost_types::Timestamp>) -> Option<String> {
+    time.and_then(|t| std::time::SystemTime::try_from(t).ok())
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
 }
 
 pub fn missing(field: &'static str) -> impl FnOnce() -> ApiError {

@@ -107,3 +107,33 @@ async fn role_changes_for_unknown_users_or_roles_are_refused() {
         unknown_user.text()
     );
 }
+
+#[tokio::test]
+async fn an_admin_rotates_the_signing_key_once_while_none_is_pending() {
+    let stack = spawn_stack().await;
+    let admin = stack.admin_token().await;
+    let moderator = stack.moderator_token().await;
+    let path = "/api/admin/signing-keys/rotate";
+    let refused = stack.gateway.post(path, Some(&moderator), &json!({})).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    let rotated = stack.gateway.post(path, Some(&admin), &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let kid = rotated.json()["kid"].as_str().unwrap().to_owned();
+    let activates_at = rotated.json()["activatesAt"].as_str().unwrap().to_owned();
+    assert!(activates_at.ends_with('Z'), "{activates_at}");
+    // Published at once, beside the key that still signs.
+    let jwks = stack.gateway.get("/.well-known/jwks.json", None).await;
+    let kids: Vec<String> = jwks.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    assert!(kids.contains(&kid));
+
+    let again = stack.gateway.post(path, Some(&admin), &json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.json()["code"], "already_exists");
+}

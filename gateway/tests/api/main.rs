@@ -12,6 +12,7 @@ mod metadata;
 mod metrics;
 mod openapi;
 mod persons;
+mod sessions;
 mod stack;
 mod startup;
 mod throttle;

@@ -63,6 +63,48 @@ async fn cors_answers_allowed_origins_only() {
 }
 
 #[tokio::test]
+async fn only_cookie_origins_may_send_credentials_and_only_to_the_auth_routes() {
+    let stack = spawn_stack_with(1, |config| {
+        config.cors_origins = vec![
+            "https://app.example".to_owned(),
+            "https://other.example".to_owned(),
+        ];
+        config.cookie_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    let preflight = |origin: &str, path: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(path)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let credentials = |response: &crate::helpers::TestResponse| {
+        response
+            .header("access-control-allow-credentials")
+            .map(str::to_owned)
+    };
+    let refresh = "/api/auth/refresh";
+    let allowed = stack
+        .gateway
+        .send(preflight("https://app.example", refresh))
+        .await;
+    assert_eq!(credentials(&allowed).as_deref(), Some("true"));
+    let cors_only = stack
+        .gateway
+        .send(preflight("https://other.example", refresh))
+        .await;
+    assert_eq!(credentials(&cors_only), None);
+    let elsewhere = stack
+        .gateway
+        .send(preflight("https://app.example", "/api/persons"))
+        .await;
+    assert_eq!(credentials(&elsewhere), None);
+}
+
+#[tokio::test]
 async fn a_request_past_its_deadline_is_a_json_503() {
     // A backend that accepts connections and never answers.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -63,8 +63,10 @@ impl Drop for Running {
     }
 }
 
-pub async fn spawn_auth() -> Running {
+/// An auth-service with the bootstrap admin and whatever `adjust` changes.
+pub async fn spawn_auth_with(adjust: impl FnOnce(&mut auth_service::Config)) -> Running {
     let mut config = auth_service::Config::for_tests();
+    adjust(&mut config);
     config.bootstrap_admin_username = Some(ADMIN_USERNAME.to_owned());
     config.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
     config.bootstrap_admin_email = Some("admin@example.com".to_owned());
@@ -111,8 +113,17 @@ pub async fn spawn_stack() -> Stack {
 }
 
 pub async fn spawn_stack_with(resource_replicas: usize, adjust: impl FnOnce(&mut Config)) -> Stack {
+    spawn_stack_configured(resource_replicas, |_| {}, adjust).await
+}
+
+/// Like [`spawn_stack_with`], with auth-service's configuration adjusted too.
+pub async fn spawn_stack_configured(
+    resource_replicas: usize,
+    adjust_auth: impl FnOnce(&mut auth_service::Config),
+    adjust: impl FnOnce(&mut Config),
+) -> Stack {
     telemetry::init_for_tests();
-    let auth = spawn_auth().await;
+    let auth = spawn_auth_with(adjust_auth).await;
     let mut resources = Vec::new();
     for _ in 0..resource_replicas {
         resources.push(spawn_resource(&auth.url, 0).await);
