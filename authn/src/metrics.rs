@@ -114,6 +114,15 @@ pub fn record_jwks_age(keys: &Keys) {
     }
 }
 
+/// Sets `authn_revocation_staleness_seconds` from `revocations`: how long since the service's
+/// view of revoked tokens was last confirmed current by the feed (an update or a heartbeat).
+/// A service that follows no feed leaves it unset. Meant for a metrics sampler.
+pub fn record_revocation_staleness(revocations: &crate::Revocations) {
+    if let Some(staleness) = revocations.staleness() {
+        metrics::gauge!("authn_revocation_staleness_seconds").set(staleness.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,14 +143,5 @@ mod tests {
         assert_eq!(of(VerifyError::MissingKeyId), "malformed");
         assert_eq!(of(VerifyError::WrongAudience), "invalid_claims");
         assert_eq!(Outcome::of(&Refusal::NoKeys).label(), "no_keys");
-    }
-}
-
-/// Sets `authn_revocation_staleness_seconds` from `revocations`: how long since the service's
-/// view of revoked tokens was last confirmed current by the feed (an update or a heartbeat).
-/// A service that follows no feed leaves it unset. Meant for a metrics sampler.
-pub fn record_revocation_staleness(revocations: &crate::Revocations) {
-    if let Some(staleness) = revocations.staleness() {
-        metrics::gauge!("authn_revocation_staleness_seconds").set(staleness.as_secs_f64());
     }
 }
