@@ -149,9 +149,16 @@ impl Application {
         };
         // Every replica prunes old throttle events; only the serving ones need to.
         let pruning = tokio::spawn(self.throttle.prune_periodically());
-        let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
-            .await
-            .context("the gRPC server failed");
+        let result = telemetry::serve_grpc(
+            telemetry::GrpcLimits::default(),
+            self.listener,
+            layers,
+            routes,
+            shutdown,
+            draining,
+        )
+        .await
+        .context("the gRPC server failed");
         ring.abort();
         sessions_pruning.abort();
         pruning.abort();

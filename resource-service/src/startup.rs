@@ -157,9 +157,16 @@ impl Application {
             }
             telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         };
-        let result = telemetry::serve_grpc(self.listener, layers, routes, shutdown, draining)
-            .await
-            .context("the gRPC server failed");
+        let result = telemetry::serve_grpc(
+            telemetry::GrpcLimits::default(),
+            self.listener,
+            layers,
+            routes,
+            shutdown,
+            draining,
+        )
+        .await
+        .context("the gRPC server failed");
         self.store.close().await;
         tracing::info!("resource-service stopped");
         result

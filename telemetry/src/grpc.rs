@@ -186,30 +186,10 @@ impl Default for GrpcLimits {
 }
 
 /// Serves `routes` behind `layers` (ours from [`grpc_layers`], then the service's access check)
-/// until `shutdown` resolves, then drains as [`crate::serve_with_drain`] says: `draining` reports
-/// NOT_SERVING, the listener closes, and calls in flight get [`crate::DRAIN_GRACE`] to finish.
-/// Peers get the [`GrpcLimits::default`].
+/// with `limits` (services pass [`GrpcLimits::default`]) until `shutdown` resolves, then drains as
+/// [`crate::serve_with_drain`] says: `draining` reports NOT_SERVING, the listener closes, and
+/// calls in flight get [`crate::DRAIN_GRACE`] to finish.
 pub async fn serve_grpc<L, ResBody>(
-    listener: TcpListener,
-    layers: ServiceBuilder<L>,
-    routes: Routes,
-    shutdown: impl Future<Output = ()>,
-    draining: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error>
-where
-    L: Layer<Routes>,
-    L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
-    <L::Service as Service<Request<Body>>>::Future: Send,
-    <L::Service as Service<Request<Body>>>::Error: Into<BoxError> + Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    let limits = GrpcLimits::default();
-    serve_grpc_with(limits, listener, layers, routes, shutdown, draining).await
-}
-
-/// [`serve_grpc`] with other limits.
-pub async fn serve_grpc_with<L, ResBody>(
     limits: GrpcLimits,
     listener: TcpListener,
     layers: ServiceBuilder<L>,
@@ -340,7 +320,7 @@ mod tests {
             call.await
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve_grpc_with(
+        tokio::spawn(serve_grpc(
             limits,
             listener,
             layers,

@@ -23,7 +23,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub use grpc::{
     ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, GrpcLimits, bind, grpc_layers,
-    reflection, report_health, serve_grpc, serve_grpc_with,
+    reflection, report_health, serve_grpc,
 };
 
 /// The header (and gRPC metadata key) that carries the request id.
