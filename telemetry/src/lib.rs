@@ -86,26 +86,48 @@ where
 }
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes sends) or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// service calls it before it starts serving, so a SIGTERM that arrives right after the service
+/// reported SERVING starts a drain instead of killing the process with the default action.
+/// Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received SIGINT, shutting down"),
-        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    async move {
+        #[cfg(unix)]
+        {
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = interrupted => tracing::info!("received SIGINT, shutting down"),
+                () = terminated => tracing::info!("received SIGTERM, shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("received Ctrl-C, shutting down");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
