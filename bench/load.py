@@ -223,7 +223,7 @@ def measure_signin(stack, meter, args):
     before = meter.sample()
     result = run_wrk(stack.url("gateway", "/api/auth/signin"), args.connections, args.threads,
                      args.signin_duration,
-                     {"WRK_METHOD": "POST", "WRK_BODY": json.dumps(stack.user),
+                     {"WRK_METHOD": "POST", "WRK_BODY": json.dumps(stack.signer),
                       "WRK_COUNT_STATUS": "1"})
     result["cpu_us"] = Meter.per_request_us(before, meter.sample(), result["requests"])
     result["accepted"] = result["statuses"].get("200", 0)
@@ -241,7 +241,7 @@ def measure_storm(stack, args, signin_rps):
     reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
     try:
         flood, skipped = asyncio.run(
-            signin_flood(stack.ports["gateway"], stack.user, rate, args.storm_duration))
+            signin_flood(stack.ports["gateway"], stack.signer, rate, args.storm_duration))
         stdout, stderr = reads.communicate(timeout=args.storm_duration + 60)
     finally:
         if reads.poll() is None:

@@ -231,6 +231,7 @@ class Stack:
         self.token = None
         self.express_token = None
         self.user = None
+        self.signer = None
 
     def start(self):
         auth_db = self.pg.create_database("bench_auth")
@@ -300,6 +301,15 @@ class Stack:
         if status != 200 or not isinstance(body, dict) or "accessToken" not in body:
             raise BenchError(f"sign-in answered {status}: {body}")
         self.token = body["accessToken"]
+        # Sign-in load signs in as another account: each sign-in starts a session, and past the
+        # per-user cap (AUTH_MAX_SESSIONS_PER_USER) the oldest end, which would revoke the
+        # readers' token mid-run.
+        self.signer = {"username": f"signer{secrets.token_hex(4)}",
+                       "password": secrets.token_urlsafe(12)}
+        status, body = http("POST", self.url("gateway", "/api/auth/signup"), {
+            **self.signer, "email": f"{self.signer['username']}@example.com"})
+        if status != 200:
+            raise BenchError(f"sign-up answered {status}: {body}")
 
         # Every read target must serve the row before anything is measured.
         for name, token in [("gateway", self.token), ("express-string", self.express_token),
