@@ -82,7 +82,7 @@ pub struct Config {
     #[arg(long, env = "AUTH_MAX_SESSIONS_PER_USER", default_value_t = 20)]
     pub max_sessions_per_user: usize,
 
-    /// How often expired sessions and revocations are deleted.
+    /// How often expired sessions are deleted (expired revocations go with the feed's watcher).
     #[arg(long, env = "AUTH_PRUNE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub prune_interval: Duration,
 

@@ -303,12 +303,9 @@ impl Accounts {
         Ok((!revoked).then_some(claims))
     }
 
-    /// Deletes expired sessions and revocations that no longer cover a valid token.
-    pub async fn prune(&self) -> Result<(u64, u64), Error> {
-        let now = unix_now();
-        let sessions = self.store.prune_sessions(now).await?;
-        let revocations = self.store.prune_revocations(now).await?;
-        Ok((sessions, revocations))
+    /// Deletes expired sessions; returns how many. (Revocations are pruned by the feed.)
+    pub async fn prune(&self) -> Result<u64, Error> {
+        Ok(self.store.prune_sessions(unix_now()).await?)
     }
 
     /// Revokes these sessions, then deletes them.

@@ -168,7 +168,7 @@ impl Application {
     }
 }
 
-/// Deletes expired sessions and revocations now and then. Every replica does it; the deletes
+/// Deletes expired sessions now and then (the feed's watcher prunes revocations). Every replica does it; the deletes
 /// are idempotent, so replicas doing it at once only repeat each other.
 async fn prune_periodically(accounts: Arc<Accounts>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
@@ -176,14 +176,8 @@ async fn prune_periodically(accounts: Arc<Accounts>, every: Duration) {
     loop {
         ticks.tick().await;
         match accounts.prune().await {
-            Ok((0, 0)) => {}
-            Ok((sessions, revocations)) => {
-                tracing::debug!(
-                    sessions,
-                    revocations,
-                    "pruned expired sessions and revocations"
-                );
-            }
+            Ok(0) => {}
+            Ok(sessions) => tracing::debug!(sessions, "pruned expired sessions"),
             Err(e) => tracing::warn!(error.cause_chain = ?e, "failed to prune expired sessions"),
         }
     }
