@@ -9,6 +9,7 @@ use token::{Claims, Issued, Role, unix_now};
 use crate::{
     domain::{Email, NewUser, Password, User, UserId, Username, roles_with_user},
     error::Error,
+    feed::Feed,
     keyring::KeyRing,
     password::PasswordHasher,
     refresh_token::RefreshToken,
@@ -22,6 +23,9 @@ pub struct Accounts {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) sessions: SessionPolicy,
     pub(crate) throttle: Arc<Throttle>,
+    /// This replica's revocation feed, woken after each revocation written here so its
+    /// followers hear of it at once (on SQLite the feed would otherwise wait for its next poll).
+    pub(crate) feed: Feed,
 }
 
 /// How long sessions and their refresh tokens live, from configuration.
@@ -97,6 +101,7 @@ impl Accounts {
         keys: Arc<KeyRing>,
         sessions: SessionPolicy,
         throttle: Arc<Throttle>,
+        feed: Feed,
     ) -> Self {
         Self {
             store,
@@ -104,6 +109,7 @@ impl Accounts {
             keys,
             sessions,
             throttle,
+            feed,
         }
     }
 

@@ -106,7 +106,7 @@ impl Feed {
     }
 
     /// Reads the table now rather than at the next poll: for code on this replica that has
-    /// just revoked (PostgreSQL's notification makes this unnecessary there).
+    /// just revoked (on PostgreSQL its own notification would wake it too, a moment later).
     pub fn wake(&self) {
         self.shared.wake.notify_one();
     }

@@ -324,6 +324,7 @@ impl Accounts {
             })
             .collect();
         self.store.insert_revocations(&revocations).await?;
+        self.feed.wake();
         self.store.delete_sessions(ids).await?;
         Ok(())
     }
@@ -339,6 +340,7 @@ impl Accounts {
                 expires_at: self.revocation_expiry(now),
             }])
             .await?;
+        self.feed.wake();
         self.store.delete_user_sessions(user).await?;
         Ok(())
     }

@@ -61,12 +61,16 @@ impl Application {
             settings.hash_per_client,
         )?;
         let throttle = Arc::new(Throttle::new(store.clone(), settings.throttle));
+        let feed = Feed::start(store.clone(), settings.feed)
+            .await
+            .context("failed to start the revocation feed")?;
         let accounts = Arc::new(Accounts::new(
             store.clone(),
             hasher,
             Arc::new(keys),
             settings.sessions,
             throttle.clone(),
+            feed.clone(),
         ));
         if let Some(admin) = settings.bootstrap_admin {
             accounts
@@ -78,9 +82,6 @@ impl Application {
             let store = store.clone();
             metrics.sample(move || store.record_pool_metrics());
         }
-        let feed = Feed::start(store.clone(), settings.feed)
-            .await
-            .context("failed to start the revocation feed")?;
         Ok(Self {
             listener,
             local_addr,

@@ -240,3 +240,37 @@ async fn auth_service_itself_refuses_a_revoked_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sign_out_on_this_replica_is_pushed_at_once_not_at_the_next_poll() {
+    // A poll far longer than the bound below: only the replica waking its own feed can meet it.
+    let app = spawn_with(config_on(&sqlite_url(), Duration::from_secs(60))).await;
+    app.sign_up("bob", "bob@example.com").await.unwrap();
+    let token = app
+        .sign_in("bob", crate::helpers::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let mut stream = watch(&app, 0).await;
+    let snapshot = next(&mut stream).await;
+    assert!(snapshot.snapshot_done && snapshot.revocations.is_empty());
+
+    let signed_out = tokio::time::Instant::now();
+    app.client
+        .clone()
+        .sign_out(authed(pb::SignOutRequest::default(), &token))
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let batch = stream.message().await.unwrap().expect("the stream goes on");
+            if !batch.revocations.is_empty() {
+                return batch;
+            }
+        }
+    })
+    .await
+    .expect("the sign-out was pushed before the next poll");
+    assert_eq!(sessions(&change).len(), 1, "{change:?}");
+    eprintln!("pushed {:?} after the sign-out call began", signed_out.elapsed());
+}
