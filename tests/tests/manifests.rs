@@ -10,6 +10,8 @@
 //! the image's entrypoint would run it, and both services start, migrate and serve as the roles
 //! it creates, none of which is a superuser or can open the other's database.
 //!
+//! And `.dockerignore` keeps `./data`, `.git` and `target/` out of every image's build context.
+//!
 //! kubectl (with its built-in kustomize), the Python tools (scripts/test's venv), psql and
 //! `DATABASE_URL` are required: a missing one fails the test with what to install.
 
@@ -139,6 +141,32 @@ fn the_production_set_is_valid_and_locked_down() {
 #[test]
 fn the_laptop_overlay_is_valid_and_locked_down() {
     check("laptop", &deploy_dir().join("overlays/laptop"));
+}
+
+#[test]
+fn the_image_build_context_leaves_out_local_data_history_and_build_output() {
+    let path = workspace().join(".dockerignore");
+    let ignore = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}): `docker build .` would send ./data (signing keys, the key-encryption key), .git and target/ into the image's build", path.display()));
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert!(
+        !patterns.iter().any(|p| p.starts_with('!')),
+        "{} re-includes something: {patterns:?}",
+        path.display()
+    );
+    for dir in ["data", ".git", "target"] {
+        assert!(
+            patterns
+                .iter()
+                .any(|p| p.trim_start_matches('/').trim_end_matches('/') == dir),
+            "{} does not leave out {dir}/",
+            path.display()
+        );
+    }
 }
 
 /// The superuser connection `DATABASE_URL` names, as the PG* variables psql reads.
