@@ -120,10 +120,12 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<Stor
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a pool with the settings both databases share and applies the backend's migrations.
+/// Migrations a newer version applied are tolerated (not refused as missing), so replicas of two
+/// adjacent versions can run side by side during a rolling upgrade or a rollback.
 async fn open_pool<DB>(
     options: <DB::Connection as Connection>::Options,
     max_connections: u32,
-    migrator: &Migrator,
+    mut migrator: Migrator,
 ) -> anyhow::Result<Pool<DB>>
 where
     DB: Database,
@@ -135,6 +137,7 @@ where
         .connect_with(options)
         .await
         .context("failed to connect to the database")?;
+    migrator.set_ignore_missing(true);
     migrator
         .run(&pool)
         .await

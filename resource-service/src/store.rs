@@ -16,6 +16,14 @@ use crate::{
     domain::{Age, Email, ListQuery, Page, PageToken, Person, PersonFields, PersonId, PersonName},
 };
 
+/// The backend's migrations, tolerating those a newer version applied (rather than refusing them
+/// as missing), so replicas of two adjacent versions can run side by side during a rolling
+/// upgrade or a rollback.
+fn tolerant(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
 /// The database the service was configured with. An enum rather than a trait object: there
 /// are exactly two, and each call is a plain `match`.
 #[derive(Clone, Debug)]

@@ -4,10 +4,7 @@
 use std::str::FromStr;
 
 use anyhow::Context;
-use sqlx::{
-    migrate::Migrator,
-    postgres::{PgConnectOptions, PgPool},
-};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use uuid::Uuid;
 
 use super::open_pool;
@@ -15,7 +12,6 @@ use crate::domain::UserId;
 
 /// sqlx holds a PostgreSQL advisory lock while migrating, so replicas starting together apply
 /// each migration exactly once.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -25,7 +21,12 @@ pub struct PgStore {
 impl PgStore {
     pub(super) async fn open(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
-        let pool = open_pool(options, max_connections, &MIGRATOR).await?;
+        let pool = open_pool(
+            options,
+            max_connections,
+            sqlx::migrate!("./migrations/postgres"),
+        )
+        .await?;
         Ok(Self { pool })
     }
 

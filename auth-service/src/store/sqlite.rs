@@ -4,15 +4,10 @@
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
-use sqlx::{
-    migrate::Migrator,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous},
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
 use super::open_pool;
 use crate::domain::UserId;
-
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,7 +26,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = open_pool(options, max_connections, &MIGRATOR).await?;
+        let pool = open_pool(
+            options,
+            max_connections,
+            sqlx::migrate!("./migrations/sqlite"),
+        )
+        .await?;
         Ok(Self { pool })
     }
 

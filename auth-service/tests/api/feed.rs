@@ -272,5 +272,8 @@ async fn a_sign_out_on_this_replica_is_pushed_at_once_not_at_the_next_poll() {
     .await
     .expect("the sign-out was pushed before the next poll");
     assert_eq!(sessions(&change).len(), 1, "{change:?}");
-    eprintln!("pushed {:?} after the sign-out call began", signed_out.elapsed());
+    eprintln!(
+        "pushed {:?} after the sign-out call began",
+        signed_out.elapsed()
+    );
 }

@@ -613,3 +613,43 @@ suite!(
     revocations_answer_whether_a_token_is_revoked,
     throttle_events_count_once_per_attempt_in_a_window_and_are_pruned,
 );
+
+/// Marks a migration this version does not have as applied, as a newer version would have.
+async fn apply_a_newer_versions_migration(url: &str) {
+    const SQL: &str = "INSERT INTO _sqlx_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the next version', TRUE, $1, 0)";
+    let checksum = vec![0u8; 48];
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(SQL)
+            .bind(checksum)
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(SQL)
+            .bind(checksum)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A rolling upgrade's other half: a replica of this version restarting (or rolled back to)
+/// after a newer replica migrated the database still starts.
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_still_opens() {
+    let file = std::env::temp_dir().join(format!("auth-store-{}.db", uuid::Uuid::new_v4()));
+    let sqlite = format!("sqlite://{}", file.display());
+    let postgres = fresh_postgres_database().await;
+    for url in [sqlite, postgres] {
+        store::connect(&url, 2).await.unwrap();
+        apply_a_newer_versions_migration(&url).await;
+        store::connect(&url, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:#}"));
+    }
+    let _ = std::fs::remove_file(file);
+}

@@ -23,7 +23,7 @@ impl SqlStore<Postgres> {
     }
 
     pub async fn migrate(&self) -> Result<(), MigrateError> {
-        sqlx::migrate!("./migrations/postgres")
+        super::tolerant(sqlx::migrate!("./migrations/postgres"))
             .run(&self.pool)
             .await
     }

@@ -43,7 +43,9 @@ impl SqlStore<Sqlite> {
     }
 
     pub async fn migrate(&self) -> Result<(), MigrateError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await
+        super::tolerant(sqlx::migrate!("./migrations/sqlite"))
+            .run(&self.pool)
+            .await
     }
 
     pub(super) async fn load_if_empty(&self, persons: &[PersonFields]) -> Result<u64, sqlx::Error> {

@@ -424,3 +424,40 @@ async fn replicas_starting_together_on_postgres_migrate_once_and_load_samples_on
     let all = store.list(&ListQuery::default()).await.unwrap();
     assert_eq!(all.persons.len() as u64, n);
 }
+
+/// A rolling upgrade's other half: a replica of this version restarting (or rolled back to)
+/// after a newer replica migrated the database still starts.
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_still_opens() {
+    const SQL: &str = "INSERT INTO _sqlx_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the next version', TRUE, $1, 0)";
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        std::env::temp_dir()
+            .join(format!("resource-newer-{}.db", uuid::Uuid::new_v4()))
+            .display()
+    );
+    let postgres = crate::helpers::fresh_postgres_database().await;
+    for url in [sqlite, postgres] {
+        Store::connect(&url).await.unwrap();
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(SQL)
+                .bind(vec![0u8; 48])
+                .execute(&pool)
+                .await
+                .unwrap();
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(SQL)
+                .bind(vec![0u8; 48])
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        Store::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:#}"));
+    }
+}
