@@ -15,6 +15,7 @@ use crate::{
     domain::{Email, Password, Username},
     feed::FeedConfig,
     keyring::Rotation,
+    password,
     signing::{KekSource, KeyConfig, KeyEncryptionKey},
     throttle::{Limit, ThrottleSettings},
 };
@@ -141,9 +142,16 @@ pub struct Config {
     #[arg(long, env = "AUTH_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
 
-    /// Password hashes computed at once; defaults to the number of CPUs.
+    /// Password hashes computed at once, each in 19 MiB of its own. Defaults to the CPUs the
+    /// process may use, fewer if the cgroup memory limit has no room for them (64 MiB base +
+    /// 19 MiB per worker); more than fit under the limit refuse to start.
     #[arg(long, env = "AUTH_HASH_WORKERS")]
     pub hash_workers: Option<usize>,
+
+    /// Where the cgroup v2 hierarchy with this process's `memory.max` is mounted; set only by
+    /// tests.
+    #[arg(skip = PathBuf::from(password::budget::CGROUP_ROOT))]
+    pub cgroup_root: PathBuf,
 
     /// Password checks allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
@@ -212,6 +220,8 @@ pub struct Settings {
     pub prune_interval: Duration,
     pub bootstrap_admin: Option<BootstrapAdmin>,
     pub hash_workers: usize,
+    /// The cgroup memory limit the workers were sized for, if one is known.
+    pub memory_limit: Option<u64>,
     pub hash_queue: usize,
     pub hash_per_client: usize,
     pub throttle: ThrottleSettings,
@@ -284,10 +294,12 @@ impl TryFrom<Config> for Settings {
             on_postgres,
             generated_file: config.data_dir.join("key-encryption-key"),
         };
-        let hash_workers = config
-            .hash_workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(1);
+        let memory_limit = password::budget::memory_limit(&config.cgroup_root)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the cgroup memory limit; sizing the password hashing workers by CPUs only");
+                None
+            });
+        let hash_workers = hash_workers(config.hash_workers, memory_limit)?;
         let hash_per_client = match config.hash_per_client {
             Some(0) => {
                 return Err(ConfigError::new(
@@ -352,6 +364,7 @@ impl TryFrom<Config> for Settings {
                 config.bootstrap_admin_email,
             )?,
             hash_workers,
+            memory_limit,
             hash_queue: config.hash_queue,
             hash_per_client,
             throttle,
@@ -359,6 +372,26 @@ impl TryFrom<Config> for Settings {
             feed,
         })
     }
+}
+
+/// The hashing workers: as configured or by default one per CPU the process may use (the
+/// affinity mask and cgroup CPU quota, as `available_parallelism` reads them), no more than fit
+/// in `memory_limit`.
+fn hash_workers(
+    configured: Option<usize>,
+    memory_limit: Option<u64>,
+) -> Result<usize, ConfigError> {
+    let workers = match configured {
+        Some(0) => return Err(ConfigError::new("AUTH_HASH_WORKERS", "must be at least 1")),
+        Some(n) => n,
+        None => {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            password::budget::default_workers(cpus, memory_limit)
+        }
+    };
+    password::budget::check(workers, memory_limit)
+        .map_err(|problem| ConfigError::new("AUTH_HASH_WORKERS", problem))?;
+    Ok(workers)
 }
 
 fn rotation(period: Duration, publish_ahead: Duration) -> Result<Rotation, ConfigError> {
@@ -603,6 +636,8 @@ impl Config {
             bootstrap_admin_password_file: None,
             bootstrap_admin_email: None,
             hash_workers: None,
+            // No cgroup file system: workers by CPUs only, whatever machine runs the tests.
+            cgroup_root: std::env::temp_dir().join("no-cgroup-file-system"),
             hash_queue: 64,
             hash_per_client: None,
             signin_max_failures: 10,

@@ -2,7 +2,7 @@
 //! them.
 //!
 //! A call flows `layers (request id, trace, authn) → grpc.rs handler → accounts.rs → store.rs`.
-//! Passwords are hashed by `password.rs` on a bounded blocking pool; the signing key is loaded
+//! Passwords are hashed by `password.rs` on a fixed set of worker threads; the signing key is loaded
 //! (or generated once for all replicas) by `signing.rs`; `feed.rs` pushes revocations to verifiers.
 //! Guessing is throttled across replicas by `throttle.rs`, through the database.
 

@@ -1,24 +1,26 @@
-//! Password hashing with argon2id on a bounded set of blocking threads.
+//! Password hashing with argon2id on a fixed set of worker threads.
 //!
-//! Hashing is deliberately slow (tens of milliseconds of CPU), so it never runs on the async
-//! threads, and at most `workers` hashes run at once. Callers beyond that wait in a bounded
-//! queue; when the queue is full they are refused at once with [`HashError::Busy`] rather than
-//! piling up, so a burst of sign-ins cannot starve token checks or other requests. One client
-//! may hold only its share of the admission (`share.rs`), so its burst cannot crowd out others.
+//! Hashing is deliberately slow (tens of milliseconds of CPU) and takes 19 MiB, so it never
+//! runs on the async threads: at most `workers` hashes run at once, each on a dedicated thread
+//! that owns its argon2 memory for good (`workers.rs`, `memory.rs`), so hashing never holds more
+//! than `workers` × 19 MiB (`budget.rs` sizes the default). Callers beyond that wait in a
+//! bounded queue; when the queue is full they are refused at once with [`HashError::Busy`]
+//! rather than piling up, so a burst of sign-ins cannot starve token checks or other requests.
+//! One client may hold only its share of the admission (`share.rs`), so its burst cannot crowd
+//! out others.
 
+pub mod budget;
+mod memory;
 mod share;
+mod workers;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier, Version,
-    password_hash::SaltString,
-};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
-use self::share::ClientShare;
+use self::{memory::Memory, share::ClientShare, workers::Workers};
 use crate::metrics::HashQueue;
 use crate::throttle::Client;
 
@@ -31,42 +33,26 @@ pub enum HashError {
 }
 
 pub struct PasswordHasher {
-    argon2: Argon2<'static>,
     /// Admission: workers plus queue slots. `try_acquire` on it is what refuses a burst.
     admission: Arc<Semaphore>,
-    /// At most this many hashes run at once.
-    workers: Arc<Semaphore>,
+    /// At most this many hashes run at once, each in its worker's own memory.
+    workers: Workers,
     /// Admission slots one client may hold at once.
     share: Arc<ClientShare>,
     /// Checked when the user does not exist, so that answer takes as long as a wrong password.
-    dummy_hash: String,
+    dummy_hash: Arc<str>,
     queue: HashQueue,
-}
-
-/// OWASP's argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
-fn owasp_params() -> Params {
-    // These constants are within argon2's limits, so `new` cannot fail; the fallback is the
-    // crate's own default (which is the same recommendation).
-    Params::new(19 * 1024, 2, 1, None).unwrap_or_default()
 }
 
 impl PasswordHasher {
     /// `per_client`: the admission slots (of `workers + queue`) one client may hold at once.
     pub fn new(workers: usize, queue: usize, per_client: usize) -> anyhow::Result<Self> {
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, owasp_params());
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let dummy_hash = argon2
-            .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("failed to compute the dummy password hash")?
-            .to_string();
         let workers = workers.max(1);
         Ok(Self {
-            argon2,
             admission: Arc::new(Semaphore::new(workers + queue)),
-            workers: Arc::new(Semaphore::new(workers)),
+            workers: Workers::new(workers),
             share: Arc::new(ClientShare::new(per_client)),
-            dummy_hash,
+            dummy_hash: memory::dummy_hash()?.into(),
             queue: HashQueue::new(),
         })
     }
@@ -78,13 +64,8 @@ impl PasswordHasher {
         password: SecretString,
         client: Option<Client>,
     ) -> Result<String, HashError> {
-        let argon2 = self.argon2.clone();
-        self.run(client, move || {
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            argon2
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| anyhow::anyhow!("failed to hash password: {e}"))
+        self.run(client, move |memory| {
+            memory.hash(password.expose_secret().as_bytes())
         })
         .await
     }
@@ -98,15 +79,11 @@ impl PasswordHasher {
         client: Option<Client>,
     ) -> Result<bool, HashError> {
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let argon2 = self.argon2.clone();
+        let dummy = self.dummy_hash.clone();
         let matches = self
-            .run(client, move || {
-                let parsed = PasswordHash::new(&hash)
-                    .map_err(|e| anyhow::anyhow!("stored password hash is invalid: {e}"))?;
-                Ok(argon2
-                    .verify_password(password.expose_secret().as_bytes(), &parsed)
-                    .is_ok())
+            .run(client, move |memory| {
+                let hash = hash.as_deref().unwrap_or(&dummy);
+                memory.verify(password.expose_secret().as_bytes(), hash)
             })
             .await?;
         Ok(known && matches)
@@ -115,29 +92,34 @@ impl PasswordHasher {
     async fn run<T: Send + 'static>(
         &self,
         client: Option<Client>,
-        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut Memory) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _share = match client {
+        let share = match client {
             Some(client) => Some(self.share.try_hold(client).ok_or(HashError::Busy)?),
             None => None,
         };
-        let _admitted = self
+        let admitted = self
             .admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
         let waiting = self.queue.waiting();
-        // The semaphore is never closed, so acquiring can only wait, not fail.
-        let _worker = self
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Busy)?;
+        let worker = self.workers.acquire().await;
         drop(waiting);
-        tokio::task::spawn_blocking(work)
+        let (answer, answered) = oneshot::channel();
+        // The admission stays held until the hash is done, even if the caller goes away first.
+        worker.run(
+            Box::new(move |memory| {
+                let result = work(memory);
+                Box::new(move || {
+                    let _ = answer.send(result);
+                })
+            }),
+            (share, admitted),
+        )?;
+        answered
             .await
-            .context("password hashing task failed")?
+            .context("password hashing failed in its worker")?
             .map_err(HashError::Unexpected)
     }
 }

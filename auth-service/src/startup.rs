@@ -18,7 +18,7 @@ use crate::{
     feed::Feed,
     grpc::{self, AuthGrpc},
     keyring::KeyRing,
-    password::PasswordHasher,
+    password::{self, PasswordHasher},
     store::{self, Store},
     throttle::Throttle,
 };
@@ -60,6 +60,12 @@ impl Application {
             settings.hash_queue,
             settings.hash_per_client,
         )?;
+        tracing::info!(
+            workers = settings.hash_workers,
+            memory_limit_mib = settings.memory_limit.map(|bytes| bytes >> 20),
+            needed_mib = password::budget::needed(settings.hash_workers) >> 20,
+            "password hashing workers"
+        );
         let throttle = Arc::new(Throttle::new(store.clone(), settings.throttle));
         let feed = Feed::start(store.clone(), settings.feed)
             .await

@@ -57,6 +57,11 @@ impl Process {
         &self.label
     }
 
+    /// The process id, e.g. to read `/proc/<id>/status`.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

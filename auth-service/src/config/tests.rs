@@ -262,3 +262,61 @@ fn a_client_may_hold_a_quarter_of_the_hashing_admission_by_default() {
         "AUTH_HASH_PER_CLIENT"
     );
 }
+
+/// A cgroup v2 root whose `memory.max` is `limit`, as a container sees its own cgroup.
+fn cgroup_with_memory_max(limit: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("auth-cgroup-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("memory.max"), format!("{limit}\n")).unwrap();
+    root
+}
+
+#[test]
+fn hash_workers_must_fit_in_the_memory_limit() {
+    let mut config = Config::for_tests();
+    config.cgroup_root = cgroup_with_memory_max("536870912");
+    // 512 MiB: 64 MiB base + 23 × 19 MiB fit, 24 do not.
+    config.hash_workers = Some(23);
+    let fitting = settings(config.clone()).unwrap();
+    assert_eq!(fitting.hash_workers, 23);
+    assert_eq!(fitting.memory_limit, Some(512 * 1024 * 1024));
+    config.hash_workers = Some(24);
+    let error = settings(config.clone()).err().unwrap();
+    assert_eq!(error.setting, "AUTH_HASH_WORKERS");
+    assert!(error.problem.contains("at most 23"), "{error}");
+    // By default, the CPUs, but never more than fit.
+    config.hash_workers = None;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(settings(config.clone()).unwrap().hash_workers, cpus.min(23));
+    std::fs::remove_dir_all(&config.cgroup_root).unwrap();
+
+    config.cgroup_root = cgroup_with_memory_max("67108864");
+    let error = settings(config.clone()).err().unwrap();
+    assert_eq!(error.setting, "AUTH_HASH_WORKERS", "{error}");
+    std::fs::remove_dir_all(&config.cgroup_root).unwrap();
+
+    config.cgroup_root = cgroup_with_memory_max("max");
+    config.hash_workers = Some(1000);
+    assert_eq!(settings(config.clone()).unwrap().memory_limit, None);
+    std::fs::remove_dir_all(&config.cgroup_root).unwrap();
+}
+
+#[test]
+fn zero_hash_workers_are_refused() {
+    let mut config = Config::for_tests();
+    config.hash_workers = Some(0);
+    assert_eq!(settings(config).err().unwrap().setting, "AUTH_HASH_WORKERS");
+}
+
+#[test]
+fn an_unreadable_memory_limit_sizes_by_cpus() {
+    let mut config = Config::for_tests();
+    config.cgroup_root = cgroup_with_memory_max("garbage");
+    let settings = settings(config.clone()).unwrap();
+    assert_eq!(settings.memory_limit, None);
+    assert_eq!(
+        settings.hash_workers,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    std::fs::remove_dir_all(&config.cgroup_root).unwrap();
+}
