@@ -26,9 +26,10 @@ SECRET_SETTINGS = {
     "AUTH_HS256_SECRET", "AUTH_BOOTSTRAP_ADMIN_PASSWORD", "RESOURCE_DATABASE_URL",
     "RESOURCE_HS256_SECRET", "POSTGRES_PASSWORD",
 }
-# argon2id's memory per hash (auth-service's password parameters) and auth-service's idle RSS.
+# argon2id's memory per hash (auth-service's password parameters) and the base of its memory
+# budget (64 MiB + workers x 19 MiB, checked by auth-service at start-up).
 ARGON2_MIB = 19
-AUTH_BASE_MIB = 35
+AUTH_BASE_MIB = 64
 SUPERUSER_URL = re.compile(r"postgres(?:ql)?://postgres(?:[:@/]|$)")
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
