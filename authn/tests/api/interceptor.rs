@@ -3,16 +3,12 @@
 //! key the service has not fetched yet, has tests of its own. Real gRPC servers on port 0, keys
 //! from a real JWKS endpoint (a stand-in auth-service publishing keys the test holds).
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
+use crate::support::{ALL_RPCS, Answer, EDITORS, KeyServer, Rpc, call, issuer, keys_from};
 use authn::{Access, Gate, RevocationConfig, Revocations, TokenCache};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::auth::v1::{Revocation, RevocationBatch, revocation::Subject};
-use support::{ALL_RPCS, Answer, EDITORS, KeyServer, Rpc, call, issuer, keys_from};
 use token::{Audience, Claims, Ed25519Key, Role, unix_now};
 use tonic::Code;
 
@@ -62,7 +58,7 @@ async fn servers() -> Servers {
         .with_revocations(revocations.clone());
     let gate =
         Gate::new(keys_from(&url).await, TokenCache::default()).with_revocations(revocations);
-    let layer = support::serve_layer(&layer_gate).await;
+    let layer = crate::support::serve_layer(&layer_gate).await;
     let mut interceptors = HashMap::new();
     for access in [
         Access::SignedIn,
@@ -71,7 +67,7 @@ async fn servers() -> Servers {
     ] {
         interceptors.insert(
             rule_name(access),
-            support::serve_interceptor(&gate, access).await,
+            crate::support::serve_interceptor(&gate, access).await,
         );
     }
     Servers {
@@ -398,9 +394,9 @@ async fn a_flood_of_unknown_key_ids_starts_at_most_one_background_refetch() {
 async fn with_no_keys_yet_both_answer_unavailable() {
     // Nothing listens on port 1: the key sets stay empty.
     let keys = || keys_from("http://127.0.0.1:1");
-    let layer = support::serve_layer(&Gate::new(keys().await, TokenCache::default())).await;
+    let layer = crate::support::serve_layer(&Gate::new(keys().await, TokenCache::default())).await;
     let gate = Gate::new(keys().await, TokenCache::default());
-    let interceptor = support::serve_interceptor(&gate, Access::SignedIn).await;
+    let interceptor = crate::support::serve_interceptor(&gate, Access::SignedIn).await;
     let token = issuer(&Ed25519Key::generate())
         .issue("u", "alice", &[Role::User])
         .unwrap()
