@@ -24,7 +24,8 @@
 //! passed, then one call renews it while concurrent calls wait for that one renewal. If renewal
 //! fails while the old token is still valid, calls go on with the old one and renewal is retried
 //! a second later. A call for which no valid token can be had never leaves the process: it fails
-//! with the source's code (UNAUTHENTICATED or UNAVAILABLE) and a message saying so.
+//! with the source's code (UNAUTHENTICATED or UNAVAILABLE) and a message saying so, and for a
+//! second after a failure calls fail the same way without asking the source again.
 
 use std::{
     future::Future,
@@ -148,8 +149,8 @@ pub struct Tokens {
 struct Inner {
     source: Box<dyn TokenSource>,
     current: RwLock<Option<Held>>,
-    /// Held by the one call renewing the token; holds when the last renewal failed.
-    renewing: tokio::sync::Mutex<Option<Instant>>,
+    /// Held by the one call renewing the token; holds when and how the last renewal failed.
+    renewing: tokio::sync::Mutex<Option<(Instant, TokenError)>>,
 }
 
 #[derive(Clone)]
@@ -187,10 +188,15 @@ impl Tokens {
             return Ok(held.header.clone());
         }
         let usable = held.filter(|held| !held.lifetime.expired(now));
-        if let Some(held) = &usable
-            && last_failure.is_some_and(|at| at.elapsed() < RETRY_AFTER)
+        // Right after a failure the source is not asked again: calls go on with a token that
+        // is still valid, or fail as the last renewal did.
+        if let Some((at, error)) = &*last_failure
+            && at.elapsed() < RETRY_AFTER
         {
-            return Ok(held.header.clone());
+            return match usable {
+                Some(held) => Ok(held.header),
+                None => Err(error.clone().into()),
+            };
         }
         match self.renew().await {
             Ok(held) => {
@@ -204,7 +210,7 @@ impl Tokens {
                 Ok(header)
             }
             Err(error) => {
-                *last_failure = Some(Instant::now());
+                *last_failure = Some((Instant::now(), error.clone()));
                 match usable {
                     Some(held) => {
                         tracing::warn!(%error, "failed to renew the access token; using the current one until it expires");

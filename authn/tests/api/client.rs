@@ -194,7 +194,10 @@ async fn without_a_token_the_call_fails_locally_with_the_sources_code() {
         let message = format!("no access token for this call: {}", error.message());
         let source = Queue::new(vec![Err(error)]);
         let mut client = server.client(source.layer(Duration::ZERO)).await;
+        assert_eq!(whoami(&mut client).await, Err((code, message.clone())));
+        // The next call, right after, fails the same way without asking the source again.
         assert_eq!(whoami(&mut client).await, Err((code, message)));
+        assert_eq!(source.fetches(), 1);
     }
 }
 
