@@ -193,8 +193,8 @@ fn refused(refusal: Refusal) -> Status {
         }
         Refusal::NoKeys => Status::unavailable("token keys are not available yet; retry shortly"),
         Refusal::KeyPending => Status::unauthenticated(
-            "invalid access token: unknown signing key (the service is fetching the current \
-             keys; a token from a new key works once they arrive)",
+            "invalid access token: unknown signing key (a token from a new key works once this \
+             service has fetched it; retry shortly)",
         ),
     }
 }

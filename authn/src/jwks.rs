@@ -173,9 +173,7 @@ impl JwksSource {
         tracing::info!(kid, "token names an unknown key; refetching JWKS");
         self.refresh().await;
     }
-}
 
-impl JwksSource {
     /// [`JwksSource::refetch_for`] on a task of its own, for a caller that cannot wait. While
     /// one such task runs, further calls start none; the task obeys the same lock and cooldown.
     pub(crate) fn refetch_in_background(&self, kid: String) {
