@@ -1,7 +1,10 @@
 //! Keeps the verification keys in step with auth-service's JWKS, off the request path.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,6 +53,9 @@ struct Inner {
     /// When the last unknown-key refetch ran. The async mutex makes concurrent refetches for
     /// the same new key wait for one call instead of each making their own.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether a refetch started by [`JwksSource::refetch_in_background`] is running: at most
+    /// one such task at a time, however many calls name unknown keys.
+    background: AtomicBool,
     /// When a fetch last succeeded (the source's start until one has), for
     /// `authn_jwks_age_seconds`.
     fetched: std::sync::Mutex<Instant>,
@@ -80,6 +86,7 @@ impl JwksSource {
                 config,
                 slot: Arc::downgrade(&slot),
                 last_refetch: tokio::sync::Mutex::new(None),
+                background: AtomicBool::new(false),
                 fetched: std::sync::Mutex::new(Instant::now()),
             }),
         };
@@ -165,6 +172,38 @@ impl JwksSource {
         *last = Some(Instant::now());
         tracing::info!(kid, "token names an unknown key; refetching JWKS");
         self.refresh().await;
+    }
+
+    /// [`JwksSource::refetch_for`] on a task of its own, for a caller that cannot wait. While
+    /// one such task runs, further calls start none; the task obeys the same lock and cooldown.
+    pub(crate) fn refetch_in_background(&self, kid: String) {
+        if self.inner.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let running = BackgroundRefetch(self.inner.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    JwksSource {
+                        inner: running.0.clone(),
+                    }
+                    .refetch_for(&kid)
+                    .await;
+                    drop(running);
+                });
+            }
+            Err(_) => tracing::warn!(kid, "no async runtime to refetch the JWKS on"),
+        }
+    }
+}
+
+/// Marks a background refetch as running until dropped (also when its task panics or is
+/// cancelled), so a lost task never blocks later refetches.
+struct BackgroundRefetch(Arc<Inner>);
+
+impl Drop for BackgroundRefetch {
+    fn drop(&mut self) {
+        self.0.background.store(false, Ordering::Release);
     }
 }
 

@@ -17,6 +17,10 @@ pub enum Refusal {
     /// We have no keys at all yet (auth-service never answered): the caller gets UNAVAILABLE
     /// and may retry, since the token may well be good.
     NoKeys,
+    /// The token names a key id we do not have, and a JWKS refetch for it has started in the
+    /// background (only from [`Keys::verify_without_waiting`]): UNAUTHENTICATED, but a retry
+    /// may succeed once the new key has arrived.
+    KeyPending,
 }
 
 /// The verifier in force and a count of key removals. Shared by [`Keys`] and the JWKS source.
@@ -101,23 +105,52 @@ impl Keys {
     }
 
     /// Verifies locally. Only a token signed with a key id we have never seen triggers a JWKS
-    /// refetch, and that refetch is shared by concurrent callers and rate-limited.
+    /// refetch, and that refetch is shared by concurrent callers and rate-limited; this waits
+    /// for it.
     pub async fn verify(&self, token: &str) -> Result<Claims, Refusal> {
-        let verifier = self.verifier();
-        match verifier.verify(token) {
-            Ok(claims) => Ok(claims),
-            Err(VerifyError::UnknownKey(kid)) => {
-                let Some(jwks) = &self.jwks else {
-                    return Err(Refusal::Invalid(VerifyError::UnknownKey(kid)));
-                };
-                jwks.refetch_for(&kid).await;
-                let verifier = self.verifier();
-                if verifier.key_count() == 0 {
-                    return Err(Refusal::NoKeys);
+        match self.verify_now(token) {
+            Err(Refusal::Invalid(VerifyError::UnknownKey(kid))) => match &self.jwks {
+                Some(jwks) => {
+                    jwks.refetch_for(&kid).await;
+                    self.verify_with_what_we_have(token)
                 }
-                verifier.verify(token).map_err(Refusal::Invalid)
-            }
-            Err(e) => Err(Refusal::Invalid(e)),
+                None => Err(Refusal::Invalid(VerifyError::UnknownKey(kid))),
+            },
+            other => other,
         }
+    }
+
+    /// [`Keys::verify`] for a caller that cannot wait (a tonic interceptor): a token naming a
+    /// key id we have never seen starts the same single-flight refetch in the background and is
+    /// refused at once with [`Refusal::KeyPending`] (or [`Refusal::NoKeys`] while we have none).
+    pub fn verify_without_waiting(&self, token: &str) -> Result<Claims, Refusal> {
+        match self.verify_now(token) {
+            Err(Refusal::Invalid(VerifyError::UnknownKey(kid))) => match &self.jwks {
+                Some(jwks) => {
+                    jwks.refetch_in_background(kid);
+                    if self.verifier().key_count() == 0 {
+                        Err(Refusal::NoKeys)
+                    } else {
+                        Err(Refusal::KeyPending)
+                    }
+                }
+                None => Err(Refusal::Invalid(VerifyError::UnknownKey(kid))),
+            },
+            other => other,
+        }
+    }
+
+    /// The first attempt of both: the key set in hand, unknown key ids reported as such.
+    fn verify_now(&self, token: &str) -> Result<Claims, Refusal> {
+        self.verifier().verify(token).map_err(Refusal::Invalid)
+    }
+
+    /// After a refetch: a key set that is still empty means auth-service never answered.
+    fn verify_with_what_we_have(&self, token: &str) -> Result<Claims, Refusal> {
+        let verifier = self.verifier();
+        if verifier.key_count() == 0 {
+            return Err(Refusal::NoKeys);
+        }
+        verifier.verify(token).map_err(Refusal::Invalid)
     }
 }

@@ -7,18 +7,14 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
-use token::Claims;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{
-    Access, Keys, Policy, TokenCache,
-    keys::Refusal,
-    metrics::{Outcome, Verifications},
-    revocation::{Revocations, Revoked},
-};
+use crate::{Gate, Keys, Policy, TokenCache, revocation::Revocations};
 
-/// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`.
+/// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`. Each method's
+/// rule comes from the [`Policy`]; a server whose methods all share one rule can use
+/// [`crate::AuthnInterceptor`] instead.
 #[derive(Clone)]
 pub struct AuthnLayer {
     state: Arc<State>,
@@ -26,32 +22,27 @@ pub struct AuthnLayer {
 
 #[derive(Clone)]
 struct State {
+    gate: Gate,
     policy: Policy,
-    keys: Keys,
-    cache: TokenCache,
-    verifications: Verifications,
-    revocations: Revocations,
 }
 
 impl AuthnLayer {
     /// Build it after the binary installed its metrics recorder (if any): the outcome counters
     /// are made here.
     pub fn new(policy: Policy, keys: Keys, cache: TokenCache) -> Self {
+        Self::from_gate(Gate::new(keys, cache), policy)
+    }
+
+    pub(crate) fn from_gate(gate: Gate, policy: Policy) -> Self {
         Self {
-            state: Arc::new(State {
-                policy,
-                keys,
-                cache,
-                verifications: Verifications::new(),
-                revocations: Revocations::none(),
-            }),
+            state: Arc::new(State { gate, policy }),
         }
     }
 
     /// Also refuses every revoked token, whether it comes from the cache or not.
-    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
-        Arc::make_mut(&mut self.state).revocations = revocations;
-        self
+    pub fn with_revocations(self, revocations: Revocations) -> Self {
+        let State { gate, policy } = Arc::unwrap_or_clone(self.state);
+        Self::from_gate(gate.with_revocations(revocations), policy)
     }
 }
 
@@ -92,10 +83,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
         Box::pin(async move {
-            match state
-                .authorize(request.uri().path(), request.headers())
-                .await
-            {
+            let path = request.uri().path();
+            let Some(access) = state.policy.access(path) else {
+                return Ok(Status::unimplemented(format!("unknown method {path}")).into_http());
+            };
+            match state.gate.authorize(access, request.headers()).await {
                 Ok(Some(claims)) => {
                     request.extensions_mut().insert(claims);
                     inner.call(request).await
@@ -104,94 +96,6 @@ where
                 Err(status) => Ok(status.into_http()),
             }
         })
-    }
-}
-
-impl State {
-    /// The verified caller for this call, `None` for an anonymous call the policy allows,
-    /// or the status that refuses it.
-    async fn authorize(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<Option<Arc<Claims>>, Status> {
-        let Some(access) = self.policy.access(path) else {
-            return Err(Status::unimplemented(format!("unknown method {path}")));
-        };
-        if access == Access::Public {
-            return Ok(None);
-        }
-        let token = match bearer_token(headers) {
-            Ok(Some(token)) => token,
-            Ok(None) if access == Access::OptionalToken => return Ok(None),
-            Ok(None) => {
-                self.verifications.record(Outcome::Missing);
-                return Err(Status::unauthenticated("missing access token"));
-            }
-            Err(message) => {
-                self.verifications.record(Outcome::Malformed);
-                return Err(Status::unauthenticated(message));
-            }
-        };
-        let claims = match self.verify(token).await {
-            Ok(claims) => claims,
-            Err((outcome, status)) => {
-                self.verifications.record(outcome);
-                return Err(status);
-            }
-        };
-        // After the cache on purpose: a token verified before its session ended is still in it.
-        if let Err(revoked) = self.revocations.check(&claims) {
-            self.verifications.record(Outcome::Revoked);
-            return Err(Status::unauthenticated(match revoked {
-                Revoked::Revoked => "token revoked",
-                Revoked::Unknown => {
-                    "token revoked: issued before the last revocation update this service \
-                     received; sign in again"
-                }
-            }));
-        }
-        if let Access::AnyRole(roles) = access
-            && !claims.has_any_role(roles)
-        {
-            self.verifications.record(Outcome::Forbidden);
-            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            return Err(Status::permission_denied(format!(
-                "this requires the role {}",
-                names.join(" or ")
-            )));
-        }
-        self.verifications.record(Outcome::Ok);
-        Ok(Some(claims))
-    }
-
-    async fn verify(&self, token: &str) -> Result<Arc<Claims>, (Outcome, Status)> {
-        // Read before verifying: if a key is withdrawn meanwhile, the entry is already stale.
-        let removals = self.keys.removals();
-        if let Some(claims) = self.cache.get(token, removals) {
-            return Ok(claims);
-        }
-        match self.keys.verify(token).await {
-            Ok(claims) => {
-                let claims = Arc::new(claims);
-                self.cache.insert(token, claims.clone(), removals);
-                Ok(claims)
-            }
-            Err(refusal) => {
-                let outcome = Outcome::of(&refusal);
-                Err((outcome, refused(refusal)))
-            }
-        }
-    }
-}
-
-fn refused(refusal: Refusal) -> Status {
-    match refusal {
-        Refusal::Invalid(e) => {
-            tracing::debug!(reason = %e, "refused token");
-            Status::unauthenticated(format!("invalid access token: {e}"))
-        }
-        Refusal::NoKeys => Status::unavailable("token keys are not available yet; retry shortly"),
     }
 }
 

@@ -9,11 +9,19 @@
 //! against the revocations auth-service pushes ([`RevocationFollower`], [`Revocations`]), in
 //! memory. Each check is counted by outcome ([`metrics`]).
 //!
-//! It is a tower layer rather than a tonic interceptor because an unknown key id must trigger an
-//! (async) JWKS refetch, and because the access rule depends on the method path, which interceptors
-//! never see.
+//! [`AuthnInterceptor`] runs the same check ([`Gate`]: one verification path, cache, key set and
+//! revocation view) as a tonic interceptor on one generated server whose methods share one rule.
+//! An interceptor never sees the method path and cannot wait, so a token naming an unknown key
+//! id is refused while the JWKS refetch runs in the background; the layer waits for it. Use the
+//! layer for a server whose methods have different rules.
+//!
+//! [`client`] is the other side: a tower layer for tonic clients that attaches a bearer token to
+//! every call and renews it before it expires.
 
 mod cache;
+pub mod client;
+mod gate;
+mod interceptor;
 mod jwk;
 mod jwks;
 mod keys;
@@ -23,9 +31,11 @@ mod policy;
 mod revocation;
 
 pub use cache::TokenCache;
+pub use gate::Gate;
+pub use interceptor::AuthnInterceptor;
 pub use jwk::{jwk_from_proto, jwk_to_proto};
 pub use jwks::{JwksSource, JwksSourceConfig};
-pub use keys::Keys;
+pub use keys::{Keys, Refusal};
 pub use layer::{Authn, AuthnLayer, bearer_token};
 pub use policy::{Access, Policy};
 pub use revocation::{

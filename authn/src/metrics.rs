@@ -1,7 +1,7 @@
 //! What every verifier exports: `authn_verifications_total{outcome}` for each call that needed a
 //! token, and `authn_jwks_age_seconds`, how old the key set fetched from auth-service is.
 //!
-//! The outcome counters are made once per [`crate::AuthnLayer`], after the binary installed its
+//! The outcome counters are made once per [`crate::Gate`], after the binary installed its
 //! recorder, so counting a call is an index and an atomic add.
 
 use metrics::Counter;
@@ -70,6 +70,7 @@ impl Outcome {
     pub(crate) fn of(refusal: &Refusal) -> Self {
         match refusal {
             Refusal::NoKeys => Outcome::NoKeys,
+            Refusal::KeyPending => Outcome::UnknownKey,
             Refusal::Invalid(error) => match error {
                 VerifyError::Malformed | VerifyError::MissingKeyId => Outcome::Malformed,
                 VerifyError::UnknownKey(_) => Outcome::UnknownKey,
@@ -143,5 +144,6 @@ mod tests {
         assert_eq!(of(VerifyError::MissingKeyId), "malformed");
         assert_eq!(of(VerifyError::WrongAudience), "invalid_claims");
         assert_eq!(Outcome::of(&Refusal::NoKeys).label(), "no_keys");
+        assert_eq!(Outcome::of(&Refusal::KeyPending).label(), "unknown_key");
     }
 }

@@ -11,6 +11,7 @@
 //! to `target/<profile>/e2e-logs/<label>-<id>.log`; a failing test names the file and prints its
 //! last lines. Logs of passing tests are removed unless `E2E_KEEP_LOGS` is set.
 
+mod directory;
 mod gateway;
 mod postgres;
 mod process;
@@ -24,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+pub use directory::DirectoryReplica;
 pub use gateway::{Gateway, HeaderStyle, SignedIn};
 pub use postgres::create_database;
 pub use process::Process;
