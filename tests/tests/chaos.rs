@@ -417,16 +417,15 @@ async fn a_postgresql_outage_is_a_clean_503_and_heals_by_itself() {
     let (signer, _) = new_user(&stack, "signer").await;
     let gateways = &stack.gateways;
 
-    // Sign-ups racing the stop: each must end up whole or not at all.
-    let racing: Vec<Credentials> = (0..4).map(|_| Credentials::random("racer")).collect();
+    // Sign-ups racing the stop, sent 40 ms apart: each must end up whole or not at all.
+    let racing: Vec<Credentials> = (0..6).map(|_| Credentials::random("racer")).collect();
     let (raced, stopped_at) = tokio::join!(
-        futures::future::join_all(racing.iter().enumerate().map(|(n, user)| send(
-            "sign-up",
-            n % 2,
-            sign_up(&gateways[n % 2], user)
-        ))),
+        futures::future::join_all(racing.iter().enumerate().map(|(n, user)| async move {
+            tokio::time::sleep(Duration::from_millis(40) * n as u32).await;
+            send("sign-up", n % 2, sign_up(&gateways[n % 2], user)).await
+        })),
         async {
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             cluster.stop().await;
             Instant::now()
         }
