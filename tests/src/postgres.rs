@@ -46,10 +46,12 @@ impl Cluster {
         panic!("{failure}");
     }
 
-    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no goodbye to clients,
-    /// crash recovery on the next start), keeping its data.
+    /// Stops the server, keeping its data: `pg_ctl stop -m fast`, which ends every session
+    /// (each client sees its connection terminated) and writes out what was committed. Not
+    /// `-m immediate`: the throwaway cluster runs with `synchronous_commit=off`, so a crash
+    /// may lose commits the services were already told about, which no service can prevent.
     pub async fn stop(&self) {
-        throwaway(&["pause", path(&self.dir), "immediate"]).await;
+        throwaway(&["pause", path(&self.dir), "fast"]).await;
     }
 
     /// Starts the stopped server again on the same port.
