@@ -367,8 +367,10 @@ fn assert_no_internals(message: &str) {
     }
 }
 
-/// The services' and gateways' readiness at one moment: `true` for ready.
-async fn readiness(stack: &Stack) -> Vec<(String, bool)> {
+/// The services' and gateways' readiness at one moment: `true` for ready. A gateway counts as
+/// ready, when `want`ing ready, only once it sees every replica up; when `want`ing not ready,
+/// until its `/readyz` answers something other than 200.
+async fn readiness(stack: &Stack, want: bool) -> Vec<(String, bool)> {
     let mut states = Vec::new();
     for (label, url) in stack
         .auth
@@ -380,7 +382,11 @@ async fn readiness(stack: &Stack) -> Vec<(String, bool)> {
         states.push((label.to_owned(), serving));
     }
     for gateway in &stack.gateways {
-        let ready = gateway.sees_every_replica_up().await.is_ok();
+        let ready = if want {
+            gateway.sees_every_replica_up().await.is_ok()
+        } else {
+            !matches!(gateway.readyz().await, Ok((status, _)) if status != StatusCode::OK)
+        };
         states.push((gateway.process.label().to_owned(), ready));
     }
     states
@@ -395,7 +401,7 @@ async fn until_every_service_is(
     within: Duration,
 ) -> Duration {
     loop {
-        let states = readiness(stack).await;
+        let states = readiness(stack, want).await;
         if states.iter().all(|(_, ready)| *ready == want) {
             return since.elapsed();
         }
