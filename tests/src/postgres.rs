@@ -43,6 +43,7 @@ impl Cluster {
                 Err(e) => failure = e,
             }
         }
+        let _ = Command::new(script()).args(["stop", path(&dir)]).status();
         panic!("{failure}");
     }
 
