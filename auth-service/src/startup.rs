@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use telemetry::metrics::MetricsServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     Settings,
@@ -145,11 +145,16 @@ impl Application {
             self.accounts.clone(),
             self.prune_interval,
         ));
-        // Everything was loaded in `build`, so the service is ready as soon as it listens.
+        // Everything was loaded in `build`, so the service is ready as soon as it listens, and
+        // for as long as its database answers: every call needs it.
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
         tracing::info!(%addr, "auth-service listening");
+        let database = tokio::spawn(follow_database(reporter.clone(), self.store.clone()));
         let feed = self.feed;
         let draining = async move {
+            // Stopped before the last word, so a late check cannot report SERVING again.
+            database.abort();
+            let _ = database.await;
             telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
             // Revocation streams never end on their own; followers resume on another replica.
             feed.stop();
@@ -173,6 +178,30 @@ impl Application {
         tracing::info!("auth-service stopped");
         result
     }
+}
+
+/// Reports NOT_SERVING while the database does not answer, and SERVING again when it does, so
+/// load balancers (the gateway, Kubernetes) send calls to replicas that can serve them.
+async fn follow_database(reporter: HealthReporter, store: Arc<Store>) {
+    database::follow_reachability(
+        database::Checks::default(),
+        || {
+            let store = store.clone();
+            async move { store.ping().await }
+        },
+        |reachable| {
+            let reporter = reporter.clone();
+            async move {
+                let status = if reachable {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                telemetry::report_health(&reporter, SERVICE_NAME, status).await;
+            }
+        },
+    )
+    .await;
 }
 
 /// Deletes expired sessions now and then (the feed's watcher prunes revocations). Every replica does it; the deletes

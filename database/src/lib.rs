@@ -1,9 +1,12 @@
-//! The database a service is configured with, made ready at start-up, and which failures mean
-//! that it cannot be reached right now (so a call answers UNAVAILABLE, not INTERNAL).
+//! The database a service is configured with, made ready at start-up, which failures mean
+//! that it cannot be reached right now (so a call answers UNAVAILABLE, not INTERNAL), and the
+//! check that keeps a service's readiness in step with its database.
 
 use std::{
     fmt,
+    future::Future,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -155,6 +158,69 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// How a service follows whether its database answers: one cheap round trip every `interval`,
+/// each given at most `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct Checks {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Checks {
+    /// A check every second, failed after two: a service is reported not ready within about
+    /// three seconds of its database going away (a load balancer checking every two seconds
+    /// stops sending it calls within about five), and ready again within a second of its return.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs `check` every `checks.interval` for as long as the returned future is polled, and calls
+/// `report` with `false` when the database stops answering (an error, or no answer within
+/// `checks.timeout`) and with `true` when it answers again. The database is taken to answer at
+/// the start: a service runs this once it has connected. Each change is logged once.
+pub async fn follow_reachability<C, CF, E, R, RF>(checks: Checks, mut check: C, mut report: R)
+where
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+    R: FnMut(bool) -> RF,
+    RF: Future<Output = ()>,
+{
+    let mut reachable = true;
+    let mut ticks = tokio::time::interval(checks.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = match tokio::time::timeout(checks.timeout, check()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                if reachable {
+                    let error: anyhow::Error = error.into();
+                    tracing::warn!(error.cause_chain = ?error, "the database does not answer: not ready");
+                }
+                false
+            }
+            Err(_) => {
+                if reachable {
+                    tracing::warn!(timeout = ?checks.timeout, "the database does not answer in time: not ready");
+                }
+                false
+            }
+        };
+        if now != reachable {
+            if now {
+                tracing::info!("the database answers again: ready");
+            }
+            reachable = now;
+            report(now).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +282,60 @@ mod tests {
             std::io::ErrorKind::ConnectionReset
         ))));
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+    }
+
+    #[tokio::test]
+    async fn reachability_is_reported_when_it_changes_and_a_hung_check_counts_as_down() {
+        use std::sync::{
+            Arc, Mutex,
+            atomic::{AtomicU8, Ordering},
+        };
+        // 0: answers, 1: fails, 2: hangs.
+        let state = Arc::new(AtomicU8::new(0));
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let checks = Checks {
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(50),
+        };
+        let follower = tokio::spawn(follow_reachability(
+            checks,
+            {
+                let state = state.clone();
+                move || {
+                    let state = state.load(Ordering::SeqCst);
+                    async move {
+                        match state {
+                            0 => Ok(()),
+                            1 => Err(anyhow::anyhow!("connection refused")),
+                            _ => std::future::pending().await,
+                        }
+                    }
+                }
+            },
+            {
+                let reports = reports.clone();
+                move |reachable| {
+                    reports.lock().unwrap().push(reachable);
+                    std::future::ready(())
+                }
+            },
+        ));
+        let settle = || tokio::time::sleep(Duration::from_millis(200));
+        settle().await;
+        assert!(
+            reports.lock().unwrap().is_empty(),
+            "reported while nothing changed"
+        );
+        for (next, want) in [
+            (1, vec![false]),
+            (0, vec![false, true]),
+            (2, vec![false, true, false]),
+            (0, vec![false, true, false, true]),
+        ] {
+            state.store(next, Ordering::SeqCst);
+            settle().await;
+            assert_eq!(*reports.lock().unwrap(), want, "after state {next}");
+        }
+        follower.abort();
     }
 }

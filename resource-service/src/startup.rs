@@ -151,7 +151,9 @@ impl Application {
             self.keys,
         ));
         let draining = async move {
+            // Stopped before the last word, so a late check cannot report SERVING again.
             ready.abort();
+            let _ = ready.await;
             if let Some(freshness) = freshness {
                 freshness.abort();
             }
@@ -194,7 +196,8 @@ async fn report_revocations(
 }
 
 /// SERVING once the database answers and at least one token key is known: before that every
-/// call would fail, so a load balancer should not send any.
+/// call would fail, so a load balancer should not send any. From then on, NOT_SERVING while the
+/// database does not answer and SERVING again when it does (the keys, once known, stay).
 async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
     let mut waiting_logged = false;
     loop {
@@ -203,7 +206,7 @@ async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
         if db.is_ok() && has_keys {
             telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
             tracing::info!("serving");
-            return;
+            break;
         }
         if !waiting_logged {
             tracing::warn!(
@@ -215,4 +218,23 @@ async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    database::follow_reachability(
+        database::Checks::default(),
+        || {
+            let store = store.clone();
+            async move { store.ping().await }
+        },
+        |reachable| {
+            let reporter = reporter.clone();
+            async move {
+                let status = if reachable {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                telemetry::report_health(&reporter, SERVICE_NAME, status).await;
+            }
+        },
+    )
+    .await;
 }

@@ -16,12 +16,6 @@ use url::Url;
 /// When `DATABASE_URL` is missing or unusable, or the database cannot be created: a test cannot
 /// go on without it.
 pub async fn create_database(prefix: &str) -> String {
-    assert!(
-        prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-        "a test database prefix is made of [a-z0-9_], not {prefix:?}"
-    );
     let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!(
             "DATABASE_URL is not set: these tests need a PostgreSQL superuser URL on a throwaway \
@@ -29,11 +23,23 @@ pub async fn create_database(prefix: &str) -> String {
              and sets it"
         )
     });
+    create_database_on(&admin_url, prefix).await
+}
+
+/// [`create_database`] on the cluster `admin_url` (a superuser URL) names instead, e.g. one a
+/// test started for itself to stop and start again.
+pub async fn create_database_on(admin_url: &str, prefix: &str) -> String {
+    assert!(
+        prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "a test database prefix is made of [a-z0-9_], not {prefix:?}"
+    );
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let url = with_database(&admin_url, &name);
-    let mut connection = PgConnection::connect(&admin_url)
+    let url = with_database(admin_url, &name);
+    let mut connection = PgConnection::connect(admin_url)
         .await
-        .unwrap_or_else(|e| panic!("failed to connect to DATABASE_URL: {e}"));
+        .unwrap_or_else(|e| panic!("failed to connect to the test cluster: {e}"));
     // A database name cannot be a bind parameter; this one is checked above to be [a-z0-9_].
     sqlx::raw_sql(&format!(r#"CREATE DATABASE "{name}""#))
         .execute(&mut connection)

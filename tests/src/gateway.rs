@@ -86,22 +86,10 @@ impl Gateway {
     /// scenario starts with the whole rotation in place.
     pub async fn wait_until_every_replica_is_up(&mut self) {
         let deadline = Instant::now() + crate::READY_TIMEOUT;
-        let want = json!({
-            "auth": { "replicas": self.auth_replicas, "up": self.auth_replicas },
-            "resource": { "replicas": self.resource_replicas, "up": self.resource_replicas },
-        });
         loop {
             self.process.assert_running();
-            let last = match self.http.get(self.url("/readyz")).send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    if status == StatusCode::OK && body["backends"] == want {
-                        return;
-                    }
-                    format!("{status} {body}")
-                }
-                Err(e) => e.to_string(),
+            let Err(last) = self.sees_every_replica_up().await else {
+                return;
             };
             assert!(
                 Instant::now() < deadline,
@@ -112,6 +100,33 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether `/readyz` answers 200 and counts every replica it was given as up; if not, what
+    /// it answered.
+    pub async fn sees_every_replica_up(&self) -> Result<(), String> {
+        let want = json!({
+            "auth": { "replicas": self.auth_replicas, "up": self.auth_replicas },
+            "resource": { "replicas": self.resource_replicas, "up": self.resource_replicas },
+        });
+        let (status, body) = self.readyz().await?;
+        if status == StatusCode::OK && body["backends"] == want {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    }
+
+    /// `/readyz`'s status and JSON body, or why there was no answer.
+    pub async fn readyz(&self) -> Result<(StatusCode, Value), String> {
+        let response = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     pub fn url(&self, path: &str) -> String {

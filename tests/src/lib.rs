@@ -27,7 +27,7 @@ use std::{
 
 pub use directory::DirectoryReplica;
 pub use gateway::{Gateway, HeaderStyle, SignedIn};
-pub use postgres::create_database;
+pub use postgres::{Cluster, create_database, create_database_on};
 pub use process::Process;
 pub use services::{
     AuthDeployment, AuthReplica, Credentials, ResourceReplica, authorized, connect, health_status,

@@ -99,12 +99,21 @@ impl Process {
 
     /// Sends SIGTERM, what Kubernetes sends a pod it stops.
     pub fn terminate(&self) {
+        self.signal(Signal::TERM);
+    }
+
+    /// Sends SIGKILL: the process dies at once, its connections and calls in flight with it.
+    pub fn kill(&self) {
+        self.signal(Signal::KILL);
+    }
+
+    fn signal(&self, signal: Signal) {
         let pid = i32::try_from(self.child.id())
             .ok()
             .and_then(Pid::from_raw)
             .expect("a child's pid is a positive i32");
-        kill_process(pid, Signal::TERM)
-            .unwrap_or_else(|e| panic!("failed to send SIGTERM to {}: {e}", self.label));
+        kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("failed to send {signal:?} to {}: {e}", self.label));
     }
 
     /// Waits for the process to exit, failing the test if it takes longer than `within`.

@@ -47,8 +47,13 @@ pub struct AuthDeployment {
 impl AuthDeployment {
     /// A fresh database, a random key encryption key and a random admin.
     pub async fn create() -> Self {
+        Self::on_database(crate::create_database("auth").await)
+    }
+
+    /// The same with the database at `database_url`.
+    pub fn on_database(database_url: String) -> Self {
         Self {
-            database_url: crate::create_database("auth").await,
+            database_url,
             key_encryption_key: STANDARD.encode(rand::random::<[u8; 32]>()),
             admin: Credentials::random("admin"),
             env: Vec::new(),

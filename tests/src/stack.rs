@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::{
     gateway::Gateway,
+    postgres::Cluster,
     services::{AuthDeployment, AuthReplica, ResourceReplica},
 };
 
@@ -31,8 +32,49 @@ impl Stack {
         auth_env: &[(&'static str, String)],
         resource_env: &[(&'static str, String)],
     ) -> Self {
-        let (mut deployment, resource_database_url) =
+        let (deployment, resource_database_url) =
             tokio::join!(AuthDeployment::create(), crate::create_database("resource"));
+        Self::start_on_databases(
+            name,
+            [auth, resource, gateways],
+            (deployment, resource_database_url),
+            auth_env,
+            resource_env,
+        )
+        .await
+    }
+
+    /// [`Stack::start`] with the databases on `cluster` instead of the one `DATABASE_URL`
+    /// names, for a test that stops the database.
+    pub async fn start_on(
+        cluster: &Cluster,
+        name: &str,
+        [auth, resource, gateways]: [usize; 3],
+    ) -> Self {
+        let (auth_database_url, resource_database_url) = tokio::join!(
+            crate::postgres::create_database_on(&cluster.admin_url, "auth"),
+            crate::postgres::create_database_on(&cluster.admin_url, "resource"),
+        );
+        Self::start_on_databases(
+            name,
+            [auth, resource, gateways],
+            (
+                AuthDeployment::on_database(auth_database_url),
+                resource_database_url,
+            ),
+            &[],
+            &[],
+        )
+        .await
+    }
+
+    async fn start_on_databases(
+        name: &str,
+        [auth, resource, gateways]: [usize; 3],
+        (mut deployment, resource_database_url): (AuthDeployment, String),
+        auth_env: &[(&'static str, String)],
+        resource_env: &[(&'static str, String)],
+    ) -> Self {
         deployment.env = auth_env.to_vec();
 
         let mut auth: Vec<AuthReplica> = (0..auth)
