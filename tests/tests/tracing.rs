@@ -368,3 +368,55 @@ async fn a_request_is_one_trace_in_every_service_in_spans_and_logs() {
         assert_eq!(root.parent_span_id, "", "{root:?}");
     }
 }
+
+#[tokio::test]
+async fn a_collector_that_is_down_fails_no_call_and_is_logged_once() {
+    // Nothing listens there: every export fails (connection refused, after the exporter's
+    // retries).
+    let closed = format!("http://127.0.0.1:{}", e2e::free_port());
+    let mut deployment = AuthDeployment::create().await;
+    deployment.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", closed),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "200".into()),
+    ];
+    let auth = AuthReplica::start(&deployment, "tracing-no-collector").await;
+    let mut client = auth.client().await;
+    let failure = "failed to export spans";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut calls = 0;
+    while !auth.process.logs().contains(failure) {
+        client
+            .get_jwks(proto::auth::v1::GetJwksRequest {})
+            .await
+            .unwrap_or_else(|status| panic!("call {calls} failed: {status}"));
+        calls += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no export failure was logged within 60 s: {}",
+            auth.process.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // More spans, more failed exports: still the one line (the next may come a minute later).
+    for _ in 0..20 {
+        client
+            .get_jwks(proto::auth::v1::GetJwksRequest {})
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let logs = auth.process.logs();
+    assert_eq!(
+        logs.matches(failure).count(),
+        1,
+        "{}",
+        auth.process.describe()
+    );
+    assert!(
+        logs.contains("\"lost_spans\""),
+        "{}",
+        auth.process.describe()
+    );
+}
