@@ -70,8 +70,8 @@ pub struct Exporter {
 
 impl Exporter {
     /// The exporter the environment asks for: `None` when no OTLP endpoint is set. Reads the
-    /// standard variables (the crate reads the endpoint, `OTEL_EXPORTER_OTLP_HEADERS`,
-    /// `…_TIMEOUT` and `…_COMPRESSION` itself; the SDK reads `OTEL_TRACES_SAMPLER` and
+    /// standard variables (the crate reads the endpoint, `OTEL_EXPORTER_OTLP_HEADERS` and
+    /// `…_TIMEOUT` itself; no compression is built in; the SDK reads `OTEL_TRACES_SAMPLER` and
     /// `OTEL_BSP_*`); the service is named by `OTEL_SERVICE_NAME`, else `service`. Must be
     /// called inside the Tokio runtime, which carries the exporter's connection.
     pub fn from_env(service: &str) -> Result<Option<Self>, ConfigError> {
