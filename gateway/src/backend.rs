@@ -28,6 +28,7 @@ use tonic::{
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tracing::Instrument;
 
 pub use discovery::Target;
 pub use failure::{Failure, classify};
@@ -155,7 +156,7 @@ impl Backend {
                     self.name()
                 )));
             };
-            let status = match call(replica.channel.clone()).await {
+            let status = match attempt(self.name(), &replica, call(replica.channel.clone())).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
@@ -178,6 +179,38 @@ impl Backend {
             tracing::info!(backend = self.name(), replica = %replica.uri, ?failure, error = %status, "retrying on another replica");
         }
     }
+}
+
+/// One attempt of a call on `replica`. When spans are exported it runs in a client span of its
+/// own, a child of the request's, whose id the replica gets as its parent in `traceparent`
+/// ([`crate::rpc::Outgoing`] names it after the method).
+async fn attempt<T>(
+    backend: &'static str,
+    replica: &Replica,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<tonic::Response<T>, Status> {
+    if !telemetry::otlp::exporting() {
+        return call.await;
+    }
+    let span = tracing::info_span!(
+        "backend call",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.grpc.status_code = tracing::field::Empty,
+        server.address = %replica.uri,
+        backend,
+    );
+    let result = call.instrument(span.clone()).await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => {
+            span.record("otel.status_code", "ERROR");
+            status.code()
+        }
+    };
+    span.record("rpc.grpc.status_code", code as i64);
+    result
 }
 
 impl Inner {

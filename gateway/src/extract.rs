@@ -1,5 +1,5 @@
-//! What handlers take from a request: the caller's token, request id and address (passed on to
-//! the services as gRPC metadata), and JSON bodies, query strings and path parameters whose
+//! What handlers take from a request: the caller's token, request id, trace and address (passed
+//! on to the services as gRPC metadata), and JSON bodies, query strings and path parameters whose
 //! rejections speak the API's JSON error model instead of axum's plain text.
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +24,8 @@ pub struct Caller {
     /// A token header was present but unusable; the message says why.
     token_error: Option<&'static str>,
     request_id: Option<AsciiMetadataValue>,
+    /// The request's trace (`telemetry::TraceContextLayer`), passed on as `traceparent`.
+    trace: Option<telemetry::TraceContext>,
     /// `None` without a TCP peer (the router driven in-process).
     client_addr: Option<IpAddr>,
 }
@@ -49,6 +51,7 @@ impl FromRequestParts<AppState> for Caller {
             .get(telemetry::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let trace = parts.extensions.get::<telemetry::TraceContext>().cloned();
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -63,6 +66,7 @@ impl FromRequestParts<AppState> for Caller {
             token,
             token_error,
             request_id,
+            trace,
             client_addr,
         })
     }
@@ -75,6 +79,7 @@ impl std::fmt::Debug for Caller {
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("token_error", &self.token_error)
             .field("request_id", &self.request_id)
+            .field("trace", &self.trace)
             .field("client_addr", &self.client_addr)
             .finish()
     }
@@ -102,6 +107,7 @@ impl Caller {
         Ok(Outgoing::new(
             authorization,
             self.request_id.clone(),
+            self.trace.clone(),
             self.metadata_addr(),
         ))
     }
@@ -113,7 +119,12 @@ impl Caller {
 
     /// The metadata without a token, for calls that must not carry one (sign-in, the keys).
     pub fn public(&self) -> Outgoing {
-        Outgoing::new(None, self.request_id.clone(), self.metadata_addr())
+        Outgoing::new(
+            None,
+            self.request_id.clone(),
+            self.trace.clone(),
+            self.metadata_addr(),
+        )
     }
 
     fn metadata_addr(&self) -> Option<AsciiMetadataValue> {

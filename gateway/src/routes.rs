@@ -13,13 +13,14 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
 use serde::Deserialize;
+use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer};
 use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowCredentials, AllowOrigin, CorsLayer},
@@ -148,8 +149,8 @@ pub fn app(state: AppState) -> Router {
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
     // Outermost first: metrics see every answer, refusals by the limits included (and the
     // route's template, which axum sets before these layers run); the request id must exist
-    // before the span that records it is made, and is echoed on every response, even those the
-    // timeout or CORS layers produce.
+    // before the span that records it (and the trace) is made, and is echoed on every response,
+    // even those the timeout or CORS layers produce.
     router.layer(
         ServiceBuilder::new()
             .layer(middleware::from_fn_with_state(
@@ -157,9 +158,10 @@ pub fn app(state: AppState) -> Router {
                 metrics::track,
             ))
             .layer(set_request_id)
+            .layer(TraceContextLayer::new(HttpRequestSpan))
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(request_span)
+                    .make_span_with(telemetry::request_span::<axum::body::Body>)
                     // One line per request at the default level: status and latency.
                     .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
             )
@@ -203,18 +205,41 @@ pub fn next_page(token: String) -> Option<String> {
     Some(token).filter(|t| !t.is_empty())
 }
 
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(telemetry::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %request_id,
-    )
+/// The span of every HTTP request: method, path, request id, trace and span ids. Exported, it is
+/// a server span named after the route (`GET /api/persons/{id}`).
+#[derive(Clone, Copy, Debug)]
+struct HttpRequestSpan;
+
+impl MakeRequestSpan for HttpRequestSpan {
+    fn make_span<B>(
+        &self,
+        request: &axum::http::Request<B>,
+        trace: Option<&TraceContext>,
+    ) -> tracing::Span {
+        let request_id = request
+            .headers()
+            .get(telemetry::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let (trace_id, span_id) = telemetry::trace_context::span_fields(trace);
+        let otel_name = telemetry::otlp::exporting().then(|| {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            format!("{} {route}", request.method())
+        });
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %request_id,
+            trace_id,
+            span_id,
+            otel.name = otel_name,
+            otel.kind = otel_name.is_some().then_some("server"),
+        )
+    }
 }
 
 /// Bounds every request, backend retries included, and answers in the API's error model.
@@ -269,6 +294,8 @@ fn cors(cors: &Cors, cookie_origins: &[HeaderValue]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-access-token"),
                 telemetry::REQUEST_ID,
+                telemetry::TRACEPARENT,
+                telemetry::TRACESTATE,
             ])
             .expose_headers([telemetry::REQUEST_ID])
             .max_age(Duration::from_secs(600)),

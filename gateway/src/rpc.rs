@@ -6,8 +6,9 @@ use proto::{
     auth::v1::auth_service_client::AuthServiceClient,
     person::v1::person_service_client::PersonServiceClient,
 };
+use telemetry::TraceContext;
 use tonic::{
-    Status,
+    GrpcMethod, Status,
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
@@ -42,11 +43,13 @@ impl Client for PersonClient {
 }
 
 /// The metadata every backend call of one HTTP request carries: the caller's token (unless the
-/// call is public), the request id, and the client's address. Cloned into each attempt.
+/// call is public), the request id, the trace (`traceparent`, a new span id for each attempt,
+/// and `tracestate`), and the client's address. Cloned into each attempt.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     authorization: Option<AsciiMetadataValue>,
     request_id: Option<AsciiMetadataValue>,
+    trace: Option<TraceContext>,
     /// Exactly one IP address, sent as `x-forwarded-for`.
     client_addr: Option<AsciiMetadataValue>,
     /// The browser's `User-Agent`, sent as `x-client-user-agent` on the calls that start or
@@ -58,11 +61,13 @@ impl Outgoing {
     pub(crate) fn new(
         authorization: Option<AsciiMetadataValue>,
         request_id: Option<AsciiMetadataValue>,
+        trace: Option<TraceContext>,
         client_addr: Option<AsciiMetadataValue>,
     ) -> Self {
         Self {
             authorization,
             request_id,
+            trace,
             client_addr,
             user_agent: None,
         }
@@ -93,6 +98,19 @@ impl Interceptor for Outgoing {
         ] {
             if let Some(value) = value {
                 metadata.insert(name, value.clone());
+            }
+        }
+        if let Some(trace) = &self.trace {
+            trace.inject(metadata);
+        }
+        if telemetry::otlp::exporting() {
+            // The attempt's span (see `Backend::call`) is named after the method it calls.
+            if let Some(method) = request.extensions().get::<GrpcMethod>() {
+                telemetry::otlp::rename_current_span(format!(
+                    "{}/{}",
+                    method.service(),
+                    method.method()
+                ));
             }
         }
         Ok(request)

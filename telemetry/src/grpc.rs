@@ -30,8 +30,8 @@ use tower::{
 use tower_http::request_id::PropagateRequestIdLayer;
 
 use crate::{
-    GrpcTraceLayer, Rewrite, RewriteRequest, SetRequestId, grpc_trace_layer,
-    metrics::GrpcMetricsLayer, request_id_layers,
+    GrpcRequestSpan, GrpcTraceLayer, Rewrite, RewriteRequest, SetRequestId, TraceContextLayer,
+    grpc_trace_layer, metrics::GrpcMetricsLayer, request_id_layers,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,21 +99,26 @@ pub type GrpcLayers<B> = Stack<
     PropagateRequestIdLayer,
     Stack<
         GrpcTraceLayer<B>,
-        Stack<ClientAddressLayer, Stack<SetRequestId, Stack<GrpcMetricsLayer, Identity>>>,
+        Stack<
+            TraceContextLayer<GrpcRequestSpan>,
+            Stack<ClientAddressLayer, Stack<SetRequestId, Stack<GrpcMetricsLayer, Identity>>>,
+        >,
     >,
 >;
 
 /// The layers in front of every gRPC service of ours, outermost first: count and time the call
 /// (outermost, so refusals by any later layer are counted too), give the call a request id
-/// (so every later log line carries it), resolve the client address, open the call's span (so
-/// refusals by the access check are logged too, with both), and echo the request id back. The
-/// service adds its access check (`authn::AuthnLayer`) after these.
+/// (so every later log line carries it), resolve the client address, read the caller's
+/// `traceparent` and make the call's span, enter that span (so refusals by the access check are
+/// logged too, with all of them), and echo the request id back. The service adds its access
+/// check (`authn::AuthnLayer`) after these.
 pub fn grpc_layers(trusted_peers: Vec<IpNet>) -> ServiceBuilder<GrpcLayers<tonic::body::Body>> {
     let (set_request_id, propagate_request_id) = request_id_layers();
     ServiceBuilder::new()
         .layer(GrpcMetricsLayer::default())
         .layer(set_request_id)
         .layer(ClientAddressLayer::new(trusted_peers))
+        .layer(TraceContextLayer::new(GrpcRequestSpan))
         .layer(grpc_trace_layer())
         .layer(propagate_request_id)
 }

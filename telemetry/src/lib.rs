@@ -1,9 +1,12 @@
-//! What every binary of the project does the same way: structured logs, a request id that follows
-//! a request from the gateway through the services, Prometheus metrics ([`metrics`]), and waiting
-//! for the signal to stop.
+//! What every binary of the project does the same way: structured logs, a request id and a W3C
+//! trace context that follow a request from the gateway through the services
+//! ([`trace_context`]), span export to an OpenTelemetry collector when configured ([`otlp`]),
+//! Prometheus metrics ([`metrics`]), and waiting for the signal to stop.
 
 mod grpc;
 pub mod metrics;
+pub mod otlp;
+pub mod trace_context;
 
 use std::{
     future::Future,
@@ -13,28 +16,47 @@ use std::{
 };
 
 use http::{HeaderName, Request};
+use opentelemetry_sdk::trace::SdkTracer;
 use tower::{Layer, Service, layer::util::Stack};
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
 };
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::field::display;
+use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
 
 pub use grpc::{
     ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, GrpcLimits, bind, grpc_layers,
     reflection, report_health, serve_grpc,
+};
+pub use trace_context::{
+    MakeRequestSpan, TRACEPARENT, TRACESTATE, TraceContext, TraceContextLayer, request_span,
 };
 
 /// The header (and gRPC metadata key) that carries the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber once: `RUST_LOG` filters (default `info`), and `LOG_FORMAT=json`
-/// switches to one JSON object per line for log collectors.
+/// switches to one JSON object per line for log collectors. No span export: that is
+/// [`run_service`]'s, when the environment asks for it.
 pub fn init() {
+    install(None);
+}
+
+/// [`init`], with the spans that pass `RUST_LOG` also handed to OpenTelemetry through `tracer`.
+fn install(tracer: Option<SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(not_the_exporters_own())
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if json {
         registry
             .with(
@@ -51,6 +73,26 @@ pub fn init() {
     drop(result);
 }
 
+/// Everything but the spans and events of the libraries the exporter itself sends with: with
+/// `RUST_LOG=debug` their spans would be exported, and the export would make more of them.
+fn not_the_exporters_own() -> Targets {
+    use tracing_subscriber::filter::LevelFilter;
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets([
+            ("h2", LevelFilter::OFF),
+            ("hyper", LevelFilter::OFF),
+            ("hyper_util", LevelFilter::OFF),
+            ("tonic", LevelFilter::OFF),
+            ("tower", LevelFilter::OFF),
+            ("opentelemetry", LevelFilter::OFF),
+            ("opentelemetry_sdk", LevelFilter::OFF),
+            ("opentelemetry_otlp", LevelFilter::OFF),
+        ])
+        // A longer prefix wins: the request spans' own events stay.
+        .with_target("tower_http", LevelFilter::TRACE)
+}
+
 /// For tests: logs only when `TEST_LOG` is set, so test output stays readable.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -58,21 +100,35 @@ pub fn init_for_tests() {
     }
 }
 
-/// A service's whole `main`: logging, then settings from flags and environment (on a bad one,
-/// one line and exit code 64 before anything starts), then `run` until it returns; an error is
-/// logged with its cause chain and fails the exit code.
+/// A service's whole `main`: logging (and span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set),
+/// then settings from flags and environment (on a bad one, one line and exit code 64 before
+/// anything starts), then `run` until it returns; an error is logged with its cause chain and
+/// fails the exit code. The last spans are sent before the process exits.
 pub async fn run_service<C, S, F>(service: &str, run: impl FnOnce(S) -> F) -> std::process::ExitCode
 where
     C: clap::Parser,
     S: TryFrom<C, Error = settings::ConfigError>,
     F: Future<Output = anyhow::Result<()>>,
 {
-    init();
+    let exporter = match otlp::Exporter::from_env(service) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("invalid configuration: {error}");
+            return std::process::ExitCode::from(settings::EX_USAGE);
+        }
+    };
+    install(exporter.as_ref().map(otlp::Exporter::tracer));
+    if exporter.is_some() {
+        tracing::info!(
+            service,
+            "exporting spans to an OpenTelemetry collector over OTLP/gRPC"
+        );
+    }
     let settings = match settings::load::<C, S>() {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    match run(settings).await {
+    let code = match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(
@@ -82,7 +138,11 @@ where
             );
             std::process::ExitCode::FAILURE
         }
+    };
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
     }
+    code
 }
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes sends) or SIGINT.
@@ -281,9 +341,9 @@ pub fn request_id_layers() -> (SetRequestId, PropagateRequestIdLayer) {
 pub type GrpcTraceLayer<B> =
     TraceLayer<SharedClassifier<GrpcErrorsAsFailures>, fn(&Request<B>) -> tracing::Span>;
 
-/// One span per gRPC call, named by its method and carrying the request id, so every log line
-/// of the call can be found by that id in any service. Answers the caller caused (bad input,
-/// no token, not found) are not failures of ours and are not logged as errors.
+/// Enters the span [`TraceContextLayer`] made for every gRPC call, so every log line of the call
+/// can be found by its request id and trace id in any service. Answers the caller caused (bad
+/// input, no token, not found) are not failures of ours and are not logged as errors.
 pub fn grpc_trace_layer<B>() -> GrpcTraceLayer<B> {
     let classifier = GrpcErrorsAsFailures::new()
         .with_success(GrpcCode::Cancelled)
@@ -298,26 +358,37 @@ pub fn grpc_trace_layer<B>() -> GrpcTraceLayer<B> {
         .make_span_with(request_span::<B> as fn(&Request<B>) -> tracing::Span)
 }
 
-/// The span every request's log lines belong to: its path, its request id and, once
-/// [`ClientAddressLayer`] has run, the client's address.
-pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    match request.extensions().get::<ClientAddress>() {
-        Some(ClientAddress(client)) => tracing::info_span!(
+/// The span of every gRPC call: its method, its request id, its trace and span ids and, once
+/// [`ClientAddressLayer`] has run, the client's address. Exported, it is named after the method
+/// (`auth.v1.AuthService/SignIn`) and is a server span.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcRequestSpan;
+
+impl MakeRequestSpan for GrpcRequestSpan {
+    fn make_span<B>(&self, request: &Request<B>, trace: Option<&TraceContext>) -> tracing::Span {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let client = request
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|ClientAddress(client)| display(client));
+        let path = request.uri().path();
+        let (trace_id, span_id) = trace_context::span_fields(trace);
+        let exporting = otlp::exporting();
+        tracing::info_span!(
             "request",
-            method = %request.uri().path(),
+            method = %path,
             request_id = %request_id,
-            client = %client,
-        ),
-        None => tracing::info_span!(
-            "request",
-            method = %request.uri().path(),
-            request_id = %request_id,
-        ),
+            client,
+            trace_id,
+            span_id,
+            otel.name = exporting.then(|| path.trim_start_matches('/')),
+            otel.kind = exporting.then_some("server"),
+            rpc.system = exporting.then_some("grpc"),
+        )
     }
 }
 

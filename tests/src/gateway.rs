@@ -46,20 +46,28 @@ pub enum HeaderStyle {
 impl Gateway {
     /// Starts a gateway in front of these replicas without waiting for it.
     pub fn spawn(auth_urls: &[String], resource_urls: &[String], label: &str) -> Self {
+        Self::spawn_with(auth_urls, resource_urls, label, &[])
+    }
+
+    /// [`Gateway::spawn`] with more settings, e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn spawn_with(
+        auth_urls: &[String],
+        resource_urls: &[String],
+        label: &str,
+        extra: &[(&'static str, String)],
+    ) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
-        let process = Process::spawn(
-            "gateway",
-            label,
-            &[
-                ("GATEWAY_HTTP_ADDR", addr.to_string()),
-                ("GATEWAY_METRICS_ADDR", metrics.to_string()),
-                ("GATEWAY_AUTH_URL", auth_urls.join(",")),
-                ("GATEWAY_RESOURCE_URL", resource_urls.join(",")),
-                ("LOG_FORMAT", "json".into()),
-                ("RUST_LOG", "info".into()),
-            ],
-        );
+        let mut env = vec![
+            ("GATEWAY_HTTP_ADDR", addr.to_string()),
+            ("GATEWAY_METRICS_ADDR", metrics.to_string()),
+            ("GATEWAY_AUTH_URL", auth_urls.join(",")),
+            ("GATEWAY_RESOURCE_URL", resource_urls.join(",")),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        env.extend(extra.iter().cloned());
+        let process = Process::spawn("gateway", label, &env);
         Self {
             process,
             addr,
