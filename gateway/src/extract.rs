@@ -161,7 +161,8 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
 
 /// An optional JSON body, read whatever the content type says (or without one): no body, or an
 /// empty one, is `T::default()`. For the routes a browser may call with nothing to send
-/// (refresh by cookie, sign-out). Malformed JSON is still a 400 and an oversized body a 413.
+/// (refresh by cookie, sign-out). Anything else must be JSON, as the API's description says:
+/// malformed JSON (whitespace alone included) is a 400 and an oversized body a 413.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
@@ -172,7 +173,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             Ok(body) => body,
             Err(rejection) => return Err(bytes_rejection(&rejection)),
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
+        if body.is_empty() {
             return Ok(Self(T::default()));
         }
         serde_json::from_slice(&body)

@@ -121,6 +121,11 @@ async fn run(
         "10",
         "--generation-database",
         "none",
+        // The email rule is three patterns (shape, length, local part), and values drawn from
+        // the first are filtered by the others; now and then Hypothesis judges that it filters
+        // too much. That says how hard values are to draw, not how the API answers.
+        "--suppress-health-check",
+        "filter_too_much",
         "--no-color",
         "--header",
         &authorization,
@@ -200,7 +205,8 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     // The deployment's own admin, created for this stack alone (AUTH_BOOTSTRAP_ADMIN_*).
     let admin = &stack.deployment.admin;
 
-    let token = gateway.sign_in(admin).await.access_token;
+    let signed_in = gateway.sign_in(admin).await;
+    let token = signed_in.access_token;
     control_characters_are_refused(gateway, &token).await;
     let mut excluded = Vec::new();
     for name in ENDING_SESSIONS.iter().chain([&SIGN_OUT]) {
@@ -226,6 +232,23 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
         "the run lost the admin's session, so most of its answers were 401s: {}",
         me.text().await.unwrap_or_default()
     );
+
+    // schemathesis signs in with the names it saw (the admin's among them) and wrong
+    // passwords, so the admin's sign-ins from here are throttled by now: lift that, as an admin
+    // would, for the two sign-ins below (the runs after this one do not sign in).
+    let cleared = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .delete(gateway.url(&format!(
+            "/api/admin/users/{}/sign-in-throttle",
+            signed_in.id
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
 
     // Each with a session of its own that the run may end.
     let mut included = Vec::new();
