@@ -203,7 +203,12 @@ impl Accounts {
             tracing::info!(client = %client, login_hash = %login_hash(login), "sign-in refused");
             Error::InvalidCredentials
         };
-        if login.len() > MAX_LOGIN || password.expose_secret().chars().count() > Password::MAX {
+        // No username or email holds a control character (and PostgreSQL refuses a NUL in text,
+        // which would make the lookup an internal error instead of a refusal).
+        if login.len() > MAX_LOGIN
+            || login.chars().any(char::is_control)
+            || password.expose_secret().chars().count() > Password::MAX
+        {
             return Err(refused());
         }
         let found = self.store.find_credentials(login).await?;

@@ -172,7 +172,8 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
 
 /// An optional JSON body, read whatever the content type says (or without one): no body, or an
 /// empty one, is `T::default()`. For the routes a browser may call with nothing to send
-/// (refresh by cookie, sign-out). Malformed JSON is still a 400 and an oversized body a 413.
+/// (refresh by cookie, sign-out). Anything else must be JSON, as the API's description says:
+/// malformed JSON (whitespace alone included) is a 400 and an oversized body a 413.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
@@ -183,7 +184,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             Ok(body) => body,
             Err(rejection) => return Err(bytes_rejection(&rejection)),
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
+        if body.is_empty() {
             return Ok(Self(T::default()));
         }
         serde_json::from_slice(&body)
@@ -292,9 +293,54 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
+/// A user or session id in a path: a UUID in its hyphenated form
+/// (`01a21805-1ece-7319-8309-df8c71af21df`), the one form the API documents. Anything else is a
+/// 400 before a backend is asked (auth-service would also take other spellings of a UUID, which
+/// the API's description does not allow).
+#[derive(Debug)]
+pub struct Uuid(pub String);
+
+impl Uuid {
+    fn is_hyphenated(text: &str) -> bool {
+        text.len() == 36
+            && text.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Uuid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if Self::is_hyphenated(&text) {
+            Ok(Self(text))
+        } else {
+            Err(serde::de::Error::custom(
+                "an id must be a hyphenated UUID such as 01a21805-1ece-7319-8309-df8c71af21df",
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hyphenated_uuids_are_ids() {
+        assert!(Uuid::is_hyphenated("01a21805-1ece-7319-8309-DF8C71AF21DF"));
+        for bad in [
+            "",
+            "01a218051ece73198309df8c71af21df",
+            "{01a21805-1ece-7319-8309-df8c71af21df}",
+            "01a21805-1ece-7319-8309-df8c71af21dg",
+            " 01a21805-1ece-7319-8309-df8c71af21d",
+            "01a21805-1ece-7319-8309-df8c71af21df\n",
+        ] {
+            assert!(!Uuid::is_hyphenated(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn debug_output_never_shows_the_token() {

@@ -191,12 +191,21 @@ pub struct Paging {
 }
 
 impl Paging {
-    /// The services' defaults: size 0 means theirs, an empty token the first page.
-    pub fn into_parts(self) -> (i32, String) {
-        (
-            self.page_size.unwrap_or_default(),
-            self.page_token.unwrap_or_default(),
-        )
+    /// The largest page the API documents (and the services serve).
+    pub const MAX_PAGE_SIZE: i32 = 100;
+
+    /// The services' defaults: size 0 means theirs, an empty token the first page. A size
+    /// outside 0 to [`Self::MAX_PAGE_SIZE`] is refused, as the API's description says, rather
+    /// than quietly served as another size.
+    pub fn into_parts(self) -> Result<(i32, String), ApiError> {
+        let page_size = self.page_size.unwrap_or_default();
+        if !(0..=Self::MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(ApiError::bad_request(format!(
+                "pageSize must be between 0 and {}, got {page_size}",
+                Self::MAX_PAGE_SIZE
+            )));
+        }
+        Ok((page_size, self.page_token.unwrap_or_default()))
     }
 }
 

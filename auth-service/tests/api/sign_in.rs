@@ -232,3 +232,19 @@ async fn a_flood_of_sign_ins_beyond_the_hashing_bound_is_resource_exhausted() {
         "{codes:?}"
     );
 }
+
+/// On PostgreSQL, which refuses a NUL in text, such a login once made the lookup an internal
+/// error; no account can have a control character in its name or email.
+#[tokio::test]
+async fn a_login_with_a_control_character_is_a_refused_sign_in_on_postgres() {
+    let app = spawn_with(crate::helpers::postgres_config().await).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    for login in ["alice\u{0}", "ali\u{7}ce", "\u{0}"] {
+        let refused = app.sign_in(login, PASSWORD).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::Unauthenticated,
+            "{login:?}: {refused}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::Safety::Idempotent,
     error::ApiError,
-    extract::{Caller, Json, Path, Query},
+    extract::{Caller, Json, Path, Query, Uuid},
     rpc::AuthClient,
     state::AppState,
 };
@@ -34,7 +34,7 @@ pub async fn list_users(
     Query(paging): Query<Paging>,
 ) -> Result<axum::Json<Page>, ApiError> {
     let outgoing = caller.outgoing()?;
-    let (page_size, page_token) = paging.into_parts();
+    let (page_size, page_token) = paging.into_parts()?;
     let message = pb::ListUsersRequest {
         page_size,
         page_token,
@@ -57,7 +57,7 @@ pub struct Roles {
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Uuid(id)): Path<Uuid>,
     Json(body): Json<Roles>,
 ) -> Result<axum::Json<User>, ApiError> {
     let outgoing = caller.outgoing()?;
@@ -69,7 +69,8 @@ pub async fn set_roles(
     let response = state
         .auth
         .rpc(&outgoing, Idempotent, AuthClient::set_user_roles, message)
-        .await?;
+        .await
+        .map_err(self_change_conflicts)?;
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
     ))
@@ -79,7 +80,7 @@ pub async fn set_roles(
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Uuid(id)): Path<Uuid>,
 ) -> Result<axum::Json<User>, ApiError> {
     set_disabled(&state, &caller, id, true).await
 }
@@ -87,7 +88,7 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Uuid(id)): Path<Uuid>,
 ) -> Result<axum::Json<User>, ApiError> {
     set_disabled(&state, &caller, id, false).await
 }
@@ -109,17 +110,32 @@ async fn set_disabled(
             AuthClient::set_user_disabled,
             message,
         )
-        .await?;
+        .await
+        .map_err(self_change_conflicts)?;
     Ok(axum::Json(
         response.user.ok_or_else(missing("user"))?.into(),
     ))
+}
+
+/// auth-service refuses an admin's disabling or demoting their own account as a failed
+/// precondition; the request itself is well formed, so the API answers 409 (the target's state,
+/// being the caller, conflicts), not the 400 of a malformed request.
+fn self_change_conflicts(error: ApiError) -> ApiError {
+    if error.code == "failed_precondition" {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            ..error
+        }
+    } else {
+        error
+    }
 }
 
 /// Forgets the account's failed sign-ins from every client; 204 on success.
 pub async fn clear_sign_in_throttle(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Uuid(id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::ClearSignInThrottleRequest { user_id: id };

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     backend::Safety::Idempotent,
     error::ApiError,
-    extract::{Caller, Path},
+    extract::{Caller, Path, Uuid},
     rpc::AuthClient,
     state::AppState,
 };
@@ -57,7 +57,7 @@ pub async fn mine(
 pub async fn end_mine(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Uuid(id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     end(&state, &caller, String::new(), id).await
 }
@@ -65,7 +65,7 @@ pub async fn end_mine(
 pub async fn of_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(user_id): Path<String>,
+    Path(Uuid(user_id)): Path<Uuid>,
 ) -> Result<axum::Json<Sessions>, ApiError> {
     list(&state, &caller, user_id).await.map(axum::Json)
 }
@@ -74,7 +74,7 @@ pub async fn of_user(
 pub async fn one_of_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path((user_id, session_id)): Path<(String, String)>,
+    Path((Uuid(user_id), Uuid(session_id))): Path<(Uuid, Uuid)>,
 ) -> Result<axum::Json<Session>, ApiError> {
     list(&state, &caller, user_id)
         .await?
@@ -88,7 +88,7 @@ pub async fn one_of_user(
 pub async fn end_of_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path((user_id, session_id)): Path<(String, String)>,
+    Path((Uuid(user_id), Uuid(session_id))): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     end(&state, &caller, user_id, session_id).await
 }
@@ -98,7 +98,7 @@ pub async fn end_of_user(
 pub async fn end_all_of_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(user_id): Path<String>,
+    Path(Uuid(user_id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let sessions = list(&state, &caller, user_id.clone()).await?;
     for session in sessions.sessions {

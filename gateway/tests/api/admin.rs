@@ -40,7 +40,7 @@ async fn a_non_admin_may_not_list_users_or_change_roles() {
     let change = stack
         .gateway
         .put(
-            "/api/admin/users/anyone/roles",
+            "/api/admin/users/00000000-0000-0000-0000-000000000000/roles",
             Some(&moderator),
             &json!({"roles": ["admin"]}),
         )
@@ -136,4 +136,61 @@ async fn an_admin_rotates_the_signing_key_once_while_none_is_pending() {
     let again = stack.gateway.post(path, Some(&admin), &json!({})).await;
     assert_eq!(again.status, 409, "{}", again.text());
     assert_eq!(again.json()["code"], "already_exists");
+}
+
+#[tokio::test]
+async fn user_ids_other_than_hyphenated_uuids_and_pages_over_100_are_a_400() {
+    let stack = spawn_stack().await;
+    let admin = stack.admin_token().await;
+    for path in [
+        "/api/admin/users/whoever/disable",
+        "/api/admin/users/00000000000000000000000000000000/disable",
+        "/api/admin/users/%7B00000000-0000-0000-0000-000000000000%7D/sessions",
+        "/api/admin/users/00000000-0000-0000-0000-000000000000/sessions/not-a-session",
+    ] {
+        let response = stack.gateway.post(path, Some(&admin), &json!({})).await;
+        let response = if response.status == 405 {
+            stack.gateway.get(path, Some(&admin)).await
+        } else {
+            response
+        };
+        assert_eq!(response.status, 400, "{path}: {}", response.text());
+        assert_eq!(response.error_code(), "invalid_argument");
+    }
+    let too_many = stack
+        .gateway
+        .get("/api/admin/users?pageSize=101", Some(&admin))
+        .await;
+    assert_eq!(too_many.status, 400, "{}", too_many.text());
+    assert!(too_many.text().contains("pageSize"), "{}", too_many.text());
+}
+
+#[tokio::test]
+async fn an_admin_disabling_or_demoting_itself_is_a_conflict() {
+    let stack = spawn_stack().await;
+    let admin = stack.admin_token().await;
+    let id = stack.gateway.get("/api/auth/me", Some(&admin)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let disable = stack
+        .gateway
+        .post(
+            &format!("/api/admin/users/{id}/disable"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    let demote = stack
+        .gateway
+        .put(
+            &format!("/api/admin/users/{id}/roles"),
+            Some(&admin),
+            &json!({"roles": ["user"]}),
+        )
+        .await;
+    for response in [disable, demote] {
+        assert_eq!(response.status, 409, "{}", response.text());
+        assert_eq!(response.error_code(), "failed_precondition");
+    }
 }

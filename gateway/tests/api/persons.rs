@@ -89,6 +89,7 @@ async fn bad_paging_parameters_are_a_400() {
     let user = stack.user_token().await;
     for path in [
         "/api/persons?pageSize=-1",
+        "/api/persons?pageSize=101",
         "/api/persons?pageToken=%25%25not-a-token",
     ] {
         let response = stack.gateway.get(path, Some(&user)).await;
@@ -212,4 +213,31 @@ async fn only_an_admin_deletes_and_a_deleted_person_is_gone() {
     assert_eq!(by_admin.status, 204, "{}", by_admin.text());
     assert_eq!(stack.gateway.get(&path, Some(&admin)).await.status, 404);
     assert_eq!(stack.gateway.delete(&path, Some(&admin)).await.status, 404);
+}
+
+#[tokio::test]
+async fn an_age_is_any_whole_number_even_written_with_a_fraction_of_zero() {
+    let stack = spawn_stack().await;
+    let moderator = stack.moderator_token().await;
+    let created = stack
+        .gateway
+        .post(
+            "/api/persons",
+            Some(&moderator),
+            &json!({"name": "Grace Hopper", "email": "grace@example.com", "age": 85.0}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["age"], 85);
+    for age in [json!(85.5), json!(1e10), json!("85")] {
+        let refused = stack
+            .gateway
+            .post(
+                "/api/persons",
+                Some(&moderator),
+                &json!({"name": "Grace Hopper", "email": "grace2@example.com", "age": age}),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{age}: {}", refused.text());
+    }
 }

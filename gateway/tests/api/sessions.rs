@@ -644,3 +644,21 @@ async fn introspection_shows_an_active_tokens_claims_and_nothing_else_for_an_ina
         .await;
     assert_eq!(anonymous.status, 401);
 }
+
+#[tokio::test]
+async fn an_optional_body_is_empty_or_json_never_whitespace() {
+    let stack = spawn_stack().await;
+    let empty = stack
+        .gateway
+        .post_raw("/api/auth/signout", Some("application/json"), "")
+        .await;
+    assert_eq!(empty.status, 204, "{}", empty.text());
+    for body in ["\n", "  ", "nope"] {
+        let refused = stack
+            .gateway
+            .post_raw("/api/auth/signout", Some("application/json"), body)
+            .await;
+        assert_eq!(refused.status, 400, "{body:?}: {}", refused.text());
+        assert_eq!(refused.error_code(), "invalid_argument");
+    }
+}

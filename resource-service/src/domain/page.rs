@@ -83,6 +83,12 @@ impl NameFilter {
                 super::PersonName::MAX_CHARS
             )));
         }
+        // No name holds one, and PostgreSQL refuses a NUL in text (an internal error otherwise).
+        if filter.chars().any(char::is_control) {
+            return Err(Invalid(
+                "name_filter must not contain control characters".into(),
+            ));
+        }
         Ok(Some(Self(filter.to_lowercase())))
     }
 
@@ -136,6 +142,13 @@ mod tests {
             &URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
         ] {
             assert!(PageToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_filter_with_control_characters_is_refused() {
+        for bad in ["a\u{0}b", "a\nb", "\u{85}"] {
+            assert!(NameFilter::parse(bad).is_err(), "{bad:?}");
         }
     }
 
