@@ -224,17 +224,7 @@ async fn report_ready(reporter: HealthReporter, store: Store, keys: Keys) {
             let store = store.clone();
             async move { store.ping().await }
         },
-        |reachable| {
-            let reporter = reporter.clone();
-            async move {
-                let status = if reachable {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                telemetry::report_health(&reporter, SERVICE_NAME, status).await;
-            }
-        },
+        |reachable| telemetry::report_serving(reporter.clone(), SERVICE_NAME, reachable),
     )
     .await;
 }

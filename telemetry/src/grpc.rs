@@ -233,6 +233,17 @@ pub async fn report_health(reporter: &HealthReporter, service: &str, status: Ser
     reporter.set_service_status(service, status).await;
 }
 
+/// [`report_health`] as SERVING or NOT_SERVING, taking what it needs by value, for callbacks such
+/// as a database reachability follower's.
+pub async fn report_serving(reporter: HealthReporter, service: &str, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    report_health(&reporter, service, status).await;
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;

@@ -28,7 +28,7 @@ use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*
 
 pub use grpc::{
     ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, GrpcLimits, bind, grpc_layers,
-    reflection, report_health, serve_grpc,
+    reflection, report_health, report_serving, serve_grpc,
 };
 pub use trace_context::{
     MakeRequestSpan, TRACEPARENT, TRACESTATE, TraceContext, TraceContextLayer, request_span,
