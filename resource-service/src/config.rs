@@ -37,6 +37,10 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Connections in the PostgreSQL pool of each replica (SQLite has its own fixed pool).
+    #[arg(long, env = "RESOURCE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
     /// auth-service replicas to fetch the token keys (JWKS) from and follow the revocation feed
     /// of, comma-separated. With HS256 an empty value follows no feed (revoked tokens stay
     /// valid until they expire).
@@ -127,6 +131,7 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub database: Database,
+    pub db_max_connections: u32,
     pub token_keys: TokenKeys,
     pub audience: Audience,
     pub token_cache_capacity: u64,
@@ -163,6 +168,12 @@ impl TryFrom<Config> for Settings {
                 "RESOURCE_TOKEN_ISSUER and RESOURCE_TOKEN_AUDIENCE must not be empty",
             ));
         }
+        if config.db_max_connections == 0 {
+            return Err(ConfigError::new(
+                "RESOURCE_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
         let database_url = secret(
             config.database_url,
             config.database_url_file.as_deref(),
@@ -190,6 +201,7 @@ impl TryFrom<Config> for Settings {
                 config.data_dir.join("resource.db"),
                 "RESOURCE_DATABASE_URL",
             )?,
+            db_max_connections: config.db_max_connections,
             token_keys,
             audience: Audience {
                 issuer: config.token_issuer,
@@ -331,6 +343,7 @@ impl Config {
             database_url: Some(format!("sqlite://{}", file.display()).into()),
             database_url_file: None,
             data_dir: dir,
+            db_max_connections: 5,
             auth_url: Vec::new(),
             token_alg: Algorithm::HS256,
             hs256_secret: Some(TEST_HS256_SECRET.into()),

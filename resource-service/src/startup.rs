@@ -47,7 +47,7 @@ impl Application {
             None => None,
         };
         let url = settings.database.prepare()?;
-        let store = Store::connect(url.expose_secret()).await?;
+        let store = Store::connect_with(url.expose_secret(), settings.db_max_connections).await?;
         if settings.sample_data {
             let loaded = store.load_if_empty(&sample_persons()).await?;
             tracing::info!(loaded, "sample persons requested");

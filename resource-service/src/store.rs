@@ -19,6 +19,9 @@ use crate::{
 /// The backend's migrations, tolerating those a newer version applied (rather than refusing them
 /// as missing), so replicas of two adjacent versions can run side by side during a rolling
 /// upgrade or a rollback.
+/// The PostgreSQL pool size when none is configured (`RESOURCE_DB_MAX_CONNECTIONS`' default).
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
 fn tolerant(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
     migrator.set_ignore_missing(true);
     migrator
@@ -46,8 +49,13 @@ impl Store {
     /// applies the embedded migrations. Concurrent replicas may start together: on PostgreSQL
     /// the migrator holds an advisory lock.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`Store::connect`] with a PostgreSQL pool of `max_connections` (SQLite keeps its own).
+    pub async fn connect_with(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Store::Postgres(PostgresStore::connect(url).await?)
+            Store::Postgres(PostgresStore::connect(url, max_connections).await?)
         } else if url.starts_with("sqlite:") {
             Store::Sqlite(SqliteStore::connect(url).await?)
         } else {

@@ -125,3 +125,22 @@ fn the_secret_can_come_from_a_mounted_file() {
         TokenKeys::Hs256(_)
     ));
 }
+
+#[test]
+fn the_pool_size_is_a_setting_of_at_least_one() {
+    let settings = settings(parse(&["--db-max-connections", "3"]).unwrap()).unwrap();
+    assert_eq!(settings.db_max_connections, 3);
+    assert_eq!(
+        settings_default_pool(),
+        10,
+        "the default stays what deploy/ sizes PostgreSQL for"
+    );
+    assert_eq!(
+        refused_for(parse(&["--db-max-connections", "0"]).unwrap()),
+        "RESOURCE_DB_MAX_CONNECTIONS"
+    );
+}
+
+fn settings_default_pool() -> u32 {
+    settings(parse(&[]).unwrap()).unwrap().db_max_connections
+}

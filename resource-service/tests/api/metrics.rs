@@ -76,3 +76,18 @@ async fn metrics_count_token_checks_by_outcome_and_calls_by_code() {
     assert!((0.0..60.0).contains(&age), "{age}");
     at_least("db_pool_max_connections", 1.0);
 }
+
+#[tokio::test]
+async fn the_postgres_pool_has_the_configured_size() {
+    let mut config = Config::for_tests();
+    config.database_url = Some(crate::helpers::fresh_postgres_database().await.into());
+    config.db_max_connections = 3;
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = spawn_app_with(config).await;
+    let body = scrape(app.metrics.expect("metrics are served")).await;
+    assert_eq!(
+        sample(&body, "db_pool_max_connections"),
+        Some(3.0),
+        "{body}"
+    );
+}
