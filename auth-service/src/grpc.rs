@@ -197,6 +197,49 @@ impl AuthService for AuthGrpc {
     type WatchRevocationsStream =
         tokio_stream::wrappers::ReceiverStream<Result<pb::RevocationBatch, Status>>;
 
+    async fn create_service_account(
+        &self,
+        _: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn list_service_accounts(
+        &self,
+        _: Request<pb::ListServiceAccountsRequest>,
+    ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn set_service_account_disabled(
+        &self,
+        _: Request<pb::SetServiceAccountDisabledRequest>,
+    ) -> Result<Response<pb::SetServiceAccountDisabledResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn delete_service_account(
+        &self,
+        _: Request<pb::DeleteServiceAccountRequest>,
+    ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn rotate_service_account_secret(
+        &self,
+        _: Request<pb::RotateServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::RotateServiceAccountSecretResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn issue_client_token(
+        &self,
+        _: Request<pb::IssueClientTokenRequest>,
+    ) -> Result<Response<pb::IssueClientTokenResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+    async fn introspect_token(
+        &self,
+        _: Request<pb::IntrospectTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        Err(Status::unimplemented("service accounts are not built yet"))
+    }
+
     async fn sign_up(
         &self,
         request: Request<pb::SignUpRequest>,
@@ -470,6 +513,7 @@ impl AuthService for AuthGrpc {
             jti: c.jti,
             sid: c.sid.unwrap_or_default(),
             token_type: "Bearer".to_owned(),
+            client_id: String::new(),
         }))
     }
 

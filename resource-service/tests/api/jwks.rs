@@ -78,6 +78,48 @@ impl AuthService for KeyServer {
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         unimplemented()
     }
+    async fn create_service_account(
+        &self,
+        _: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_service_accounts(
+        &self,
+        _: Request<pb::ListServiceAccountsRequest>,
+    ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
+        unimplemented()
+    }
+    async fn set_service_account_disabled(
+        &self,
+        _: Request<pb::SetServiceAccountDisabledRequest>,
+    ) -> Result<Response<pb::SetServiceAccountDisabledResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_service_account(
+        &self,
+        _: Request<pb::DeleteServiceAccountRequest>,
+    ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        unimplemented()
+    }
+    async fn rotate_service_account_secret(
+        &self,
+        _: Request<pb::RotateServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::RotateServiceAccountSecretResponse>, Status> {
+        unimplemented()
+    }
+    async fn issue_client_token(
+        &self,
+        _: Request<pb::IssueClientTokenRequest>,
+    ) -> Result<Response<pb::IssueClientTokenResponse>, Status> {
+        unimplemented()
+    }
+    async fn introspect_token(
+        &self,
+        _: Request<pb::IntrospectTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        unimplemented()
+    }
     async fn get_jwks(
         &self,
         _: Request<GetJwksRequest>,
