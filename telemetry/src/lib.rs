@@ -4,6 +4,7 @@
 //! Prometheus metrics ([`metrics`]), and waiting for the signal to stop.
 
 mod grpc;
+mod json_log;
 pub mod metrics;
 pub mod otlp;
 pub mod trace_context;
@@ -60,10 +61,11 @@ fn install(tracer: Option<SdkTracer>) {
     let result = if json {
         registry
             .with(
+                // tracing-subscriber's JSON format (flattened events, the current span and the
+                // span list), written without re-parsing the spans' fields for every line.
                 fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(json_log::JsonLines),
             )
             .try_init()
     } else {
