@@ -33,6 +33,10 @@ from stack import BENCH, ROOT, BenchError, Postgres, Processes, Stack, build, en
 # --- Report -------------------------------------------------------------------------------------
 
 
+PROBE_CALLS = [("jwks", "JWKS (GetJwks)"), ("refresh", "refresh (Refresh)"),
+               ("validate", "introspection (ValidateToken)")]
+
+
 def fmt_rps(values):
     mid = statistics.median(values)
     if len(values) == 1:
@@ -54,9 +58,11 @@ def fmt_ratio(values):
 
 
 def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_after, owns_pg):
+    settings = "".join(f" --auth-env {e}" for e in args.auth_env)
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with "
-        f"`scripts/bench{' --smoke' if args.smoke else ''}` ({profile} build): {args.rounds} "
+        f"`scripts/bench{' --smoke' if args.smoke else ''}{' --storm-only' if args.storm_only else ''}"
+        f"{settings}` ({profile} build): {args.rounds} "
         f"interleaved round(s) of {args.duration} s per target, {args.connections} connections, "
         f"{args.threads} load threads; GET one person by id, one PostgreSQL read per request. "
         f"{os.cpu_count()} CPUs; load average {load_before} before, {load_after} after "
@@ -65,7 +71,7 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
         "| target | req/s median (range) | p50 | p99 | CPU per request | peak RSS |",
         "|---|---|---|---|---|---|",
     ]
-    for key, label, cpu_names in READ_TARGETS:
+    for key, label, cpu_names in (READ_TARGETS if rounds else []):
         results = [r[key] for r in rounds]
         cpu = ", ".join(f"{n} {statistics.median(r['cpu_us'][n] for r in results):.0f} µs"
                         for n in cpu_names)
@@ -85,13 +91,16 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
     def ratio(a, b):
         return fmt_ratio([r[a]["rps"] / r[b]["rps"] for r in rounds])
 
+    if rounds:
+        lines += [
+            "",
+            "Medians of the per-round req/s ratios:",
+            "",
+            f"- ours / Express string secret: {ratio('ours', 'express-string')}",
+            f"- ours / Express KeyObject: {ratio('ours', 'express-keyobject')}",
+            f"- gateway hop (ours / resource-service gRPC alone): {ratio('ours', 'grpc')}",
+        ]
     lines += [
-        "",
-        "Medians of the per-round req/s ratios:",
-        "",
-        f"- ours / Express string secret: {ratio('ours', 'express-string')}",
-        f"- ours / Express KeyObject: {ratio('ours', 'express-keyobject')}",
-        f"- gateway hop (ours / resource-service gRPC alone): {ratio('ours', 'grpc')}",
         "",
         f"Login storm: {args.storm_duration} s of sign-ins at {storm['rate']:,.0f}/s "
         f"({args.storm_factor:g}× the sign-in throughput above, at least "
@@ -106,6 +115,30 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
         r = storm[name]
         lines.append(f"| {'alone' if name == 'idle' else 'during the storm'} | {r['rps']:,.0f} "
                      f"| {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} |")
+    calls = storm["calls"]
+    lines += [
+        "",
+        f"auth-service's other calls through the gateway, each on one connection every "
+        f"{args.storm_probe_interval_ms} ms (bench/probe.py), alone and during the storm; the "
+        f"last column is the storm's p99 over the p99 alone:",
+        "",
+        "| call | calls alone / storm | p50 alone | p99 alone | p50 storm | p99 storm | p99 ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [("reads (GetPerson via resource-service)", storm["idle"], storm["storm"])] + [
+        (label, calls["idle"][key], calls["storm"][key])
+        for key, label in PROBE_CALLS]
+    for label, idle, busy in rows:
+        lines.append(f"| {label} | {idle['requests']} / {busy['requests']} "
+                     f"| {fmt_us(idle['p50_us'])} | {fmt_us(idle['p99_us'])} "
+                     f"| {fmt_us(busy['p50_us'])} | {fmt_us(busy['p99_us'])} "
+                     f"| {busy['p99_us'] / max(idle['p99_us'], 1):.2f}× |")
+    for when in ["idle", "storm"]:
+        for key, label in PROBE_CALLS:
+            bad = {s: n for s, n in calls[when][key]["statuses"].items() if s != "200"}
+            if bad:
+                lines.append(f"\n{label} ({'alone' if when == 'idle' else 'storm'}) answered "
+                             f"other than 200: {bad}")
     lines += ["", "| sign-ins | count | share | p50 | p99 |", "|---|---|---|---|---|"]
     sent = max(storm["sent"], 1)
     names = {200: "accepted (200)", 429: "refused (429)", 0: "transport error"}
@@ -131,6 +164,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="one very short round on the debug build; checks that it runs")
+    parser.add_argument("--profile", choices=["release", "debug"], default="release",
+                        help="which build to measure (--smoke: debug)")
     parser.add_argument("--no-build", action="store_true",
                         help="use the binaries already in the target directory")
     parser.add_argument("--rounds", type=int, default=3)
@@ -145,6 +180,16 @@ def parse_args():
                         help="the storm's sign-in rate as a multiple of the measured throughput")
     parser.add_argument("--storm-min-rate", type=float, default=20.0,
                         help="sign-ins per second the storm sends at least")
+    parser.add_argument("--storm-rate", type=float, default=None,
+                        help="sign-ins per second the storm sends, instead of the factor above "
+                             "(to compare settings at one rate)")
+    parser.add_argument("--storm-probe-interval-ms", type=int, default=20,
+                        help="pause between two JWKS, refresh or introspection probes")
+    parser.add_argument("--storm-only", action="store_true",
+                        help="skip the read rounds: sign-in throughput and the storm only")
+    parser.add_argument("--auth-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra environment variable for auth-service, e.g. "
+                             "AUTH_HASH_PRIORITY=normal (repeatable)")
     parser.add_argument("--out", default=None,
                         help="where to write the report (default bench/results.md, "
                              "bench/results-smoke.md with --smoke)")
@@ -152,6 +197,11 @@ def parse_args():
     if args.smoke:
         args.rounds, args.duration, args.connections, args.threads = 1, 2, 4, 1
         args.signin_duration, args.storm_duration = 3, 2
+    if args.storm_only:
+        args.rounds = 0
+    for entry in args.auth_env:
+        if "=" not in entry or not entry.startswith("AUTH_"):
+            parser.error(f"--auth-env takes AUTH_NAME=VALUE, not {entry!r}")
     args.out = args.out or os.path.join(BENCH, "results-smoke.md" if args.smoke else "results.md")
     return args
 
@@ -170,6 +220,11 @@ def smoke_check(rounds, signin, storm, out):
         if r["requests"] == 0 or r["errors"]["status"]:
             problems.append(f"storm reads ({name}): {r['requests']} answers, "
                             f"{r['errors']['status']} not 200")
+    for name in ["idle", "storm"]:
+        for key, label in PROBE_CALLS:
+            r = storm["calls"][name][key]
+            if r["requests"] == 0 or r["statuses"].get("200", 0) != r["requests"]:
+                problems.append(f"{label} ({name}): statuses {r['statuses']}")
     if not (storm["by_status"].get(200) or storm["by_status"].get(429)):
         problems.append(f"storm sign-ins: none answered 200 or 429 ({list(storm['by_status'])})")
     with open(out) as f:
@@ -182,7 +237,7 @@ def smoke_check(rounds, signin, storm, out):
 
 def main():
     args = parse_args()
-    profile = "debug" if args.smoke else "release"
+    profile = "debug" if args.smoke else args.profile
     started = time.monotonic()
     ensure_tools()
     if args.no_build:
@@ -200,6 +255,7 @@ def main():
     try:
         pg.start()
         stack = Stack(procs, pg, bin_dir)
+        stack.auth_env = dict(entry.split("=", 1) for entry in args.auth_env)
         stack.start()
         meter = Meter(stack)
         load_before = "{:.1f}".format(os.getloadavg()[0])

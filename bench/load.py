@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 from stack import BENCH, PERSON_ID, BenchError, GET_PERSON, grpc_frame
@@ -231,22 +232,58 @@ def measure_signin(stack, meter, args):
     return result
 
 
+def start_probe(stack, args):
+    """bench/probe.py timing JWKS, refresh and introspection through the gateway, paced."""
+    access, refresh = stack.probe_tokens
+    argv = [sys.executable, os.path.join(BENCH, "probe.py"), "--port", str(stack.ports["gateway"]),
+            "--access-token", access, "--refresh-token", refresh,
+            "--duration", str(args.storm_duration),
+            "--interval-ms", str(args.storm_probe_interval_ms)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_probe(stack, probe, timeout):
+    """The probe's results, with the last refresh token it holds kept for the next probe."""
+    try:
+        stdout, stderr = probe.communicate(timeout=timeout)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+    if probe.returncode != 0:
+        raise BenchError(f"the probe failed ({probe.returncode}):\n{stdout}{stderr}")
+    results = json.loads(stdout)
+    stack.probe_tokens = (stack.probe_tokens[0], results.pop("refresh_token"))
+    for result in results.values():
+        values = sorted(result["latencies_us"])
+        result["requests"] = len(values)
+        result["p50_us"] = percentile(values, 50)
+        result["p99_us"] = percentile(values, 99)
+    return results
+
+
 def measure_storm(stack, args, signin_rps):
-    """Paced reads through the gateway alone, then the same reads during a sign-in flood at
-    twice the measured sign-in throughput."""
+    """Paced reads through the gateway and paced calls of auth-service's JWKS, refresh and
+    introspection alone, then the same during a sign-in flood at twice the measured sign-in
+    throughput."""
     reads_env = {"WRK_AUTH": stack.token, "WRK_DELAY_MS": str(args.storm_read_delay_ms)}
     url = stack.url("gateway", f"/api/persons/{PERSON_ID}")
+    probe = start_probe(stack, args)
     idle = run_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
-    rate = max(args.storm_factor * signin_rps, args.storm_min_rate)
+    idle_calls = finish_probe(stack, probe, args.storm_duration + 60)
+    rate = args.storm_rate or max(args.storm_factor * signin_rps, args.storm_min_rate)
     reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
+    probe = start_probe(stack, args)
     try:
         flood, skipped = asyncio.run(
             signin_flood(stack.ports["gateway"], stack.signer, rate, args.storm_duration))
         stdout, stderr = reads.communicate(timeout=args.storm_duration + 60)
+        storm_calls = finish_probe(stack, probe, args.storm_duration + 60)
     finally:
-        if reads.poll() is None:
-            reads.kill()
-            reads.wait()
+        for proc in [reads, probe]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     storm = parse_wrk(subprocess.CompletedProcess(reads.args, reads.returncode, stdout, stderr))
     by_status = {}
     for status, seconds in flood:
@@ -254,4 +291,4 @@ def measure_storm(stack, args, signin_rps):
     for values in by_status.values():
         values.sort()
     return {"idle": idle, "storm": storm, "rate": rate, "sent": len(flood), "skipped": skipped,
-            "by_status": by_status}
+            "by_status": by_status, "calls": {"idle": idle_calls, "storm": storm_calls}}

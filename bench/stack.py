@@ -232,6 +232,8 @@ class Stack:
         self.express_token = None
         self.user = None
         self.signer = None
+        self.probe_tokens = None
+        self.auth_env = {}
 
     def start(self):
         auth_db = self.pg.create_database("bench_auth")
@@ -253,6 +255,8 @@ class Stack:
             "AUTH_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             # Long enough that no token expires during a full run.
             "AUTH_ACCESS_TOKEN_TTL": "1h",
+            # What --auth-env asks for, to compare settings.
+            **self.auth_env,
         })
         wait_until("auth-service", lambda: port_open(self.ports["auth"]), self.procs,
                    ["auth-service"])
@@ -301,6 +305,11 @@ class Stack:
         if status != 200 or not isinstance(body, dict) or "accessToken" not in body:
             raise BenchError(f"sign-in answered {status}: {body}")
         self.token = body["accessToken"]
+        # The storm's probes refresh a session of their own, so they never touch the readers'.
+        status, body = http("POST", self.url("gateway", "/api/auth/signin"), self.user)
+        if status != 200 or not isinstance(body, dict) or "refreshToken" not in body:
+            raise BenchError(f"sign-in answered {status}: {body}")
+        self.probe_tokens = (body["accessToken"], body["refreshToken"])
         # Sign-in load signs in as another account: each sign-in starts a session, and past the
         # per-user cap (AUTH_MAX_SESSIONS_PER_USER) the oldest end, which would revoke the
         # readers' token mid-run.

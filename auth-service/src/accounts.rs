@@ -215,6 +215,9 @@ impl Accounts {
         {
             return Err(refused());
         }
+        // A place among the password checks first: when hashing is saturated the sign-in is
+        // refused at once, before any database work, and counts as no attempt.
+        let admitted = self.hasher.admit(origin.client())?;
         let found = self.store.find_credentials(login).await?;
         let (user, hash) = match found {
             Some(c) => (Some(c.user), Some(c.password_hash)),
@@ -241,7 +244,7 @@ impl Accounts {
             }
             Err(ThrottleError::Store(e)) => return Err(e.into()),
         };
-        let matches = match self.hasher.verify(password, hash, origin.client()).await {
+        let matches = match self.hasher.verify_admitted(admitted, password, hash).await {
             Ok(matches) => matches,
             Err(e) => {
                 // Not a password check, so not a failure to count.

@@ -162,6 +162,17 @@ pub struct Config {
     #[arg(long, env = "AUTH_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
 
+    /// The longest a password check may expect to wait for a worker (the checks ahead of it at
+    /// the recent mean hashing time); a check that would wait longer is refused at once with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUTH_HASH_MAX_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub hash_max_wait: Duration,
+
+    /// Scheduling priority of the hashing threads: `idle` (Linux SCHED_IDLE, CPU time nothing
+    /// else wants, so a sign-in flood cannot slow other requests) or `normal`.
+    #[arg(long, env = "AUTH_HASH_PRIORITY", value_enum, default_value_t = password::Priority::Idle)]
+    pub hash_priority: password::Priority,
+
     /// Password checks one client may have running or waiting at once; beyond that its calls
     /// are RESOURCE_EXHAUSTED. Defaults to a quarter of workers plus queue (at least 1).
     #[arg(long, env = "AUTH_HASH_PER_CLIENT")]
@@ -230,6 +241,8 @@ pub struct Settings {
     pub memory_limit: Option<u64>,
     pub hash_queue: usize,
     pub hash_per_client: usize,
+    pub hash_max_wait: Duration,
+    pub hash_priority: password::Priority,
     pub throttle: ThrottleSettings,
     pub trusted_peers: Vec<IpNet>,
     pub feed: FeedConfig,
@@ -384,6 +397,8 @@ impl TryFrom<Config> for Settings {
             memory_limit,
             hash_queue: config.hash_queue,
             hash_per_client,
+            hash_max_wait: config.hash_max_wait,
+            hash_priority: config.hash_priority,
             throttle,
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
             feed,
@@ -686,6 +701,11 @@ impl Config {
             cgroup_root: std::env::temp_dir().join("no-cgroup-file-system"),
             hash_queue: 64,
             hash_per_client: None,
+            // Tests share a loaded machine with other tests: hashing at idle priority and a
+            // wait bound would make their answers depend on that load. The defaults have tests
+            // of their own (`password.rs`, `password/workers.rs`).
+            hash_max_wait: Duration::from_secs(3600),
+            hash_priority: password::Priority::Normal,
             signin_max_failures: 10,
             signin_window: Duration::from_secs(15 * 60),
             signin_account_max_failures: 100,

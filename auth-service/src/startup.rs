@@ -55,13 +55,17 @@ impl Application {
             settings.rotation,
         )
         .await?;
-        let hasher = PasswordHasher::new(
+        let hasher = PasswordHasher::with_scheduling(
             settings.hash_workers,
             settings.hash_queue,
             settings.hash_per_client,
+            settings.hash_priority,
+            settings.hash_max_wait,
         )?;
         tracing::info!(
             workers = settings.hash_workers,
+            priority = ?settings.hash_priority,
+            max_wait_ms = settings.hash_max_wait.as_millis() as u64,
             memory_limit_mib = settings.memory_limit.map(|bytes| bytes >> 20),
             needed_mib = password::budget::needed(settings.hash_workers) >> 20,
             "password hashing workers"

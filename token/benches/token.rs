@@ -47,6 +47,22 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // The JSON share of both: claims written into a pre-sized buffer, and read back.
+    let claims = verifier.verify(&token).expect("valid");
+    let json = serde_json::to_vec(&claims).expect("json");
+    let mut g = c.benchmark_group("claims");
+    g.bench_function("to_json", |b| {
+        b.iter(|| {
+            let mut buffer = Vec::with_capacity(512);
+            serde_json::to_writer(&mut buffer, black_box(&claims)).expect("json");
+            buffer
+        })
+    });
+    g.bench_function("from_json", |b| {
+        b.iter(|| serde_json::from_slice::<token::Claims>(black_box(&json)).expect("json"))
+    });
+    g.finish();
+
     let secret = Hs256Secret::new(&[7u8; 32]).expect("secret");
     let hs_issuer = Issuer::new(
         SigningKey::Hs256(secret.clone()),

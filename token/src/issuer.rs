@@ -2,9 +2,17 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::Signer as _;
 
-use crate::{Audience, Claims, KeyError, Role, SERVICE_ACCOUNT_PREFIX, SigningKey, unix_now};
+use crate::{
+    Audience, Claims, KeyError, Role, SERVICE_ACCOUNT_PREFIX, SigningKey, keys::SignKey, unix_now,
+};
+
+/// Room for the claims JSON of a typical token, so serialising it rarely reallocates.
+const CLAIMS_CAPACITY: usize = 512;
+/// Length of the longest signature this issuer writes (Ed25519, 64 bytes) in base64url.
+const SIGNATURE_B64_LEN: usize = 86;
 
 /// A freshly signed token and the claims inside it.
 #[derive(Clone, Debug)]
@@ -19,23 +27,32 @@ pub enum IssueError {
     Key(#[from] KeyError),
     #[error("failed to sign the token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("failed to encode the token")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// Signs access tokens with one key. Cheap to share behind an `Arc`.
+///
+/// Writes the JWS compact form (RFC 7515) itself: the key is parsed and the protected header
+/// encoded once, when the issuer is built, so a token costs the claims JSON and one signature.
 pub struct Issuer {
-    encoding: EncodingKey,
-    header: Header,
+    key: SignKey,
+    kid: String,
+    /// The protected header in base64url, the same in every token.
+    header: String,
     audience: Audience,
     ttl: Duration,
 }
 
 impl Issuer {
     pub fn new(key: SigningKey, audience: Audience, ttl: Duration) -> Result<Self, IssueError> {
-        let encoding = key.encoding_key()?;
-        let mut header = Header::new(key.algorithm().jwt());
+        let mut header = jsonwebtoken::Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());
+        let header =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(IssueError::Encode)?);
         Ok(Self {
-            encoding,
+            key: key.sign_key(),
+            kid: key.kid().to_owned(),
             header,
             audience,
             ttl,
@@ -44,7 +61,7 @@ impl Issuer {
 
     /// The key id in every header this issuer writes.
     pub fn kid(&self) -> &str {
-        self.header.kid.as_deref().unwrap_or_default()
+        &self.kid
     }
 
     /// Issues a token for `subject` valid from now for the configured lifetime.
@@ -113,6 +130,32 @@ impl Issuer {
 
     /// Signs exactly these claims. Tests use it to build expired or foreign tokens.
     pub fn sign(&self, claims: &Claims) -> Result<String, IssueError> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(IssueError::Sign)
+        let mut json = Vec::with_capacity(CLAIMS_CAPACITY);
+        serde_json::to_writer(&mut json, claims).map_err(IssueError::Encode)?;
+        let payload_len = base64::encoded_len(json.len(), false).unwrap_or_default();
+        let mut token =
+            String::with_capacity(self.header.len() + payload_len + SIGNATURE_B64_LEN + 2);
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        // The signing input is everything so far: header.payload.
+        match &self.key {
+            SignKey::Ed25519(key) => {
+                let signature = key.sign(token.as_bytes()).to_bytes();
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+            }
+            SignKey::Hs256(key) => {
+                let signature = jsonwebtoken::crypto::sign(
+                    token.as_bytes(),
+                    key,
+                    jsonwebtoken::Algorithm::HS256,
+                )
+                .map_err(IssueError::Sign)?;
+                token.push('.');
+                token.push_str(&signature);
+            }
+        }
+        Ok(token)
     }
 }

@@ -1,7 +1,6 @@
 //! The public half of the signing keys as an RFC 7517 JSON Web Key Set.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 
 /// One public key. Only Ed25519 (RFC 8037 `OKP`) keys are ever published.
@@ -36,8 +35,9 @@ impl Jwk {
         }
     }
 
-    /// The verification key, if this is an Ed25519 signing key we can use.
-    pub(crate) fn decoding_key(&self) -> Option<DecodingKey> {
+    /// The verification key, if this is an Ed25519 signing key we can use: the right type, use and
+    /// algorithm, and 32 bytes that decode to a point on the curve.
+    pub(crate) fn verifying_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
         let usable = self.kty == "OKP"
             && self.crv == "Ed25519"
             && (self.alg.is_empty() || self.alg == "EdDSA")
@@ -45,7 +45,7 @@ impl Jwk {
         if !usable {
             return None;
         }
-        let x = URL_SAFE_NO_PAD.decode(&self.x).ok()?;
-        (x.len() == 32).then(|| DecodingKey::from_ed_der(&x))
+        let x: [u8; 32] = URL_SAFE_NO_PAD.decode(&self.x).ok()?.try_into().ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(&x).ok()
     }
 }

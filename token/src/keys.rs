@@ -3,7 +3,6 @@
 use std::{fmt, str::FromStr};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
@@ -55,8 +54,6 @@ pub enum KeyError {
     SecretTooShort { min: usize, got: usize },
     #[error("an Ed25519 seed must be exactly 32 bytes")]
     BadSeed,
-    #[error("failed to encode the Ed25519 key")]
-    Encoding,
 }
 
 /// An Ed25519 key pair; its `kid` is the RFC 7638 thumbprint of the public key.
@@ -176,21 +173,43 @@ impl SigningKey {
         }
     }
 
-    pub(crate) fn encoding_key(&self) -> Result<EncodingKey, KeyError> {
+    /// The key in the form that signs: parsed once, here, rather than on every token.
+    pub(crate) fn sign_key(&self) -> SignKey {
         match self {
-            SigningKey::Ed25519(k) => {
-                let der = k.key.to_pkcs8_der().map_err(|_| KeyError::Encoding)?;
-                Ok(EncodingKey::from_ed_der(der.as_bytes()))
-            }
-            SigningKey::Hs256(s) => Ok(EncodingKey::from_secret(s.bytes())),
+            SigningKey::Ed25519(k) => SignKey::Ed25519(k.key.clone()),
+            SigningKey::Hs256(s) => SignKey::Hs256(EncodingKey::from_secret(s.bytes())),
         }
     }
 
     /// The key that checks this key's signatures.
-    pub fn decoding_key(&self) -> DecodingKey {
+    pub(crate) fn check_key(&self) -> CheckKey {
         match self {
-            SigningKey::Ed25519(k) => DecodingKey::from_ed_der(k.key.verifying_key().as_bytes()),
-            SigningKey::Hs256(s) => DecodingKey::from_secret(s.bytes()),
+            SigningKey::Ed25519(k) => CheckKey::Ed25519(k.key.verifying_key()),
+            SigningKey::Hs256(s) => CheckKey::Hs256(DecodingKey::from_secret(s.bytes())),
+        }
+    }
+}
+
+/// A signing key ready to use. An Ed25519 key is held expanded (scalar, nonce prefix and public
+/// key), so signing costs one signature, not a key derivation as well.
+pub(crate) enum SignKey {
+    Ed25519(ed25519_dalek::SigningKey),
+    Hs256(EncodingKey),
+}
+
+/// A verification key ready to use. An Ed25519 key is held with its point already decompressed, so
+/// checking a signature costs one verification, not a decompression as well.
+#[derive(Clone)]
+pub(crate) enum CheckKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Hs256(DecodingKey),
+}
+
+impl CheckKey {
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        match self {
+            CheckKey::Ed25519(_) => Algorithm::EdDSA,
+            CheckKey::Hs256(_) => Algorithm::HS256,
         }
     }
 }

@@ -8,6 +8,11 @@
 //! metrics count); the worker is then reserved for its job until the job is done, even if the
 //! caller has given up meanwhile, so no more than `count` hashes ever run. Workers stop when the
 //! pool is dropped.
+//!
+//! Each worker runs at the [`Priority`] it was given, by default [`Priority::Idle`] (Linux
+//! `SCHED_IDLE`): hashing then gets only CPU time nothing else wants, and a request thread that
+//! wakes up takes the CPU from a hash at once, so a flood of sign-ins slows sign-ins, not reads,
+//! token checks or refreshes.
 
 use std::{
     panic::{self, AssertUnwindSafe},
@@ -28,6 +33,44 @@ pub(super) struct Workers {
     /// One permit per worker that is idle or not started yet.
     free: Arc<Semaphore>,
     state: Arc<Mutex<State>>,
+    priority: Priority,
+}
+
+/// The scheduling priority of the hashing threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Priority {
+    /// `SCHED_IDLE` on Linux: only CPU time no other thread of the machine wants; a waking
+    /// request thread preempts a hash at once. Needs no privilege. Elsewhere, the lowest nice.
+    Idle,
+    /// The same as every other thread of the process.
+    Normal,
+}
+
+impl Priority {
+    /// Applies to the calling thread. Lowering a thread's priority needs no privilege; should it
+    /// fail all the same, the thread runs on at normal priority and says so.
+    fn apply_to_current_thread(self) {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        if self == Priority::Normal {
+            return;
+        }
+        let policy = if cfg!(any(target_os = "linux", target_os = "android")) {
+            NormalThreadSchedulePolicy::Idle
+        } else {
+            NormalThreadSchedulePolicy::Other
+        };
+        let result = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(policy),
+        );
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot lower the priority of a password hashing worker; it runs at normal priority");
+        }
+    }
 }
 
 struct State {
@@ -54,13 +97,14 @@ pub(super) struct Reserved<'a> {
 }
 
 impl Workers {
-    pub(super) fn new(count: usize) -> Self {
+    pub(super) fn new(count: usize, priority: Priority) -> Self {
         Self {
             free: Arc::new(Semaphore::new(count)),
             state: Arc::new(Mutex::new(State {
                 idle: Vec::new(),
                 started: 0,
             })),
+            priority,
         }
     }
 
@@ -98,7 +142,11 @@ impl Reserved<'_> {
         let inbox = match state.idle.pop() {
             Some(inbox) => inbox,
             None => {
-                let inbox = spawn(state.started, Arc::downgrade(&self.workers.state))?;
+                let inbox = spawn(
+                    state.started,
+                    self.workers.priority,
+                    Arc::downgrade(&self.workers.state),
+                )?;
                 state.started += 1;
                 inbox
             }
@@ -117,11 +165,18 @@ impl Reserved<'_> {
     }
 }
 
-fn spawn(index: usize, state: Weak<Mutex<State>>) -> anyhow::Result<mpsc::Sender<Job>> {
+fn spawn(
+    index: usize,
+    priority: Priority,
+    state: Weak<Mutex<State>>,
+) -> anyhow::Result<mpsc::Sender<Job>> {
     let (inbox, jobs) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name(format!("argon2-{index}"))
-        .spawn(move || serve(&jobs, &state))
+        .spawn(move || {
+            priority.apply_to_current_thread();
+            serve(&jobs, &state)
+        })
         .context("failed to start a password hashing worker")?;
     Ok(inbox)
 }
@@ -186,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_at_a_time_needs_one_worker() {
-        let workers = Workers::new(4);
+        let workers = Workers::new(4, Priority::Normal);
         for _ in 0..5 {
             let id = answer(&workers, |_| std::thread::current().id()).await;
             assert_eq!(id, answer(&workers, |_| std::thread::current().id()).await);
@@ -196,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_more_than_count_run_even_when_callers_give_up() {
-        let workers = Arc::new(Workers::new(2));
+        let workers = Arc::new(Workers::new(2, Priority::Normal));
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let blocked = Arc::new(Mutex::new(blocked));
         // Two jobs that wait to be released, whose callers have gone.
@@ -222,9 +277,32 @@ mod tests {
         assert_eq!(workers.started(), 2);
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn idle_workers_hash_under_sched_idle_and_normal_ones_do_not() {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, unix::thread_schedule_policy,
+        };
+        let idle = Workers::new(1, Priority::Idle);
+        assert_eq!(
+            answer(&idle, |_| thread_schedule_policy().unwrap()).await,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+        );
+        // Only the worker's own thread: the caller's is untouched.
+        assert_eq!(
+            thread_schedule_policy().unwrap(),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
+        );
+        let normal = Workers::new(1, Priority::Normal);
+        assert_eq!(
+            answer(&normal, |_| thread_schedule_policy().unwrap()).await,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
+        );
+    }
+
     #[tokio::test]
     async fn a_panicking_job_loses_only_itself() {
-        let workers = Workers::new(1);
+        let workers = Workers::new(1, Priority::Normal);
         let (tx, rx) = oneshot::channel::<()>();
         workers
             .acquire()
