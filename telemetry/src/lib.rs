@@ -6,6 +6,7 @@
 mod grpc;
 pub mod metrics;
 pub mod otlp;
+pub mod tls;
 pub mod trace_context;
 
 use std::{
