@@ -365,6 +365,21 @@ mod tests {
     }
 
     #[test]
+    fn an_https_url_needs_a_readable_ca_file() {
+        let error = settings(&["--auth-urls", "https://auth:50051"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_TLS_CA_FILE");
+        let args = [
+            "--auth-urls",
+            "https://auth:50051",
+            "--tls-ca-file",
+            "/nonexistent/ca.pem",
+        ];
+        let error = settings(&args).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_TLS_CA_FILE");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
     fn trusted_proxies_are_addresses_or_blocks() {
         let parsed = settings(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.1,::1"]).unwrap();
         let expected: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]
