@@ -35,6 +35,20 @@ pub struct Config {
     #[arg(long, env = "AUTH_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// A PEM certificate chain (the server's certificate first): with `AUTH_TLS_KEY_FILE`, the
+    /// gRPC port serves only TLS. Read at start; a renewed certificate needs a restart.
+    #[arg(long, env = "AUTH_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of `AUTH_TLS_CERT_FILE`.
+    #[arg(long, env = "AUTH_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Where grpc.health.v1 alone is served in plain text, for probes that cannot speak TLS;
+    /// unset: no such port.
+    #[arg(long, env = "AUTH_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
     /// `postgres://…` for replicas sharing one database, or `sqlite:…`. Unset: a SQLite file in
     /// the data directory.
     #[arg(long, env = "AUTH_DATABASE_URL", hide_env_values = true)]
@@ -226,6 +240,10 @@ pub struct Config {
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// `Some`: the gRPC port serves only TLS.
+    pub tls: Option<telemetry::tls::ServerTls>,
+    /// The plain-text grpc.health.v1 port, if any.
+    pub health_addr: Option<SocketAddr>,
     pub database: Database,
     pub db_max_connections: u32,
     pub keys: KeyConfig,
@@ -362,6 +380,15 @@ impl TryFrom<Config> for Settings {
         Ok(Self {
             grpc_addr: config.grpc_addr,
             metrics_addr: config.metrics_addr,
+            tls: telemetry::tls::ServerTls::load(
+                config.tls_cert_file.as_deref(),
+                config.tls_key_file.as_deref(),
+                telemetry::tls::ServerTlsSettings {
+                    cert_file: "AUTH_TLS_CERT_FILE",
+                    key_file: "AUTH_TLS_KEY_FILE",
+                },
+            )?,
+            health_addr: config.health_addr,
             database,
             db_max_connections: config.db_max_connections,
             keys: key_config(
@@ -670,6 +697,9 @@ impl Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            health_addr: None,
             database_url: None,
             database_url_file: None,
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),

@@ -7,7 +7,10 @@ use authn::{AuthnLayer, TokenCache};
 use ipnet::IpNet;
 use proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
-use telemetry::metrics::MetricsServer;
+use telemetry::{
+    metrics::MetricsServer,
+    tls::{HealthPort, ServerTls},
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -33,6 +36,8 @@ pub struct Application {
     trusted_peers: Vec<IpNet>,
     prune_interval: Duration,
     metrics: Option<MetricsServer>,
+    tls: Option<ServerTls>,
+    health_port: Option<HealthPort>,
 }
 
 impl Application {
@@ -40,6 +45,7 @@ impl Application {
     /// and the first admin. Nothing is served yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
+        let health_port = HealthPort::bind(settings.health_addr).await?;
         // First, so the recorder is installed before anything makes its metric handles.
         let mut metrics = match settings.metrics_addr {
             Some(addr) => Some(MetricsServer::bind(addr).await?),
@@ -103,6 +109,8 @@ impl Application {
             trusted_peers: settings.trusted_peers,
             prune_interval: settings.prune_interval,
             metrics,
+            tls: settings.tls,
+            health_port,
         })
     }
 
@@ -115,6 +123,11 @@ impl Application {
         self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
+    /// Where grpc.health.v1 is served in plain text, when `AUTH_HEALTH_ADDR` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_port.as_ref().map(HealthPort::local_addr)
+    }
+
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting, and gives
     /// in-flight calls up to `telemetry::DRAIN_GRACE` to finish.
     pub async fn run_until_stopped(
@@ -125,6 +138,8 @@ impl Application {
         // Up until the gRPC server has drained, so the last calls are still scraped.
         let _metrics = self.metrics.map(MetricsServer::spawn);
         let (reporter, health) = tonic_health::server::health_reporter();
+        // Up until the gRPC server has drained, so probes see NOT_SERVING while it drains.
+        let _health_port = self.health_port.map(|port| port.spawn(health.clone()));
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
                 .context("failed to build reflection service")?;
@@ -153,7 +168,7 @@ impl Application {
         // Everything was loaded in `build`, so the service is ready as soon as it listens, and
         // for as long as its database answers: every call needs it.
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::Serving).await;
-        tracing::info!(%addr, "auth-service listening");
+        tracing::info!(%addr, tls = self.tls.is_some(), "auth-service listening");
         let database = tokio::spawn(follow_database(reporter.clone(), self.store.clone()));
         let feed = self.feed;
         let draining = async move {
@@ -168,6 +183,7 @@ impl Application {
         let pruning = tokio::spawn(self.throttle.prune_periodically());
         let result = telemetry::serve_grpc(
             telemetry::GrpcLimits::default(),
+            self.tls.as_ref(),
             self.listener,
             layers,
             routes,

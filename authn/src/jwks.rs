@@ -10,9 +10,13 @@ use std::{
 
 use proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
 use token::{Audience, Jwk, Verifier};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::{Keys, jwk_from_proto, keys::KeySlot};
+use crate::{
+    Keys, jwk_from_proto,
+    keys::KeySlot,
+    tls::{ClientTls, EndpointProblem, InvalidEndpoint},
+};
 
 #[derive(Clone, Debug)]
 pub struct JwksSourceConfig {
@@ -26,6 +30,8 @@ pub struct JwksSourceConfig {
     pub refetch_cooldown: Duration,
     /// Per-attempt deadline for a JWKS call.
     pub timeout: Duration,
+    /// The CA an `https://` endpoint's certificate must come from.
+    pub tls: Option<ClientTls>,
 }
 
 impl JwksSourceConfig {
@@ -36,6 +42,7 @@ impl JwksSourceConfig {
             refresh_interval: Duration::from_secs(60),
             refetch_cooldown: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -69,14 +76,16 @@ impl JwksSource {
     pub async fn start(config: JwksSourceConfig) -> Result<Keys, InvalidEndpoint> {
         let mut channels = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|_| InvalidEndpoint(url.clone()))?
+            let endpoint = crate::tls::endpoint(url, config.tls.as_ref())?
                 .connect_timeout(config.timeout)
                 .timeout(config.timeout);
             channels.push(endpoint.connect_lazy());
         }
         if channels.is_empty() {
-            return Err(InvalidEndpoint(String::new()));
+            return Err(InvalidEndpoint {
+                url: String::new(),
+                problem: EndpointProblem::NotAUrl,
+            });
         }
         let empty = Verifier::from_jwks([], &config.audience);
         let slot = Arc::new(KeySlot::new(empty));
@@ -225,15 +234,3 @@ async fn refresh_loop(inner: Weak<Inner>, mut healthy: bool) {
         };
     }
 }
-
-/// An auth-service URL that is not a valid URI.
-#[derive(Debug)]
-pub struct InvalidEndpoint(pub String);
-
-impl std::fmt::Display for InvalidEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid auth-service URL {:?}", self.0)
-    }
-}
-
-impl std::error::Error for InvalidEndpoint {}

@@ -29,6 +29,7 @@ mod layer;
 pub mod metrics;
 mod policy;
 mod revocation;
+pub mod tls;
 
 pub use cache::TokenCache;
 pub use gate::Gate;

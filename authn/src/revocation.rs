@@ -26,10 +26,10 @@ use proto::auth::v1::{
 };
 use token::{Claims, unix_now};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use self::set::{RevocationSet, RevokedSubject};
-use crate::jwks::InvalidEndpoint;
+use crate::tls::{ClientTls, EndpointProblem, InvalidEndpoint};
 
 /// The grpc.health.v1 service name that reports whether the revocation view is current.
 pub const REVOCATION_HEALTH_SERVICE: &str = "authn.revocation";
@@ -53,6 +53,8 @@ pub struct RevocationConfig {
     pub connect_timeout: Duration,
     /// The longest wait between two attempts.
     pub max_backoff: Duration,
+    /// The CA an `https://` endpoint's certificate must come from.
+    pub tls: Option<ClientTls>,
 }
 
 impl RevocationConfig {
@@ -64,6 +66,7 @@ impl RevocationConfig {
             idle_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
             max_backoff: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -250,8 +253,7 @@ impl RevocationFollower {
         for url in &config.endpoints {
             // No request timeout: the stream is meant to last. HTTP/2 keepalives notice a dead
             // peer, and the idle timeout a silent one.
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|_| InvalidEndpoint(url.clone()))?
+            let endpoint = crate::tls::endpoint(url, config.tls.as_ref())?
                 .connect_timeout(config.connect_timeout)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
@@ -259,7 +261,10 @@ impl RevocationFollower {
             channels.push(endpoint.connect_lazy());
         }
         if channels.is_empty() {
-            return Err(InvalidEndpoint(String::new()));
+            return Err(InvalidEndpoint {
+                url: String::new(),
+                problem: EndpointProblem::NotAUrl,
+            });
         }
         let revocations = Revocations::manual(config);
         if let Some(shared) = &revocations.shared {

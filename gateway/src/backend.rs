@@ -21,14 +21,13 @@ use std::{
     time::Duration,
 };
 
-use tonic::{
-    Status,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tracing::Instrument;
+
+use authn::tls::{ClientTls, InvalidEndpoint};
 
 pub use discovery::Target;
 pub use failure::{Failure, classify};
@@ -91,6 +90,8 @@ pub struct BackendConfig {
     pub targets: Vec<Target>,
     pub health_interval: Duration,
     pub connect_timeout: Duration,
+    /// The CA `https://` replicas' certificates must come from.
+    pub tls: Option<ClientTls>,
 }
 
 /// Cheap to clone; every clone shares the replicas.
@@ -250,7 +251,8 @@ impl Inner {
         let mut uris = Vec::new();
         for target in &self.config.targets {
             match target.resolve().await {
-                Ok(found) => uris.extend(found),
+                // Each address is checked against the name it was resolved from.
+                Ok(found) => uris.extend(found.into_iter().map(|uri| (uri, target.host()))),
                 Err(error) => {
                     tracing::warn!(
                         backend = self.config.name,
@@ -266,11 +268,11 @@ impl Inner {
         let known: HashMap<&str, &Arc<Replica>> =
             current.iter().map(|r| (r.uri.as_str(), r)).collect();
         let mut next = Vec::with_capacity(uris.len());
-        for uri in uris {
+        for (uri, host) in uris {
             if let Some(replica) = known.get(uri.as_str()) {
                 next.push(Arc::clone(replica));
             } else {
-                match self.connect(&uri) {
+                match self.connect(&uri, host) {
                     Ok(replica) => next.push(Arc::new(replica)),
                     Err(error) => {
                         tracing::warn!(backend = self.config.name, %uri, %error, "skipping replica")
@@ -290,8 +292,8 @@ impl Inner {
         }
     }
 
-    fn connect(&self, uri: &str) -> Result<Replica, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(uri.to_owned())?
+    fn connect(&self, uri: &str, host: &str) -> Result<Replica, InvalidEndpoint> {
+        let channel = authn::tls::endpoint_for(uri, Some(host), self.config.tls.as_ref())?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             // Notice a replica that vanished without closing its connections.
@@ -308,18 +310,23 @@ impl Inner {
     async fn check_health(&self) {
         let replicas = self.snapshot();
         let checks = replicas.iter().map(|replica| async move {
-            let up = self.is_serving(replica.channel.clone()).await;
-            let state = if up {
-                ReplicaState::Up
-            } else {
-                ReplicaState::Down
-            };
-            replica.set_state(state, self.config.name);
+            match self.is_serving(replica.channel.clone()).await {
+                Ok(()) => replica.set_state(ReplicaState::Up, self.config.name),
+                Err(reason) => {
+                    if replica.state() != ReplicaState::Down {
+                        // Why, once per fall: e.g. a TLS handshake the replica's certificate
+                        // failed.
+                        tracing::warn!(backend = self.config.name, replica = %replica.uri, %reason, "health check failed");
+                    }
+                    replica.set_state(ReplicaState::Down, self.config.name);
+                }
+            }
         });
         futures::future::join_all(checks).await;
     }
 
-    async fn is_serving(&self, channel: Channel) -> bool {
+    /// `Ok` when the replica reports SERVING, else why not.
+    async fn is_serving(&self, channel: Channel) -> Result<(), String> {
         let timeout = self.config.health_interval.max(Duration::from_secs(1));
         let mut client = HealthClient::new(channel);
         // The service's own name first; a server that registered only the overall status ("")
@@ -330,13 +337,18 @@ impl Inner {
             };
             match tokio::time::timeout(timeout, client.check(request)).await {
                 Ok(Ok(response)) => {
-                    return response.into_inner().status == ServingStatus::Serving as i32;
+                    let status = response.into_inner().status();
+                    return match status {
+                        ServingStatus::Serving => Ok(()),
+                        other => Err(format!("reports {}", other.as_str_name())),
+                    };
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::NotFound => continue,
-                _ => return false,
+                Ok(Err(status)) => return Err(telemetry::tls::error_chain(&status)),
+                Err(_) => return Err(format!("no answer within {timeout:?}")),
             }
         }
-        false
+        Err("no health status".into())
     }
 }
 

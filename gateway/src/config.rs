@@ -2,8 +2,9 @@
 //! cluster, every default visible here; and the [`Settings`] validated from it once, before any
 //! port is bound, holding every parsed and derived value the gateway uses.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use authn::tls::ClientTls;
 use axum::http::{HeaderValue, Uri};
 use clap::Parser;
 use ipnet::IpNet;
@@ -43,6 +44,12 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub resource_urls: Vec<String>,
+
+    /// The PEM CA certificates that `https://` auth-service and resource-service URLs'
+    /// certificates must come from (checked against the URL's host name). Needed by `https://`
+    /// URLs.
+    #[arg(long, env = "GATEWAY_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
 
     /// Origins allowed to call the API from a browser (comma-separated; `*` for any). Empty means
     /// same-origin only, which is all the bundled page needs.
@@ -111,6 +118,7 @@ impl Config {
             metrics_addr: None,
             auth_urls,
             resource_urls,
+            tls_ca_file: None,
             cors_origins: Vec::new(),
             cookie_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -135,6 +143,8 @@ pub struct Settings {
     pub auth_targets: Vec<Target>,
     /// Never empty.
     pub resource_targets: Vec<Target>,
+    /// The CA of `https://` targets; set when any target is `https://`.
+    pub tls: Option<ClientTls>,
     pub cors: Cors,
     /// Besides the request's own origin, the origins that may spend the refresh cookie.
     pub cookie_origins: Vec<HeaderValue>,
@@ -173,11 +183,18 @@ impl TryFrom<Config> for Settings {
     type Error = ConfigError;
 
     fn try_from(config: Config) -> Result<Self, ConfigError> {
+        let tls = config
+            .tls_ca_file
+            .as_deref()
+            .map(ClientTls::from_ca_file)
+            .transpose()
+            .map_err(|problem| ConfigError::new("GATEWAY_TLS_CA_FILE", problem))?;
         Ok(Self {
             http_addr: config.http_addr,
             metrics_addr: config.metrics_addr,
-            auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL")?,
-            resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL")?,
+            auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL", tls.as_ref())?,
+            resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL", tls.as_ref())?,
+            tls,
             cors: cors(&config.cors_origins)?,
             cookie_origins: cookie_origins(&config.cookie_origins)?,
             trusted_proxies: settings::networks(
@@ -218,7 +235,11 @@ impl TryFrom<Config> for Settings {
     }
 }
 
-fn targets(urls: &[String], setting: &'static str) -> Result<Vec<Target>, ConfigError> {
+fn targets(
+    urls: &[String],
+    setting: &'static str,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<Target>, ConfigError> {
     let targets = urls
         .iter()
         .filter(|u| !u.trim().is_empty())
@@ -226,6 +247,14 @@ fn targets(urls: &[String], setting: &'static str) -> Result<Vec<Target>, Config
         .collect::<Result<Vec<_>, _>>()?;
     if targets.is_empty() {
         return Err(ConfigError::new(setting, "no URL given"));
+    }
+    if tls.is_none() && targets.iter().any(Target::is_https) {
+        return Err(ConfigError::new(
+            "GATEWAY_TLS_CA_FILE",
+            format!(
+                "{setting} has an https:// URL, and no CA file is set to check its certificate"
+            ),
+        ));
     }
     Ok(targets)
 }
@@ -333,6 +362,21 @@ mod tests {
         assert_eq!(error.setting, "GATEWAY_RESOURCE_URL");
         let error = settings(&["--auth-urls", " , "]).unwrap_err();
         assert_eq!(error.setting, "GATEWAY_AUTH_URL");
+    }
+
+    #[test]
+    fn an_https_url_needs_a_readable_ca_file() {
+        let error = settings(&["--auth-urls", "https://auth:50051"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_TLS_CA_FILE");
+        let args = [
+            "--auth-urls",
+            "https://auth:50051",
+            "--tls-ca-file",
+            "/nonexistent/ca.pem",
+        ];
+        let error = settings(&args).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_TLS_CA_FILE");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 
     #[test]

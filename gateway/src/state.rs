@@ -29,6 +29,7 @@ impl AppState {
             targets: targets.clone(),
             health_interval: settings.health_interval,
             connect_timeout: settings.connect_timeout,
+            tls: settings.tls.clone(),
         };
         Ok(Self {
             auth: Backend::start(backend(

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use authn::tls::{ClientTls, EndpointProblem};
 use clap::{ArgAction, Parser, builder::BoolishValueParser};
 use database::Database;
 use ipnet::IpNet;
@@ -24,6 +25,20 @@ pub struct Config {
     /// Where Prometheus scrapes `/metrics` (its own port, never the API's); unset: no metrics.
     #[arg(long, env = "RESOURCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// A PEM certificate chain (the server's certificate first): with `RESOURCE_TLS_KEY_FILE`, the
+    /// gRPC port serves only TLS. Read at start; a renewed certificate needs a restart.
+    #[arg(long, env = "RESOURCE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of `RESOURCE_TLS_CERT_FILE`.
+    #[arg(long, env = "RESOURCE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Where grpc.health.v1 alone is served in plain text, for probes that cannot speak TLS;
+    /// unset: no such port.
+    #[arg(long, env = "RESOURCE_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 
     /// `postgres://…` or `sqlite:…`. Unset: the SQLite file `resource.db` in the data directory.
     #[arg(long, env = "RESOURCE_DATABASE_URL", hide_env_values = true)]
@@ -51,6 +66,11 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_url: Vec<String>,
+
+    /// The PEM CA certificates an `https://` auth-service URL's certificate must come from
+    /// (checked against the URL's host name). Needed by `https://` URLs.
+    #[arg(long, env = "RESOURCE_AUTH_TLS_CA_FILE")]
+    pub auth_tls_ca_file: Option<PathBuf>,
 
     /// EdDSA (keys from auth-service's JWKS) or HS256 (a shared secret; single-binary set-ups).
     #[arg(long, env = "RESOURCE_TOKEN_ALG", default_value = "EdDSA")]
@@ -130,6 +150,10 @@ pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(60);
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// `Some`: the gRPC port serves only TLS.
+    pub tls: Option<telemetry::tls::ServerTls>,
+    /// The plain-text grpc.health.v1 port, if any.
+    pub health_addr: Option<SocketAddr>,
     pub database: Database,
     pub db_max_connections: u32,
     pub token_keys: TokenKeys,
@@ -138,6 +162,8 @@ pub struct Settings {
     pub jwks_refresh: Duration,
     pub sample_data: bool,
     pub trusted_peers: Vec<IpNet>,
+    /// The CA of `https://` auth-service URLs.
+    pub auth_tls: Option<ClientTls>,
     /// `None`: no revocation feed is followed (HS256 with no auth-service URL).
     pub revocation: Option<RevocationFeed>,
 }
@@ -186,7 +212,13 @@ impl TryFrom<Config> for Settings {
             "RESOURCE_HS256_SECRET",
             "RESOURCE_HS256_SECRET_FILE",
         )?;
-        let auth_urls = auth_urls(&config.auth_url)?;
+        let auth_tls = config
+            .auth_tls_ca_file
+            .as_deref()
+            .map(ClientTls::from_ca_file)
+            .transpose()
+            .map_err(|problem| ConfigError::new("RESOURCE_AUTH_TLS_CA_FILE", problem))?;
+        let auth_urls = auth_urls(&config.auth_url, auth_tls.as_ref())?;
         let token_keys = token_keys(config.token_alg, hs256_secret, auth_urls.clone())?;
         let revocation = revocation_feed(
             auth_urls,
@@ -196,6 +228,15 @@ impl TryFrom<Config> for Settings {
         Ok(Self {
             grpc_addr: config.grpc_addr,
             metrics_addr: config.metrics_addr,
+            tls: telemetry::tls::ServerTls::load(
+                config.tls_cert_file.as_deref(),
+                config.tls_key_file.as_deref(),
+                telemetry::tls::ServerTlsSettings {
+                    cert_file: "RESOURCE_TLS_CERT_FILE",
+                    key_file: "RESOURCE_TLS_KEY_FILE",
+                },
+            )?,
+            health_addr: config.health_addr,
             database: Database::new(
                 database_url,
                 config.data_dir.join("resource.db"),
@@ -211,27 +252,28 @@ impl TryFrom<Config> for Settings {
             jwks_refresh: jwks_refresh(config.jwks_refresh, config.jwks_refresh_secs)?,
             sample_data: config.sample_data,
             trusted_peers: settings::networks(&config.trusted_peers, "RESOURCE_TRUSTED_PEERS")?,
+            auth_tls,
             revocation,
         })
     }
 }
 
-/// `RESOURCE_AUTH_URL`: trimmed, empty entries dropped, each an http:// URL.
-fn auth_urls(urls: &[String]) -> Result<Vec<String>, ConfigError> {
+/// `RESOURCE_AUTH_URL`: trimmed, empty entries dropped, each an http:// URL or an https:// one
+/// with `RESOURCE_AUTH_TLS_CA_FILE` set.
+fn auth_urls(urls: &[String], tls: Option<&ClientTls>) -> Result<Vec<String>, ConfigError> {
     let urls: Vec<String> = urls
         .iter()
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty())
         .collect();
-    // No TLS is built in: an https:// URL would silently fetch the keys in plain text.
-    if let Some(bad) = urls
-        .iter()
-        .find(|u| !u.starts_with("http://") || u.parse::<tonic::transport::Uri>().is_err())
-    {
-        return Err(ConfigError::new(
-            "RESOURCE_AUTH_URL",
-            format!("{bad:?} is not an http:// URL (TLS between services is not built in)"),
-        ));
+    for url in &urls {
+        authn::tls::endpoint(url, tls).map_err(|e| {
+            let setting = match e.problem {
+                EndpointProblem::NoCa => "RESOURCE_AUTH_TLS_CA_FILE",
+                _ => "RESOURCE_AUTH_URL",
+            };
+            ConfigError::new(setting, e.to_string())
+        })?;
     }
     Ok(urls)
 }
@@ -340,11 +382,15 @@ impl Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            health_addr: None,
             database_url: Some(format!("sqlite://{}", file.display()).into()),
             database_url_file: None,
             data_dir: dir,
             db_max_connections: 5,
             auth_url: Vec::new(),
+            auth_tls_ca_file: None,
             token_alg: Algorithm::HS256,
             hs256_secret: Some(TEST_HS256_SECRET.into()),
             hs256_secret_file: None,

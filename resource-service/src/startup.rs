@@ -10,7 +10,10 @@ use authn::{
 use ipnet::IpNet;
 use proto::person::v1::person_service_server::{PersonServiceServer, SERVICE_NAME};
 use secrecy::ExposeSecret;
-use telemetry::metrics::MetricsServer;
+use telemetry::{
+    metrics::MetricsServer,
+    tls::{HealthPort, ServerTls},
+};
 use token::Verifier;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -34,6 +37,8 @@ pub struct Application {
     revocations: Revocations,
     trusted_peers: Vec<IpNet>,
     metrics: Option<MetricsServer>,
+    tls: Option<ServerTls>,
+    health_port: Option<HealthPort>,
 }
 
 impl Application {
@@ -41,6 +46,7 @@ impl Application {
     /// asked), and starts following the token keys.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (listener, local_addr) = telemetry::bind(settings.grpc_addr).await?;
+        let health_port = HealthPort::bind(settings.health_addr).await?;
         // First, so the recorder is installed before anything makes its metric handles.
         let mut metrics = match settings.metrics_addr {
             Some(addr) => Some(MetricsServer::bind(addr).await?),
@@ -58,6 +64,7 @@ impl Application {
             TokenKeys::Jwks(urls) => {
                 let mut jwks = JwksSourceConfig::new(urls, settings.audience);
                 jwks.refresh_interval = settings.jwks_refresh;
+                jwks.tls = settings.auth_tls.clone();
                 JwksSource::start(jwks).await?
             }
         };
@@ -66,6 +73,7 @@ impl Application {
                 let mut config = RevocationConfig::new(feed.auth_urls);
                 config.max_staleness = feed.max_staleness;
                 config.fail_closed = feed.fail_closed;
+                config.tls = settings.auth_tls.clone();
                 RevocationFollower::start(config)?
             }
             None => {
@@ -84,7 +92,7 @@ impl Application {
                 authn::metrics::record_revocation_staleness(&followed);
             });
         }
-        tracing::info!(%local_addr, "resource-service built");
+        tracing::info!(%local_addr, tls = settings.tls.is_some(), "resource-service built");
         Ok(Self {
             listener,
             local_addr,
@@ -94,6 +102,8 @@ impl Application {
             revocations,
             trusted_peers: settings.trusted_peers,
             metrics,
+            tls: settings.tls,
+            health_port,
         })
     }
 
@@ -104,6 +114,11 @@ impl Application {
     /// Where `/metrics` is served, when `RESOURCE_METRICS_ADDR` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Where grpc.health.v1 is served in plain text, when `RESOURCE_HEALTH_ADDR` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_port.as_ref().map(HealthPort::local_addr)
     }
 
     /// What the service knows of revoked tokens: its staleness is the
@@ -126,6 +141,8 @@ impl Application {
         // Up until the gRPC server has drained, so the last calls are still scraped.
         let _metrics = self.metrics.map(MetricsServer::spawn);
         let (reporter, health) = tonic_health::server::health_reporter();
+        // Up until the gRPC server has drained, so probes see NOT_SERVING while it drains.
+        let _health_port = self.health_port.map(|port| port.spawn(health.clone()));
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
@@ -161,6 +178,7 @@ impl Application {
         };
         let result = telemetry::serve_grpc(
             telemetry::GrpcLimits::default(),
+            self.tls.as_ref(),
             self.listener,
             layers,
             routes,

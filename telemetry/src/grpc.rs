@@ -18,7 +18,7 @@ use tonic::{
     service::Routes,
     transport::{
         Server,
-        server::{TcpConnectInfo, TcpIncoming},
+        server::{TcpConnectInfo, TcpIncoming, TlsConnectInfo},
     },
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -31,7 +31,7 @@ use tower_http::request_id::PropagateRequestIdLayer;
 
 use crate::{
     GrpcRequestSpan, GrpcTraceLayer, Rewrite, RewriteRequest, SetRequestId, TraceContextLayer,
-    grpc_trace_layer, metrics::GrpcMetricsLayer, request_id_layers,
+    grpc_trace_layer, metrics::GrpcMetricsLayer, request_id_layers, tls::ServerTls,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,12 +60,14 @@ impl ClientAddressLayer {
     }
 
     fn client_address<B>(&self, request: &Request<B>) -> Option<IpAddr> {
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)?
-            .ip()
-            .to_canonical();
+        let extensions = request.extensions();
+        // A TLS connection's TCP details are inside its TLS ones.
+        let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(TlsConnectInfo::get_ref)
+        })?;
+        let peer = tcp.remote_addr()?.ip().to_canonical();
         if !self.trusted.iter().any(|net| net.contains(&peer)) {
             return Some(peer);
         }
@@ -191,11 +193,13 @@ impl Default for GrpcLimits {
 }
 
 /// Serves `routes` behind `layers` (ours from [`grpc_layers`], then the service's access check)
-/// with `limits` (services pass [`GrpcLimits::default`]) until `shutdown` resolves, then drains as
+/// with `limits` (services pass [`GrpcLimits::default`]), over TLS only when `tls` is given,
+/// until `shutdown` resolves, then drains as
 /// [`crate::serve_with_drain`] says: `draining` reports NOT_SERVING, the listener closes, and
 /// calls in flight get [`crate::DRAIN_GRACE`] to finish.
 pub async fn serve_grpc<L, ResBody>(
     limits: GrpcLimits,
+    tls: Option<&ServerTls>,
     listener: TcpListener,
     layers: ServiceBuilder<L>,
     routes: Routes,
@@ -214,8 +218,12 @@ where
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(limits.keepalive_interval * 3));
+    let builder = match tls {
+        Some(tls) => Server::builder().tls_config(tls.config())?,
+        None => Server::builder(),
+    };
     let server = |stop| {
-        Server::builder()
+        builder
             .timeout(limits.handler_timeout)
             .concurrency_limit_per_connection(limits.per_connection)
             .max_concurrent_streams(limits.max_streams)
@@ -338,6 +346,7 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve_grpc(
             limits,
+            None,
             listener,
             layers,
             Routes::new(health),

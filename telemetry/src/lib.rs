@@ -7,6 +7,7 @@ mod grpc;
 mod json_log;
 pub mod metrics;
 pub mod otlp;
+pub mod tls;
 pub mod trace_context;
 
 use std::{

@@ -1,6 +1,8 @@
 """Structural rules for a rendering of deploy/ (`kubectl kustomize deploy/` or an overlay).
 
-    check_manifests.py production|laptop RENDERED.yaml SECRET_EXAMPLE.yaml
+    check_manifests.py production|laptop[-tls] RENDERED.yaml SECRET_EXAMPLE.yaml
+
+A variant ending in -tls has deploy/components/tls applied: its rules are checked too.
 
 Prints every broken rule and exits 1 if there is any; run by tests/tests/manifests.rs after
 kubernetes-validate has checked the schemas. The NetworkPolicies are checked by evaluating them:
@@ -375,6 +377,49 @@ def check_laptop(docs):
             fail(f"{doc['kind']} {doc['metadata']['name']} on the laptop (one replica)")
 
 
+def check_tls(docs):
+    """deploy/components/tls: the gRPC ports serve TLS, probes ask the plain-text health port,
+    every client dials https:// with a CA, both services verify PostgreSQL's certificate, and
+    PostgreSQL serves TLS."""
+    containers = {}
+    for doc, pod in workloads(docs):
+        for c in pod["spec"]["containers"]:
+            containers[c["name"]] = c
+    for name, prefix in (("auth-service", "AUTH"), ("resource-service", "RESOURCE")):
+        c = containers.get(name)
+        if c is None:
+            fail(f"{name}: missing")
+            continue
+        env = env_of(c)
+        for setting in (f"{prefix}_TLS_CERT_FILE", f"{prefix}_TLS_KEY_FILE"):
+            if not env.get(setting):
+                fail(f"{name}: {setting} is unset, so its gRPC port speaks plain text")
+        health = env.get(f"{prefix}_HEALTH_ADDR") or ""
+        port = int(health.rpartition(":")[2]) if health.rpartition(":")[2].isdigit() else None
+        if port is None:
+            fail(f"{name}: {prefix}_HEALTH_ADDR is unset, so no probe can reach grpc.health.v1")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            grpc = (c.get(probe) or {}).get("grpc")
+            if grpc and grpc.get("port") != port:
+                fail(f"{name}: {probe} asks port {grpc.get('port')}, not the plain-text health port {port}")
+        if env.get("PGSSLMODE") != "verify-full" or not env.get("PGSSLROOTCERT"):
+            fail(f"{name}: PostgreSQL's certificate is not verified (PGSSLMODE=verify-full, PGSSLROOTCERT)")
+    for name, prefix, urls in (
+        ("gateway", "GATEWAY_TLS", ("GATEWAY_AUTH_URL", "GATEWAY_RESOURCE_URL")),
+        ("resource-service", "RESOURCE_AUTH_TLS", ("RESOURCE_AUTH_URL",)),
+    ):
+        env = env_of(containers.get(name) or {})
+        for setting in urls:
+            for url in (env.get(setting) or "").split(","):
+                if not url.strip().startswith("https://"):
+                    fail(f"{name}: {setting} has {url!r}, not an https:// URL")
+        if not env.get(f"{prefix}_CA_FILE"):
+            fail(f"{name}: {prefix}_CA_FILE is unset")
+    postgres = containers.get("postgres") or {}
+    if "ssl=on" not in (postgres.get("args") or []):
+        fail("postgres: ssl=on is not among its arguments")
+
+
 def main():
     variant, rendered, secret_example = sys.argv[1:4]
     with open(rendered) as f:
@@ -395,7 +440,10 @@ def main():
     check_postgres(docs)
     check_secret_example(secret)
     check_network(docs)
-    {"production": check_production, "laptop": check_laptop}[variant](docs)
+    base, _, tls = variant.partition("-")
+    {"production": check_production, "laptop": check_laptop}[base](docs)
+    if tls == "tls":
+        check_tls(docs)
 
     for e in errors:
         print(e)

@@ -31,7 +31,7 @@ pub use postgres::{Cluster, create_database, create_database_on};
 pub use process::Process;
 pub use services::{
     AuthDeployment, AuthReplica, Credentials, ResourceReplica, authorized, connect, health_status,
-    next_health, watch_health,
+    next_health, wait_until_serving, watch_health,
 };
 pub use stack::Stack;
 pub use tonic_health::pb::health_check_response::ServingStatus;

@@ -27,13 +27,29 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(label: &str) -> Self {
+        Self::start_with(label, &[]).await
+    }
+
+    /// [`Cluster::start`] serving TLS with this PEM certificate and key too (`ssl=on`).
+    pub async fn start_tls(label: &str, cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            label,
+            &[
+                ("PG_THROWAWAY_SSL_CERT", path(cert)),
+                ("PG_THROWAWAY_SSL_KEY", path(key)),
+            ],
+        )
+        .await
+    }
+
+    async fn start_with(label: &str, env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(crate::unique(&format!("e2e-pg-{label}-")));
         // The port was free a moment ago; a service another test starts meanwhile may take it,
         // so a failed start is tried again on another port.
         let mut failure = String::new();
         for _ in 0..3 {
             let port = crate::free_port().to_string();
-            match run_throwaway(&["start", path(&dir), &port]).await {
+            match run_throwaway(&["start", path(&dir), &port], env).await {
                 Ok(admin_url) => {
                     return Self {
                         dir,
@@ -80,17 +96,23 @@ fn path(dir: &Path) -> &str {
 /// Runs `scripts/pg-throwaway` with `args` and returns what it printed, failing the test if it
 /// fails.
 async fn throwaway(args: &[&str]) -> String {
-    run_throwaway(args).await.unwrap_or_else(|e| panic!("{e}"))
+    run_throwaway(args, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `scripts/pg-throwaway` with `args`: what it printed, or why it failed with the end of
 /// the server's log.
-async fn run_throwaway(args: &[&str]) -> Result<String, String> {
+async fn run_throwaway(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
     let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let script = script();
     let output = tokio::task::spawn_blocking({
         let args = args.clone();
-        move || Command::new(&script).args(&args).output()
+        move || Command::new(&script).args(&args).envs(env).output()
     })
     .await
     .expect("the blocking task runs")

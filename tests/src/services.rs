@@ -231,7 +231,7 @@ pub async fn health_status(url: &str) -> Result<ServingStatus, String> {
 
 /// Polls grpc.health.v1 until the server reports SERVING, failing the test if the process exits
 /// or [`crate::READY_TIMEOUT`] passes first.
-pub(crate) async fn wait_until_serving(process: &mut Process, url: &str) {
+pub async fn wait_until_serving(process: &mut Process, url: &str) {
     let deadline = Instant::now() + crate::READY_TIMEOUT;
     loop {
         process.assert_running();

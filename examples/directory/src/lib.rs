@@ -274,6 +274,7 @@ impl Application {
         };
         telemetry::serve_grpc(
             telemetry::GrpcLimits::default(),
+            None,
             self.listener,
             telemetry::grpc_layers(Vec::new()),
             routes,

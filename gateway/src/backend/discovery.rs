@@ -39,6 +39,17 @@ impl Target {
         })
     }
 
+    /// The host name (or address) of the URL: what a TLS replica's certificate must be for,
+    /// whichever address it resolved to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether the replicas are dialled over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+
     /// The replica URIs this target names right now. A failed lookup is an error so the caller
     /// can keep the replicas it knew rather than forget them over a DNS hiccup.
     pub async fn resolve(&self) -> anyhow::Result<Vec<String>> {

@@ -16,6 +16,7 @@ async fn backend() -> Backend {
         ],
         health_interval: Duration::from_secs(3600),
         connect_timeout: Duration::from_millis(100),
+        tls: None,
     })
     .await
     .unwrap()

@@ -67,8 +67,14 @@ fn bad_urls_are_refused_before_start() {
     assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
     let config = Config::for_tests().with_jwks(vec!["127.0.0.1:50051".into()]);
     assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
-    let config = Config::for_tests().with_jwks(vec!["https://auth:50051".into()]);
+    let config = Config::for_tests().with_jwks(vec!["ftp://auth:50051".into()]);
     assert_eq!(refused_for(config), "RESOURCE_AUTH_URL");
+    // An https:// URL needs a CA to check the certificate against, one that can be read.
+    let config = Config::for_tests().with_jwks(vec!["https://auth:50051".into()]);
+    assert_eq!(refused_for(config), "RESOURCE_AUTH_TLS_CA_FILE");
+    let mut config = Config::for_tests().with_jwks(vec!["https://auth:50051".into()]);
+    config.auth_tls_ca_file = Some("/nonexistent/ca.pem".into());
+    assert_eq!(refused_for(config), "RESOURCE_AUTH_TLS_CA_FILE");
     let mut config = Config::for_tests();
     config.database_url = Some("mysql://x".into());
     assert_eq!(refused_for(config), "RESOURCE_DATABASE_URL");
