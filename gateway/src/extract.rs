@@ -323,6 +323,36 @@ impl<'de> serde::Deserialize<'de> for Uuid {
     }
 }
 
+/// A service account's client id in a path: 1 to [`ClientId::MAX_LEN`] of `A-Z a-z 0-9 . _ ~ -`
+/// (URL-safe as it is). Anything else names no account and is a 400 before a backend is asked.
+#[derive(Debug)]
+pub struct ClientId(pub String);
+
+impl ClientId {
+    pub const MAX_LEN: usize = 64;
+
+    fn is_valid(text: &str) -> bool {
+        (1..=Self::MAX_LEN).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_~".contains(&b))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if Self::is_valid(&text) {
+            Ok(Self(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "a client id is 1 to {} of A-Z, a-z, 0-9, '.', '_', '~' and '-'",
+                Self::MAX_LEN
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
