@@ -293,7 +293,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A user or session id in a path: a UUID in its hyphenated form
+/// A user, session or service account (client) id in a path: a UUID in its hyphenated form
 /// (`01a21805-1ece-7319-8309-df8c71af21df`), the one form the API documents. Anything else is a
 /// 400 before a backend is asked (auth-service would also take other spellings of a UUID, which
 /// the API's description does not allow).
@@ -319,36 +319,6 @@ impl<'de> serde::Deserialize<'de> for Uuid {
             Err(serde::de::Error::custom(
                 "an id must be a hyphenated UUID such as 01a21805-1ece-7319-8309-df8c71af21df",
             ))
-        }
-    }
-}
-
-/// A service account's client id in a path: 1 to [`ClientId::MAX_LEN`] of `A-Z a-z 0-9 . _ ~ -`
-/// (URL-safe as it is). Anything else names no account and is a 400 before a backend is asked.
-#[derive(Debug)]
-pub struct ClientId(pub String);
-
-impl ClientId {
-    pub const MAX_LEN: usize = 64;
-
-    fn is_valid(text: &str) -> bool {
-        (1..=Self::MAX_LEN).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-_~".contains(&b))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ClientId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if Self::is_valid(&text) {
-            Ok(Self(text))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "a client id is 1 to {} of A-Z, a-z, 0-9, '.', '_', '~' and '-'",
-                Self::MAX_LEN
-            )))
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::Safety::{Idempotent, Once},
     error::ApiError,
-    extract::{Caller, ClientId, Json, OptionalJson, Path, Query},
+    extract::{Caller, Json, OptionalJson, Path, Query, Uuid},
     rpc::AuthClient,
     state::AppState,
 };
@@ -172,7 +172,7 @@ pub async fn list(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ClientId(client_id)): Path<ClientId>,
+    Path(Uuid(client_id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::DeleteServiceAccountRequest { client_id };
@@ -189,7 +189,7 @@ pub async fn remove(
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ClientId(client_id)): Path<ClientId>,
+    Path(Uuid(client_id)): Path<Uuid>,
 ) -> Result<axum::Json<ServiceAccount>, ApiError> {
     set_disabled(&state, &caller, client_id, true).await
 }
@@ -197,7 +197,7 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ClientId(client_id)): Path<ClientId>,
+    Path(Uuid(client_id)): Path<Uuid>,
 ) -> Result<axum::Json<ServiceAccount>, ApiError> {
     set_disabled(&state, &caller, client_id, false).await
 }
@@ -244,7 +244,7 @@ pub struct Rotation {
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ClientId(client_id)): Path<ClientId>,
+    Path(Uuid(client_id)): Path<Uuid>,
     OptionalJson(body): OptionalJson<Rotation>,
 ) -> Result<impl IntoResponse, ApiError> {
     let outgoing = caller.outgoing()?;

@@ -32,7 +32,9 @@ async fn post(
     if let Some(authorization) = authorization {
         builder = builder.header("authorization", authorization);
     }
-    gateway.send(builder.body(body.into()).expect("request")).await
+    gateway
+        .send(builder.body(body.into()).expect("request"))
+        .await
 }
 
 async fn token(gateway: &TestGateway, authorization: Option<&str>, body: &str) -> TestResponse {

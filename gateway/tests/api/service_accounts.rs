@@ -51,7 +51,7 @@ async fn an_admin_creates_a_service_account_whose_secret_is_shown_once() {
     assert_eq!(created.header("cache-control"), Some("no-store"));
     let body = created.json();
     assert_eq!(body["name"], name.as_str());
-    assert_eq!(body["roles"], json!(["moderator"]));
+    assert_eq!(body["roles"], json!(["user", "moderator"]));
     assert_eq!(body["disabled"], false);
     assert!(body["createdAt"].as_str().unwrap().ends_with('Z'), "{body}");
     let id = body["clientId"].as_str().unwrap().to_owned();
@@ -214,11 +214,14 @@ async fn a_rotated_secret_replaces_the_old_one_after_the_overlap() {
 }
 
 #[tokio::test]
-async fn malformed_client_ids_are_a_400_before_any_backend() {
+async fn client_ids_other_than_hyphenated_uuids_are_a_400_and_unknown_ones_a_404() {
     let stack = spawn_stack().await;
     let admin = stack.admin_token().await;
-    let long = "a".repeat(65);
-    for id in ["a%20b", "a%00", long.as_str(), "%C3%A9"] {
+    for id in [
+        "whoever",
+        "00000000000000000000000000000000",
+        "%7B00000000-0000-0000-0000-000000000000%7D",
+    ] {
         let response = stack
             .gateway
             .delete(&format!("{BASE}/{id}"), Some(&admin))
@@ -231,4 +234,12 @@ async fn malformed_client_ids_are_a_400_before_any_backend() {
         );
         assert_eq!(response.error_code(), "invalid_argument");
     }
+    let unknown = stack
+        .gateway
+        .delete(
+            &format!("{BASE}/00000000-0000-0000-0000-000000000000"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
 }
