@@ -106,6 +106,12 @@ pub struct Config {
     /// Most client connections open at once; further ones wait in the listen backlog.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+
+    /// The tokens' issuer (`iss`), which is also this gateway's public base URL: the OAuth 2.0
+    /// metadata names it and puts the token, introspection and key endpoints under it. Set it to
+    /// auth-service's AUTH_TOKEN_ISSUER. An absolute http(s) URL without query or fragment.
+    #[arg(long, env = "GATEWAY_TOKEN_ISSUER", default_value_t = token::Audience::default().issuer)]
+    pub token_issuer: String,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -130,6 +136,7 @@ impl Config {
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            token_issuer: token::Audience::default().issuer,
         }
     }
 }
@@ -164,6 +171,9 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Never zero.
     pub max_connections: usize,
+    /// An absolute http(s) URL without query or fragment, exactly as configured (it must equal
+    /// the tokens' `iss`).
+    pub token_issuer: String,
 }
 
 /// A header limit below this would refuse ordinary browser requests carrying a full-size token.
@@ -231,8 +241,34 @@ impl TryFrom<Config> for Settings {
                 }
                 limit => limit,
             },
+            token_issuer: issuer(config.token_issuer)?,
         })
     }
+}
+
+/// RFC 8414 §2: the issuer is a URL without query or fragment (http is allowed for local runs).
+/// Kept as written, since clients compare it with the tokens' `iss` character for character.
+fn issuer(text: String) -> Result<String, ConfigError> {
+    let invalid = |why: &str| {
+        ConfigError::new(
+            "GATEWAY_TOKEN_ISSUER",
+            format!("{text:?} {why}; expected an absolute URL like https://api.example"),
+        )
+    };
+    let url = url::Url::parse(&text).map_err(|_| invalid("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(invalid("is not an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("has a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("has credentials in it"));
+    }
+    if text.trim() != text {
+        return Err(invalid("has surrounding whitespace"));
+    }
+    Ok(text)
 }
 
 fn targets(
@@ -436,6 +472,35 @@ mod tests {
         assert_eq!(error.setting, "GATEWAY_HEADER_READ_TIMEOUT");
         let error = settings(&["--max-connections", "0"]).unwrap_err();
         assert_eq!(error.setting, "GATEWAY_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn the_token_issuer_is_an_absolute_http_url_kept_as_written() {
+        assert_eq!(
+            settings(&[]).unwrap().token_issuer,
+            token::Audience::default().issuer
+        );
+        for good in [
+            "https://api.example",
+            "https://api.example/",
+            "http://127.0.0.1:8080",
+            "https://api.example/auth",
+        ] {
+            let parsed = settings(&["--token-issuer", good]).unwrap();
+            assert_eq!(parsed.token_issuer, good);
+        }
+        for bad in [
+            "auth-service",
+            "ftp://api.example",
+            "https://api.example/?a=b",
+            "https://api.example/#x",
+            "https://user:pw@api.example",
+            " https://api.example",
+            "/relative",
+        ] {
+            let error = settings(&["--token-issuer", bad]).unwrap_err();
+            assert_eq!(error.setting, "GATEWAY_TOKEN_ISSUER", "{bad}");
+        }
     }
 
     #[test]

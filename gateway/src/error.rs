@@ -188,8 +188,8 @@ fn retry_after(status: &tonic::Status) -> Option<u64> {
     Some((delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1))
 }
 
-/// RFC 6750 `error_description` allows printable ASCII except `"` and `\`.
-fn quoted(text: &str) -> String {
+/// RFC 6750 `error_description` (and RFC 6749's) allows printable ASCII except `"` and `\`.
+pub(crate) fn quoted(text: &str) -> String {
     text.chars()
         .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
         .collect()

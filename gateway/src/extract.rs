@@ -293,7 +293,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A user or session id in a path: a UUID in its hyphenated form
+/// A user, session or service account (client) id in a path: a UUID in its hyphenated form
 /// (`01a21805-1ece-7319-8309-df8c71af21df`), the one form the API documents. Anything else is a
 /// 400 before a backend is asked (auth-service would also take other spellings of a UUID, which
 /// the API's description does not allow).

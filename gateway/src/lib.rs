@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod oauth;
 pub mod page;
 pub mod refresh_cookie;
 pub mod routes;

@@ -5,7 +5,9 @@ mod admin;
 mod auth;
 mod boards;
 mod meta;
+mod oauth;
 mod persons;
+mod service_accounts;
 mod sessions;
 mod tokens;
 
@@ -19,7 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer};
 use tower::ServiceBuilder;
 use tower_http::{
@@ -119,7 +121,52 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/admin/users/{id}/sessions/{sid}",
             delete(sessions::end_of_user),
         ),
-        (Method::GET, "/.well-known/jwks.json", get(meta::jwks)),
+        (
+            Method::GET,
+            "/api/admin/service-accounts",
+            get(service_accounts::list),
+        ),
+        (
+            Method::POST,
+            "/api/admin/service-accounts",
+            post(service_accounts::create),
+        ),
+        (
+            Method::DELETE,
+            "/api/admin/service-accounts/{clientId}",
+            delete(service_accounts::remove),
+        ),
+        (
+            Method::POST,
+            "/api/admin/service-accounts/{clientId}/disable",
+            post(service_accounts::disable),
+        ),
+        (
+            Method::POST,
+            "/api/admin/service-accounts/{clientId}/enable",
+            post(service_accounts::enable),
+        ),
+        (
+            Method::POST,
+            "/api/admin/service-accounts/{clientId}/secret",
+            post(service_accounts::rotate_secret),
+        ),
+        (
+            Method::POST,
+            oauth::TOKEN_PATH,
+            post(oauth::token).layer(middleware::from_fn(crate::oauth::no_store)),
+        ),
+        (
+            Method::POST,
+            oauth::INTROSPECT_PATH,
+            post(oauth::introspect).layer(middleware::from_fn(crate::oauth::no_store)),
+        ),
+        (
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        ),
+        (Method::GET, oauth::JWKS_PATH, get(meta::jwks)),
         (Method::GET, "/healthz", get(meta::healthz)),
         (Method::GET, "/readyz", get(meta::readyz)),
         (Method::GET, "/openapi.json", get(meta::openapi)),
@@ -207,6 +254,46 @@ impl Paging {
         }
         Ok((page_size, self.page_token.unwrap_or_default()))
     }
+}
+
+/// JSON has one number type, and the API's `integer` (JSON Schema's) includes `91.0`: any number
+/// without a fractional part is taken, one with a fraction refused, one beyond `T` out of range.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    whole(&serde_json::Number::deserialize(deserializer)?).map_err(de::Error::custom)
+}
+
+/// [`whole_number`] for an optional field: absent (with `#[serde(default)]`) or null is `None`.
+pub fn optional_whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|number| whole(&number))
+        .transpose()
+        .map_err(de::Error::custom)
+}
+
+fn whole<T: TryFrom<i64>>(number: &serde_json::Number) -> Result<T, String> {
+    let out_of_range = || format!("{number} is out of range");
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(n), _) => n,
+        (None, Some(f)) if f.fract() != 0.0 || f.is_nan() => {
+            return Err(format!("expected a whole number, got {number}"));
+        }
+        // Whole and within i64's range (both bounds are powers of two), so the cast is exact.
+        (None, Some(f))
+            if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) =>
+        {
+            f as i64
+        }
+        _ => return Err(out_of_range()),
+    };
+    T::try_from(whole).map_err(|_| out_of_range())
 }
 
 /// The services mark the last page with an empty token; the API leaves the token out.
@@ -309,4 +396,33 @@ fn cors(cors: &Cors, cookie_origins: &[HeaderValue]) -> Option<CorsLayer> {
             .expose_headers([telemetry::REQUEST_ID])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(text: &str) -> serde_json::Number {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn whole_numbers_are_taken_in_any_spelling_fractions_and_overflows_refused() {
+        assert_eq!(whole::<i32>(&number("91")), Ok(91));
+        assert_eq!(whole::<i32>(&number("91.0")), Ok(91));
+        assert_eq!(whole::<i64>(&number("2592000.0")), Ok(2_592_000));
+        assert_eq!(whole::<i64>(&number("-1")), Ok(-1));
+        assert!(whole::<i32>(&number("91.5")).unwrap_err().contains("whole"));
+        assert!(
+            whole::<i32>(&number("3e9"))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            whole::<i64>(&number("1e19"))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(whole::<i64>(&number("18446744073709551615")).is_err());
+    }
 }

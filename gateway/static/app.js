@@ -23,6 +23,8 @@ let pages = [''];
 let pageIndex = 0;
 let userPages = [''];
 let userPageIndex = 0;
+let accountPages = [''];
+let accountPageIndex = 0;
 // The user whose sessions the admin view shows.
 let sessionsOf = null;
 
@@ -176,7 +178,10 @@ function showTab(name) {
   }
   if (name === 'persons') loadPersons();
   if (name === 'profile') loadProfile();
-  if (name === 'admin') loadUsers();
+  if (name === 'admin') {
+    loadUsers();
+    loadServiceAccounts();
+  }
 }
 
 async function signIn(event) {
@@ -254,10 +259,14 @@ function endLocally() {
   pages = [''];
   pageIndex = 0;
   sessionsOf = null;
+  accountPages = [''];
+  accountPageIndex = 0;
   $('persons-body').replaceChildren();
   $('sessions-body').replaceChildren();
   $('users-body').replaceChildren();
   $('user-sessions').hidden = true;
+  $('service-accounts-body').replaceChildren();
+  hideSecret();
   $('board-output').textContent = '';
   render();
 }
@@ -539,6 +548,118 @@ async function endAllUserSessions() {
   });
 }
 
+async function loadServiceAccounts() {
+  const params = new URLSearchParams({ pageSize: String(USERS_PAGE_SIZE) });
+  if (accountPages[accountPageIndex]) params.set('pageToken', accountPages[accountPageIndex]);
+  try {
+    const data = await api('GET', '/api/admin/service-accounts?' + params.toString());
+    $('service-accounts-body').replaceChildren(...data.serviceAccounts.map(serviceAccountRow));
+    $('service-accounts-empty').hidden = data.serviceAccounts.length > 0;
+    accountPages = accountPages.slice(0, accountPageIndex + 1);
+    if (data.nextPageToken) accountPages.push(data.nextPageToken);
+    $('service-accounts-prev').disabled = accountPageIndex === 0;
+    $('service-accounts-next').disabled = !data.nextPageToken;
+    $('service-accounts-page').textContent = 'Page ' + (accountPageIndex + 1);
+  } catch (error) {
+    handleFailure(error);
+  }
+}
+
+function serviceAccountRow(account) {
+  const row = document.createElement('tr');
+  row.dataset.clientId = account.clientId;
+  if (account.disabled) row.className = 'disabled';
+  const cells = [
+    account.name, account.clientId, account.roles.join(', '),
+    account.disabled ? 'disabled' : 'active', account.createdAt || '',
+  ];
+  cells.forEach((value, i) => {
+    const cell = document.createElement('td');
+    if (i === 1) cell.className = 'client-id';
+    cell.textContent = value;
+    row.append(cell);
+  });
+  const path = '/api/admin/service-accounts/' + encodeURIComponent(account.clientId);
+  const actions = document.createElement('td');
+  actions.append(
+    button(account.disabled ? 'Enable' : 'Disable', () => serviceAccountAction(async () => {
+      await api('POST', path + (account.disabled ? '/enable' : '/disable'));
+      return account.name + (account.disabled ? ' enabled.' : ' disabled: it gets no token, and its tokens are revoked.');
+    })),
+    button('Rotate secret', () => serviceAccountAction(async () => {
+      if (!window.confirm('Give ' + account.name + ' a new secret? The current one keeps working for 24 hours.')) return null;
+      const rotated = await api('POST', path + '/secret', {});
+      showSecret(rotated);
+      const until = rotated.previousSecretExpiresAt;
+      return 'New secret for ' + account.name + '.' + (until ? ' The previous one works until ' + until + '.' : '');
+    })),
+    button('Delete', () => serviceAccountAction(async () => {
+      if (!window.confirm('Delete ' + account.name + '? Its tokens stop working at once.')) return null;
+      await api('DELETE', path);
+      return account.name + ' deleted.';
+    })),
+  );
+  row.append(actions);
+  return row;
+}
+
+// Runs a service-account change, shows its outcome (none when the admin cancelled), and shows
+// the list as it now is.
+async function serviceAccountAction(change) {
+  clearMessage();
+  try {
+    const outcome = await change();
+    if (outcome) showMessage(outcome, 'info');
+  } catch (error) {
+    handleFailure(error);
+  }
+  loadServiceAccounts();
+}
+
+async function createServiceAccount(event) {
+  event.preventDefault();
+  clearMessage();
+  const name = $('service-account-name').value.trim();
+  const roles = $('service-account-roles').value.split(',').map((r) => r.trim()).filter(Boolean);
+  if (!/^[a-z0-9._-]{3,64}$/.test(name)) {
+    showMessage('A service account name is 3 to 64 of a-z, 0-9, ".", "_" and "-".', 'error');
+    return;
+  }
+  await serviceAccountAction(async () => {
+    const created = await api('POST', '/api/admin/service-accounts', { name, roles });
+    $('service-account-form').reset();
+    showSecret(created);
+    return 'Service account ' + created.name + ' created.';
+  });
+}
+
+// The secret, once: in a read-only field to copy from, until the admin says it is stored.
+function showSecret(account) {
+  $('secret-account').textContent = account.name;
+  $('secret-client-id').value = account.clientId;
+  $('secret-value').value = account.clientSecret;
+  $('service-account-secret').hidden = false;
+  $('secret-value').focus();
+  $('secret-value').select();
+}
+
+function hideSecret() {
+  $('secret-value').value = '';
+  $('secret-client-id').value = '';
+  $('service-account-secret').hidden = true;
+}
+
+async function copySecret() {
+  const field = $('secret-value');
+  field.select();
+  try {
+    await navigator.clipboard.writeText(field.value);
+    showMessage('Secret copied to the clipboard.', 'info');
+  } catch {
+    showMessage('Copying is not allowed here: the secret is selected, press Ctrl+C (or Cmd+C).', 'info');
+  }
+}
+
 async function showBoard(name) {
   clearMessage();
   const output = $('board-output');
@@ -560,6 +681,11 @@ async function start() {
   $('users-prev').addEventListener('click', () => { if (userPageIndex > 0) { userPageIndex -= 1; loadUsers(); } });
   $('users-next').addEventListener('click', () => { if (userPageIndex + 1 < userPages.length) { userPageIndex += 1; loadUsers(); } });
   $('user-sessions-end-all').addEventListener('click', endAllUserSessions);
+  $('service-account-form').addEventListener('submit', createServiceAccount);
+  $('secret-copy').addEventListener('click', copySecret);
+  $('secret-done').addEventListener('click', hideSecret);
+  $('service-accounts-prev').addEventListener('click', () => { if (accountPageIndex > 0) { accountPageIndex -= 1; loadServiceAccounts(); } });
+  $('service-accounts-next').addEventListener('click', () => { if (accountPageIndex + 1 < accountPages.length) { accountPageIndex += 1; loadServiceAccounts(); } });
   $('person-form').addEventListener('submit', savePerson);
   $('person-cancel').addEventListener('click', resetPersonForm);
   $('filter-form').addEventListener('submit', (event) => {

@@ -4,8 +4,9 @@
 // reload keeps the user signed in through the cookie, the profile lists the sessions and
 // changes the password, a user is refused the admin board, sign-out ends the session at the
 // server (a reload stays signed out), a moderator creates a person, an admin disables and
-// enables an account, ends its sessions and changes its roles. Exits non-zero on the first
-// failed step; leaves screenshots in artifacts/.
+// enables an account, ends its sessions and changes its roles, and creates a service account
+// (its secret shown once, and working at the token endpoint), sees it listed, disables, rotates
+// and deletes it. Exits non-zero on the first failed step; leaves screenshots in artifacts/.
 //
 // usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password> <admin-username> <admin-password>
 
@@ -209,6 +210,61 @@ try {
   await row.getByRole('button', { name: 'Save roles' }).click();
   await messageContains('Roles of ' + moderatorName + ' saved');
   check(await row.locator('input.roles').inputValue() === 'user', 'the role change did not show');
+
+  step = 'an admin creates a service account and sees its secret once';
+  const accountName = 'svc-' + Date.now().toString(36);
+  await page.fill('#service-account-name', accountName);
+  await page.fill('#service-account-roles', 'user, moderator');
+  await page.click('#service-account-submit');
+  await messageContains('Service account ' + accountName + ' created');
+  await page.locator('#service-account-secret').waitFor({ state: 'visible' });
+  await page.locator('#service-account-secret', { hasText: 'will not be shown again' }).waitFor();
+  const clientId = await page.inputValue('#secret-client-id');
+  const secret = await page.inputValue('#secret-value');
+  check(clientId.length > 0 && secret.length >= 32, 'the client id or secret field is empty');
+
+  step = 'the service account is listed, without its secret';
+  const account = page.locator('#service-accounts-body tr', { has: page.locator('td', { hasText: accountName }) });
+  await account.waitFor();
+  check((await account.locator('td.client-id').textContent()) === clientId, 'the listed client id is not the created one');
+  await account.locator('td', { hasText: 'moderator' }).waitFor();
+  await page.screenshot({ path: join(artifacts, 'service-accounts.png'), fullPage: true });
+
+  step = 'the shown secret gets a token from /oauth/token';
+  async function tokenStatus(id, clientSecret) {
+    const response = await page.request.post(new URL('/oauth/token', url).href, {
+      form: { grant_type: 'client_credentials', client_id: id, client_secret: clientSecret },
+    });
+    return response.status();
+  }
+  check(await tokenStatus(clientId, secret) === 200, 'the shown secret got no token');
+
+  step = 'the secret is gone from the page once stored';
+  await page.click('#secret-done');
+  check(await page.locator('#service-account-secret').isHidden(), 'the secret box is still shown');
+  check(!(await page.content()).includes(secret), 'the secret is still in the page');
+
+  step = 'an admin disables, enables, rotates and deletes the service account';
+  await account.getByRole('button', { name: 'Disable' }).click();
+  await messageContains(accountName + ' disabled');
+  await account.locator('td', { hasText: 'disabled' }).waitFor();
+  check(await tokenStatus(clientId, secret) === 401, 'a disabled service account got a token');
+  await account.getByRole('button', { name: 'Enable' }).click();
+  await messageContains(accountName + ' enabled');
+  await account.locator('td', { hasText: 'active' }).waitFor();
+  page.once('dialog', (dialog) => dialog.accept());
+  await account.getByRole('button', { name: 'Rotate secret' }).click();
+  await messageContains('New secret for ' + accountName);
+  await page.locator('#service-account-secret').waitFor({ state: 'visible' });
+  const rotated = await page.inputValue('#secret-value');
+  check(rotated.length >= 32 && rotated !== secret, 'rotation showed no new secret');
+  check(await tokenStatus(clientId, rotated) === 200, 'the rotated secret got no token');
+  await page.click('#secret-done');
+  page.once('dialog', (dialog) => dialog.accept());
+  await account.getByRole('button', { name: 'Delete' }).click();
+  await messageContains(accountName + ' deleted');
+  await account.waitFor({ state: 'detached' });
+  check(await tokenStatus(clientId, rotated) === 401, 'a deleted service account got a token');
   await signOut();
 
   check(pageErrors.length === 0, 'script errors on the page: ' + pageErrors.join('; '));

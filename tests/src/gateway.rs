@@ -57,6 +57,18 @@ impl Gateway {
         extra: &[(&'static str, String)],
     ) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
+        Self::spawn_at(addr, auth_urls, resource_urls, label, extra)
+    }
+
+    /// [`Gateway::spawn_with`] on a given address, for settings that name the gateway's own
+    /// URL (`GATEWAY_TOKEN_ISSUER`).
+    pub fn spawn_at(
+        addr: SocketAddr,
+        auth_urls: &[String],
+        resource_urls: &[String],
+        label: &str,
+        extra: &[(&'static str, String)],
+    ) -> Self {
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
         let mut env = vec![
             ("GATEWAY_HTTP_ADDR", addr.to_string()),

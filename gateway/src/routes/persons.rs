@@ -7,7 +7,7 @@ use axum::{
     response::IntoResponse,
 };
 use proto::person::v1 as pb;
-use serde::{Deserialize, Deserializer, Serialize, de};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     backend::Safety::{Idempotent, Once},
@@ -17,7 +17,7 @@ use crate::{
     state::AppState,
 };
 
-use super::{Paging, next_page};
+use super::{Paging, next_page, whole_number};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,24 +96,6 @@ pub struct PersonBody {
     email: String,
     #[serde(deserialize_with = "whole_number")]
     age: i32,
-}
-
-/// JSON has one number type, and the API's `integer` (JSON Schema's) includes `91.0`: any number
-/// without a fractional part is taken, one with a fraction refused.
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    let out_of_range = || de::Error::custom(format!("{number} is out of range"));
-    if let Some(n) = number.as_i64() {
-        return i32::try_from(n).map_err(|_| out_of_range());
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() != 0.0 || f.is_nan() => Err(de::Error::custom(format!(
-            "expected a whole number, got {number}"
-        ))),
-        // Whole and within i32's range, so the cast is exact.
-        Some(f) if (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&f) => Ok(f as i32),
-        _ => Err(out_of_range()),
-    }
 }
 
 pub async fn create(

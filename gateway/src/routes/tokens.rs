@@ -187,6 +187,9 @@ pub struct Claims {
     #[serde(skip_serializing_if = "String::is_empty")]
     sid: String,
     token_type: String,
+    /// A service account's token: its client id.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    client_id: String,
 }
 
 pub async fn introspect(
@@ -212,6 +215,7 @@ pub async fn introspect(
         jti: response.jti,
         sid: response.sid,
         token_type: token_type(response.token_type),
+        client_id: response.client_id,
     });
     // The answer describes a credential: not for caches either.
     Ok((

@@ -53,7 +53,10 @@ async fn the_router_serves_every_documented_operation() {
     let gateway = gateway_without_backends().await;
     let doc = gateway.get("/openapi.json", None).await.json();
     for (method, path) in documented(&doc) {
-        let concrete = path.replace("{id}", "1").replace("{sid}", "1");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{sid}", "1")
+            .replace("{clientId}", "1");
         let method: Method = method.parse().unwrap();
         let body = matches!(method, Method::POST | Method::PUT).then(|| "{}".to_owned());
         let response = gateway

@@ -25,6 +25,7 @@ fn claims_now() -> Claims {
         roles: vec![Role::User, Role::Admin],
         username: "alice \"a\" ü".into(),
         sid: Some("s-1".into()),
+        client_id: None,
     }
 }
 
