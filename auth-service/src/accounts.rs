@@ -26,6 +26,8 @@ pub struct Accounts {
     /// This replica's revocation feed, woken after each revocation written here so its
     /// followers hear of it at once (on SQLite the feed would otherwise wait for its next poll).
     pub(crate) feed: Feed,
+    /// The lifetime of a service account's tokens (`AUTH_SERVICE_TOKEN_TTL`).
+    pub(crate) service_token_ttl: Duration,
 }
 
 /// How long sessions and their refresh tokens live, from configuration.
@@ -102,6 +104,7 @@ impl Accounts {
         sessions: SessionPolicy,
         throttle: Arc<Throttle>,
         feed: Feed,
+        service_token_ttl: Duration,
     ) -> Self {
         Self {
             store,
@@ -110,6 +113,7 @@ impl Accounts {
             sessions,
             throttle,
             feed,
+            service_token_ttl,
         }
     }
 
@@ -408,7 +412,7 @@ impl Accounts {
 }
 
 /// The client for the log: its address, or `unknown`.
-fn client_text(origin: &Origin) -> String {
+pub(crate) fn client_text(origin: &Origin) -> String {
     origin
         .address
         .map_or_else(|| "unknown".to_owned(), |a| a.to_string())

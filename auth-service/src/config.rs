@@ -55,6 +55,10 @@ pub struct Config {
     #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
 
+    /// Lifetime of service accounts' tokens (the client-credentials grant), e.g. `15m`.
+    #[arg(long, env = "AUTH_SERVICE_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub service_token_ttl: Duration,
+
     /// How long an Ed25519 signing key signs before the next one takes over, e.g. `30d`; `0s`
     /// rotates only when an admin asks.
     #[arg(long, env = "AUTH_KEY_ROTATION_PERIOD", default_value = "30d", value_parser = humantime::parse_duration)]
@@ -119,7 +123,8 @@ pub struct Config {
     #[arg(long, env = "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE")]
     pub previous_key_encryption_key_file: Option<PathBuf>,
 
-    /// The `iss` claim of issued tokens.
+    /// The `iss` claim of issued tokens: the public base URL clients reach auth-service's
+    /// endpoints at (the gateway's), an absolute http(s) URL without query or fragment.
     #[arg(long, env = "AUTH_TOKEN_ISSUER", default_value_t = Audience::default().issuer)]
     pub token_issuer: String,
 
@@ -215,6 +220,7 @@ pub struct Settings {
     pub keys: KeyConfig,
     pub audience: Audience,
     pub access_token_ttl: Duration,
+    pub service_token_ttl: Duration,
     pub rotation: Rotation,
     pub sessions: SessionPolicy,
     pub prune_interval: Duration,
@@ -241,6 +247,15 @@ impl TryFrom<Config> for Settings {
                 "must be between 10s and 1h",
             ));
         }
+        // Service tokens are revoked through the feed, but a bound keeps a lost one short-lived.
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600))
+            .contains(&config.service_token_ttl)
+        {
+            return Err(ConfigError::new(
+                "AUTH_SERVICE_TOKEN_TTL",
+                "must be between 10s and 1h",
+            ));
+        }
         let sessions = session_policy(&config)?;
         if config.prune_interval < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -254,6 +269,7 @@ impl TryFrom<Config> for Settings {
                 "AUTH_TOKEN_ISSUER and AUTH_TOKEN_AUDIENCE must not be empty",
             ));
         }
+        check_issuer(&config.token_issuer)?;
         if config.db_max_connections == 0 {
             return Err(ConfigError::new(
                 "AUTH_DB_MAX_CONNECTIONS",
@@ -350,6 +366,7 @@ impl TryFrom<Config> for Settings {
                 audience: config.token_audience,
             },
             access_token_ttl: config.access_token_ttl,
+            service_token_ttl: config.service_token_ttl,
             rotation: rotation(config.key_rotation_period, config.key_publish_ahead)?,
             sessions,
             prune_interval: config.prune_interval,
@@ -392,6 +409,34 @@ fn hash_workers(
     password::budget::check(workers, memory_limit)
         .map_err(|problem| ConfigError::new("AUTH_HASH_WORKERS", problem))?;
     Ok(workers)
+}
+
+/// The issuer is auth-service's public base URL (RFC 8414): an absolute `http` or `https` URL
+/// with a host and neither query nor fragment. Compared as text by every verifier, so it is
+/// taken exactly as given.
+fn check_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let problem = |what: &str| {
+        ConfigError::new(
+            "AUTH_TOKEN_ISSUER",
+            format!(
+                "must be the public base URL, an absolute http(s) URL without query or fragment: {what}"
+            ),
+        )
+    };
+    let url = url::Url::parse(issuer).map_err(|e| problem(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(problem("the scheme is not http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(problem("there is no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem("it has a query or a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(problem("it has user information"));
+    }
+    Ok(())
 }
 
 fn rotation(period: Duration, publish_ahead: Duration) -> Result<Rotation, ConfigError> {
@@ -615,6 +660,7 @@ impl Config {
             data_dir: std::env::temp_dir().join(format!("auth-test-{}", uuid::Uuid::new_v4())),
             db_max_connections: 5,
             access_token_ttl: Duration::from_secs(900),
+            service_token_ttl: Duration::from_secs(900),
             key_rotation_period: Duration::from_secs(30 * 86_400),
             key_publish_ahead: Duration::from_secs(600),
             refresh_idle_ttl: Duration::from_secs(14 * 86_400),

@@ -2,11 +2,16 @@
 
 mod email;
 mod password;
+mod service_account;
 mod user;
 mod username;
 
 pub use email::Email;
 pub use password::Password;
+pub use service_account::{
+    ClientId, ClientSecret, MAX_CLIENT_SECRET, NewServiceAccount, ServiceAccount,
+    ServiceAccountName, ServiceAccountSecrets, service_account_roles,
+};
 pub use user::{NewUser, User, UserId, roles_with_user};
 pub use username::Username;
 

@@ -1,7 +1,7 @@
 //! What can go wrong, as the caller can act on it. Mapped to gRPC codes in `grpc.rs` only.
 
 use crate::{
-    domain::{Invalid, UserId},
+    domain::{ClientId, Invalid, UserId},
     keyring::{PendingKey, RotateError},
     password::HashError,
     store::StoreError,
@@ -72,6 +72,24 @@ pub enum Error {
     /// Too many sign-ups from this client were told a name is taken.
     #[error("too many sign-up attempts; retry later")]
     SignUpThrottled(std::time::Duration),
+    #[error("service account name is already taken")]
+    ServiceAccountNameTaken,
+    #[error("service account {0} not found")]
+    ServiceAccountNotFound(ClientId),
+    /// The same answer for an unknown client, a wrong secret and a disabled account, so a
+    /// caller learns nothing about which (RFC 6749's `invalid_client`).
+    #[error("invalid_client")]
+    InvalidClient,
+    /// The scope names something other than roles the account holds (RFC 6749's
+    /// `invalid_scope`).
+    #[error("invalid_scope")]
+    InvalidScope,
+    /// Too many failed client authentications for this client id from this client address.
+    #[error("too many failed client authentications; retry later")]
+    ClientThrottled(std::time::Duration),
+    /// A user-only call (a profile, a password, sessions) made with a service account's token.
+    #[error("a service account's token cannot {0}")]
+    NotForServiceAccounts(&'static str),
     /// The database cannot be reached right now; the same call may succeed shortly. The cause
     /// is for the log, not the caller.
     #[error("the database is unavailable; retry shortly")]
@@ -87,6 +105,7 @@ impl From<StoreError> for Error {
         match e {
             StoreError::UsernameTaken => Error::UsernameTaken,
             StoreError::EmailTaken => Error::EmailTaken,
+            StoreError::ServiceAccountNameTaken => Error::ServiceAccountNameTaken,
             StoreError::Unavailable(e) => Error::StoreUnavailable(e),
             StoreError::Unexpected(e) => Error::Unexpected(e),
         }

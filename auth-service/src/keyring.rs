@@ -100,6 +100,8 @@ pub struct KeyRing {
     source: Source,
     audience: Audience,
     ttl: Duration,
+    /// The longest lifetime of any token signed: how long a retired key stays published.
+    longest: Duration,
     rotation: Rotation,
     /// The handle the service's own `AuthnLayer` verifies with; replaced on every change.
     verifiers: authn::Keys,
@@ -107,11 +109,14 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys (generating the first one for every replica if there is none).
+    /// `ttl` is the user access-token lifetime the issuer signs with; `longest` the longest
+    /// lifetime of any token signed (service accounts' may differ), which a retired key stays
+    /// published for.
     pub async fn load(
         store: Arc<Store>,
         config: &KeyConfig,
         audience: &Audience,
-        ttl: Duration,
+        (ttl, longest): (Duration, Duration),
         rotation: Rotation,
     ) -> anyhow::Result<Self> {
         let (source, set) = match config {
@@ -132,7 +137,7 @@ impl KeyRing {
             KeyConfig::Ed25519 { kek, previous } => {
                 let kek = kek.load()?;
                 let keys = signing::load_ed25519(&store, &kek, previous.as_ref()).await?;
-                let set = arrange(keys, unix_now(), audience, ttl)?;
+                let set = arrange(keys, unix_now(), audience, ttl, longest)?;
                 tracing::info!(
                     kid = set.issuer.kid(),
                     keys = set.jwks.len(),
@@ -147,6 +152,7 @@ impl KeyRing {
             source,
             audience: audience.clone(),
             ttl,
+            longest: longest.max(ttl),
             rotation,
             verifiers,
         })
@@ -176,12 +182,12 @@ impl KeyRing {
         };
         let now = unix_now();
         let keys = signing::reload_ed25519(store, kek).await?;
-        for kid in expired(&keys, now, self.ttl) {
+        for kid in expired(&keys, now, self.longest) {
             if store.delete_signing_key(&kid).await? {
                 tracing::info!(%kid, "deleted a retired signing key: every token it signed has expired");
             }
         }
-        let set = arrange(keys, now, &self.audience, self.ttl)?;
+        let set = arrange(keys, now, &self.audience, self.ttl, self.longest)?;
         let changed = {
             let old = self.current();
             old.issuer.kid() != set.issuer.kid() || old.jwks != set.jwks
@@ -305,16 +311,18 @@ fn active_index(keys: &[OpenedKey], now: i64) -> usize {
         .unwrap_or(keys.len().saturating_sub(1))
 }
 
-/// The key set in force at `now`, from every stored key, newest generation first.
+/// The key set in force at `now`, from every stored key, newest generation first: the issuer
+/// signs for `ttl`, a retired key stays published for `longest`.
 fn arrange(
     keys: Vec<OpenedKey>,
     now: i64,
     audience: &Audience,
     ttl: Duration,
+    longest: Duration,
 ) -> anyhow::Result<KeySet> {
     let active = active_index(&keys, now);
     let signing = keys.get(active).context("no signing key is stored")?;
-    let ends = retire_ends(&keys, ttl);
+    let ends = retire_ends(&keys, longest.max(ttl));
     let published: Vec<&OpenedKey> = keys
         .iter()
         .zip(&ends)
@@ -373,7 +381,7 @@ mod tests {
     fn a_pending_key_is_published_but_the_current_one_signs() {
         let keys = vec![key(2, 1_000), key(1, 0)];
         let (new, old) = (keys[0].key.kid().to_owned(), keys[1].key.kid().to_owned());
-        let set = arrange(keys.clone(), 990, &Audience::default(), TTL).unwrap();
+        let set = arrange(keys.clone(), 990, &Audience::default(), TTL, TTL).unwrap();
         assert_eq!(set.issuer.kid(), old);
         assert_eq!(kids(&set), [new.clone(), old.clone()]);
         assert_eq!(
@@ -387,7 +395,7 @@ mod tests {
         assert_eq!(set.max_generation, 2);
 
         // From its second on, the new key signs; the old one verifies until its tokens expire.
-        let set = arrange(keys.clone(), 1_000, &Audience::default(), TTL).unwrap();
+        let set = arrange(keys.clone(), 1_000, &Audience::default(), TTL, TTL).unwrap();
         assert_eq!(set.issuer.kid(), new);
         assert_eq!(set.pending, None);
         assert_eq!(kids(&set), [new.clone(), old.clone()]);
@@ -395,9 +403,25 @@ mod tests {
         assert_eq!(set.next_change, Some(gone));
         assert!(expired(&keys, gone - 1, TTL).is_empty());
 
-        let set = arrange(keys.clone(), gone, &Audience::default(), TTL).unwrap();
+        let set = arrange(keys.clone(), gone, &Audience::default(), TTL, TTL).unwrap();
         assert_eq!(kids(&set), [new]);
         assert_eq!(expired(&keys, gone, TTL), [old]);
+    }
+
+    #[test]
+    fn a_retired_key_stays_published_as_long_as_the_longest_token_it_signed() {
+        let keys = vec![key(2, 1_000), key(1, 0)];
+        let old = keys[1].key.kid().to_owned();
+        let longest = Duration::from_secs(3_600);
+        let set = arrange(keys.clone(), 1_000, &Audience::default(), TTL, longest).unwrap();
+        // The issuer still signs user tokens for the access-token lifetime.
+        assert_eq!(set.issuer.ttl(), TTL);
+        let gone = 1_000 + 3_600 + RETIRE_LEEWAY_SECS;
+        assert_eq!(set.next_change, Some(gone));
+        let set = arrange(keys.clone(), gone - 1, &Audience::default(), TTL, longest).unwrap();
+        assert!(kids(&set).contains(&old));
+        assert!(expired(&keys, gone - 1, longest).is_empty());
+        assert_eq!(expired(&keys, gone, longest), [old]);
     }
 
     #[test]
@@ -407,7 +431,7 @@ mod tests {
             publish_ahead: Duration::from_secs(10),
         };
         assert_eq!(rotation.jwks_max_age(), Duration::from_secs(5));
-        let set = arrange(vec![key(1, 1_000)], 1_050, &Audience::default(), TTL).unwrap();
+        let set = arrange(vec![key(1, 1_000)], 1_050, &Audience::default(), TTL, TTL).unwrap();
         assert_eq!(set.active_since, 1_000);
         // Due once the next key, published 10 s ahead, would start at 1 100.
         assert!(!rotation_due(&rotation, &set, 1_089));
@@ -417,6 +441,7 @@ mod tests {
             vec![key(2, 1_200), key(1, 1_000)],
             1_150,
             &Audience::default(),
+            TTL,
             TTL,
         )
         .unwrap();

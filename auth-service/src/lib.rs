@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod password;
 pub mod refresh_token;
+pub mod service_accounts;
 pub mod sessions;
 pub mod signing;
 pub mod startup;

@@ -1,5 +1,7 @@
 //! What auth-service exports beyond the gRPC and authn series: `auth_sign_ins_total{outcome}`
 //! (`success`, `invalid_credentials`, `overloaded`, `throttled`, `disabled`, `error`),
+//! `auth_client_credentials_total{outcome}` for the client-credentials grant (`success`,
+//! `invalid_client`, `invalid_scope`, `throttled`, `error`),
 //! and for the password hashing pool `auth_password_hash_queue_depth` (callers waiting for a
 //! worker) and `auth_password_hash_wait_seconds` (how long they waited). Handles are made once,
 //! after `Application::build` installed the recorder.
@@ -51,6 +53,46 @@ impl SignIns {
 }
 
 impl Default for SignIns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `auth_client_credentials_total` by outcome: one `invalid_client` for an unknown client, a
+/// wrong secret and a disabled account, as they are one answer.
+pub struct ClientGrants {
+    success: Counter,
+    invalid_client: Counter,
+    invalid_scope: Counter,
+    throttled: Counter,
+    error: Counter,
+}
+
+impl ClientGrants {
+    pub fn new() -> Self {
+        let outcome = |label: &'static str| metrics::counter!("auth_client_credentials_total", "outcome" => label);
+        Self {
+            success: outcome("success"),
+            invalid_client: outcome("invalid_client"),
+            invalid_scope: outcome("invalid_scope"),
+            throttled: outcome("throttled"),
+            error: outcome("error"),
+        }
+    }
+
+    pub fn record<T>(&self, result: &Result<T, Error>) {
+        let counter = match result {
+            Ok(_) => &self.success,
+            Err(Error::InvalidClient) => &self.invalid_client,
+            Err(Error::InvalidScope) => &self.invalid_scope,
+            Err(Error::ClientThrottled(_)) => &self.throttled,
+            Err(_) => &self.error,
+        };
+        counter.increment(1);
+    }
+}
+
+impl Default for ClientGrants {
     fn default() -> Self {
         Self::new()
     }

@@ -171,6 +171,11 @@ impl Accounts {
                     .verifier
                     .verify_ignoring_expiry(token)
                     .map_err(|_| Error::InvalidAccessToken)?;
+                if claims.is_service_account() {
+                    return Err(Error::NotForServiceAccounts(
+                        "sign out: service accounts have no sessions",
+                    ));
+                }
                 let user = claims.sub.parse().map_err(|_| Error::InvalidAccessToken)?;
                 (user, claims.sid)
             }

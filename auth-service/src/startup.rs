@@ -51,7 +51,7 @@ impl Application {
             store.clone(),
             &settings.keys,
             &settings.audience,
-            settings.access_token_ttl,
+            (settings.access_token_ttl, settings.service_token_ttl),
             settings.rotation,
         )
         .await?;
@@ -77,6 +77,7 @@ impl Application {
             settings.sessions,
             throttle.clone(),
             feed.clone(),
+            settings.service_token_ttl,
         ));
         if let Some(admin) = settings.bootstrap_admin {
             accounts

@@ -34,7 +34,24 @@ use self::{
     error::{failed, insert_user_failed},
     rows::{CredentialsRow, UserRow},
 };
-use crate::domain::{NewUser, User, UserId};
+use crate::domain::{ClientId, NewUser, User, UserId};
+
+/// An id stored as a UUID (PostgreSQL) or its text (SQLite): users' and service accounts'.
+pub(crate) trait StoredId {
+    fn uuid(self) -> Uuid;
+}
+
+impl StoredId for UserId {
+    fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl StoredId for ClientId {
+    fn uuid(self) -> Uuid {
+        self.0
+    }
+}
 
 /// An account with its password hash, for sign-in only.
 #[derive(Clone)]
@@ -100,6 +117,7 @@ macro_rules! on_backend {
 
 // After the macro, so the modules can use it.
 mod revocations;
+mod service_accounts;
 mod sessions;
 mod throttle;
 
@@ -196,7 +214,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(insert_user_failed)?;
-            insert_roles(&mut tx, db.id(user.id), &user.roles).await?;
+            insert_roles(&mut tx, INSERT_ROLE, db.id(user.id), &user.roles).await?;
             tx.commit().await.map_err(failed("failed to commit user"))?;
         });
         let mut roles = user.roles.clone();
@@ -277,7 +295,7 @@ impl Store {
                 .is_some();
             // Without the user, dropping the transaction rolls the delete back.
             if found {
-                insert_roles(&mut tx, db.id(id), roles).await?;
+                insert_roles(&mut tx, INSERT_ROLE, db.id(id), roles).await?;
                 tx.commit().await.map_err(failed("failed to commit roles"))?;
             }
             found
@@ -374,10 +392,12 @@ impl Store {
     }
 }
 
-/// Adds `roles` to the user inside the caller's transaction. Generic over the database so the
-/// statement and its loop exist once; `id` is already in the backend's encoding.
+/// Adds `roles` to an account (a user, or a service account with its own `sql`) inside the
+/// caller's transaction. Generic over the database so the statement and its loop exist once;
+/// `id` is already in the backend's encoding.
 async fn insert_roles<DB, Id>(
     tx: &mut Transaction<'_, DB>,
+    sql: &'static str,
     id: Id,
     roles: &[Role],
 ) -> Result<(), StoreError>
@@ -389,7 +409,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
 {
     for role in roles {
-        sqlx::query::<DB>(INSERT_ROLE)
+        sqlx::query::<DB>(sql)
             .bind(id.clone())
             .bind(role.as_str())
             .execute(&mut **tx)

@@ -24,6 +24,15 @@
 //! every sign-up from that client is refused the same way until the window moves on, whether its
 //! name is free or not, so the answers stop telling which names exist. Admins are not counted.
 //!
+//! **Client credentials.** A service account's failed authentications (`IssueClientToken`,
+//! `IntrospectToken`) are counted like failed sign-ins, under `client:<client id>`, and limited
+//! per client address only (`AUTH_SIGNIN_MAX_FAILURES` per `AUTH_SIGNIN_WINDOW`): the secret is
+//! 256 random bits, so there is no weak secret for a guess spread over many addresses to find,
+//! and a limit across all addresses would let anyone lock an internal service out. The secret
+//! check costs one SHA-256, so a failure is recorded after the check rather than before it;
+//! a success clears that address's failures only when it had any, so a healthy grant costs
+//! one read.
+//!
 //! **Clients.** An IPv4 address, or the /64 an IPv6 address belongs to (one subscriber's usual
 //! allocation, whose addresses its owner can rotate through at will).
 
@@ -39,7 +48,7 @@ use sha2::{Digest, Sha256};
 use token::unix_now;
 
 use crate::{
-    domain::UserId,
+    domain::{ClientId, ClientSecret, UserId},
     store::{Store, StoreError, ThrottleKey},
 };
 
@@ -176,12 +185,36 @@ impl Subject {
         Self(format!("user:{id}"))
     }
 
+    /// A service account, by client id: failed client authentications are counted under it.
+    pub fn client(id: ClientId) -> Self {
+        Self(format!("client:{id}"))
+    }
+
     /// A login that names no account, normalised as logins are matched (trimmed, ignoring
     /// case) and hashed, so the table holds no text someone typed (perhaps a password).
     pub fn login(login: &str) -> Self {
         let digest = Sha256::digest(login.trim().to_lowercase().as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         Self(format!("login:{hex}"))
+    }
+}
+
+/// A client authentication that passed the throttle: what a failure is recorded under.
+#[derive(Debug)]
+pub struct ClientAttempt {
+    subject: Subject,
+    client: String,
+    /// Whether this address has failures within the window, to clear after a success.
+    failed_before: bool,
+}
+
+impl ClientAttempt {
+    fn key(&self) -> ThrottleKey<'_> {
+        ThrottleKey {
+            kind: SIGN_IN,
+            subject: &self.subject.0,
+            client: &self.client,
+        }
     }
 }
 
@@ -275,6 +308,68 @@ impl Throttle {
         self.store
             .delete_throttle_event(&attempt.key(), &attempt.attempt)
             .await
+    }
+
+    /// Refuses a client authentication for `id` from `origin`'s address once that address has
+    /// failed the per-client sign-in limit; otherwise returns what a failure is recorded under.
+    /// One read.
+    pub async fn check_client(
+        &self,
+        id: ClientId,
+        origin: &Origin,
+    ) -> Result<ClientAttempt, ThrottleError> {
+        let now = unix_now();
+        let limit = self.settings.sign_in_per_client;
+        let attempt = ClientAttempt {
+            subject: Subject::client(id),
+            client: origin.client_key(),
+            failed_before: false,
+        };
+        let window = secs(limit.window);
+        let failures = self
+            .store
+            .latest_throttle_events(&attempt.key(), now - window, limit.max)
+            .await?;
+        if failures.len() >= limit.max as usize
+            && let Some(nth) = failures.last()
+        {
+            // The limit holds until the `max`-th most recent failure leaves the window.
+            let retry_after = Duration::from_secs((nth + window - now).max(1).unsigned_abs());
+            return Err(ThrottleError::Refused {
+                limit: "client",
+                retry_after,
+            });
+        }
+        Ok(ClientAttempt {
+            failed_before: !failures.is_empty(),
+            ..attempt
+        })
+    }
+
+    /// Counts a failed client authentication: once per request, a retry of the same request
+    /// with the same secret (the gateway on another replica) finding the same record.
+    pub async fn client_failed(
+        &self,
+        attempt: &ClientAttempt,
+        origin: &Origin,
+        secret: &ClientSecret,
+    ) -> Result<(), StoreError> {
+        let fingerprint = origin.attempt(&[secret.expose().as_bytes()]);
+        self.store
+            .record_throttle_event(&attempt.key(), &fingerprint, unix_now())
+            .await
+            .map(drop)
+    }
+
+    /// The secret was right: forgets this address's failures for the account, if it had any.
+    pub async fn client_succeeded(&self, attempt: &ClientAttempt) -> Result<(), StoreError> {
+        if !attempt.failed_before {
+            return Ok(());
+        }
+        self.store
+            .clear_throttle_events_from_client(&attempt.key())
+            .await
+            .map(drop)
     }
 
     /// Refuses a sign-up from a client that was told "taken" too often.

@@ -128,6 +128,7 @@ fn claims(sid: &str, sub: &str) -> Claims {
         roles: vec![Role::User],
         username: "alice".into(),
         sid: Some(sid.into()),
+        client_id: None,
     }
 }
 

@@ -93,6 +93,7 @@ mod tests {
             roles: vec![Role::User],
             username: "u".into(),
             sid: None,
+            client_id: None,
         })
     }
 

@@ -448,6 +448,7 @@ mod tests {
             roles: vec![Role::User],
             username: "alice".into(),
             sid: Some(sid.into()),
+            client_id: None,
         }
     }
 

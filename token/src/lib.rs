@@ -9,7 +9,7 @@ mod keys;
 mod role;
 mod verifier;
 
-pub use claims::Claims;
+pub use claims::{Claims, SERVICE_ACCOUNT_PREFIX};
 pub use issuer::{IssueError, Issued, Issuer};
 pub use jwks::{Jwk, JwkSet};
 pub use keys::{Algorithm, Ed25519Key, Hs256Secret, KeyError, SigningKey};
@@ -19,7 +19,8 @@ pub use verifier::{LEEWAY_SECS, Verifier, VerifyError};
 /// Who issues tokens and for whom: both sides must agree on these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audience {
-    /// The `iss` claim: names auth-service.
+    /// The `iss` claim: auth-service's public base URL (RFC 8414: the issuer is the server's
+    /// URL), the gateway's under `scripts/dev` by default.
     pub issuer: String,
     /// The `aud` claim: names the set of services that accept the token.
     pub audience: String,
@@ -28,7 +29,7 @@ pub struct Audience {
 impl Default for Audience {
     fn default() -> Self {
         Self {
-            issuer: "auth-service".to_owned(),
+            issuer: "http://127.0.0.1:8080".to_owned(),
             audience: "persons-api".to_owned(),
         }
     }

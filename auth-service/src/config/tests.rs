@@ -320,3 +320,53 @@ fn an_unreadable_memory_limit_sizes_by_cpus() {
     );
     std::fs::remove_dir_all(&config.cgroup_root).unwrap();
 }
+
+#[test]
+fn the_issuer_must_be_an_absolute_http_url_without_query_or_fragment() {
+    let parsed = Config::try_parse_from(["auth-service"]).unwrap();
+    assert_eq!(parsed.token_issuer, "http://127.0.0.1:8080");
+    for ok in [
+        "http://127.0.0.1:8080",
+        "https://auth.example.com",
+        "https://example.com/auth/",
+    ] {
+        let mut config = Config::for_tests();
+        config.token_issuer = ok.into();
+        assert_eq!(settings(config).unwrap().audience.issuer, ok);
+    }
+    for bad in [
+        "auth-service",
+        "/relative",
+        "ftp://example.com",
+        "https://example.com/?x=1",
+        "https://example.com/#top",
+        "https://user:pw@example.com",
+        "http://",
+    ] {
+        let mut config = Config::for_tests();
+        config.token_issuer = bad.into();
+        let error = settings(config).err().unwrap();
+        assert_eq!(error.setting, "AUTH_TOKEN_ISSUER", "{bad}");
+        assert!(error.problem.contains("public base URL"), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn the_service_token_lifetime_defaults_to_15_minutes_within_10s_to_1h() {
+    let parsed = Config::try_parse_from(["auth-service"]).unwrap();
+    assert_eq!(parsed.service_token_ttl, Duration::from_secs(900));
+    for bad in [Duration::from_secs(9), Duration::from_secs(3601)] {
+        let mut config = Config::for_tests();
+        config.service_token_ttl = bad;
+        assert_eq!(
+            settings(config).err().unwrap().setting,
+            "AUTH_SERVICE_TOKEN_TTL"
+        );
+    }
+    let mut config = Config::for_tests();
+    config.service_token_ttl = Duration::from_secs(3600);
+    assert_eq!(
+        settings(config).unwrap().service_token_ttl,
+        Duration::from_secs(3600)
+    );
+}

@@ -6,6 +6,8 @@ pub enum StoreError {
     UsernameTaken,
     #[error("email is already registered")]
     EmailTaken,
+    #[error("service account name is already taken")]
+    ServiceAccountNameTaken,
     /// The database cannot be reached right now (pool exhausted or closed, connection lost,
     /// server shutting down); the same call may succeed shortly.
     #[error("the database is unavailable")]
@@ -42,6 +44,19 @@ pub(super) fn insert_user_failed(error: sqlx::Error) -> StoreError {
         }
     }
     failed("failed to insert user")(error)
+}
+
+/// A service account's name is unique: PostgreSQL names the index, SQLite the column.
+pub(super) fn insert_service_account_failed(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        let name = db.constraint().unwrap_or_else(|| db.message());
+        if name.contains("service_accounts_name_key") || name.contains("service_accounts.name") {
+            return StoreError::ServiceAccountNameTaken;
+        }
+    }
+    failed("failed to insert service account")(error)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use uuid::Uuid;
 
+use super::StoredId;
 use super::open_pool;
-use crate::domain::UserId;
 
 /// sqlx holds a PostgreSQL advisory lock while migrating, so replicas starting together apply
 /// each migration exactly once.
@@ -31,7 +31,7 @@ impl PgStore {
     }
 
     /// Ids are bound as `uuid`: PostgreSQL will not compare a `uuid` column with text.
-    pub(super) fn id(&self, id: UserId) -> Uuid {
-        id.0
+    pub(super) fn id(&self, id: impl StoredId) -> Uuid {
+        id.uuid()
     }
 }

@@ -6,8 +6,8 @@ use std::{str::FromStr, time::Duration};
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
+use super::StoredId;
 use super::open_pool;
-use crate::domain::UserId;
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ impl SqliteStore {
 
     /// SQLite has no UUID type: ids are stored as their hyphenated text, whose order is the
     /// UUIDs' order, so listing by id still lists by creation.
-    pub(super) fn id(&self, id: UserId) -> String {
-        id.0.to_string()
+    pub(super) fn id(&self, id: impl StoredId) -> String {
+        id.uuid().to_string()
     }
 }

@@ -20,6 +20,9 @@ const NTH_LATEST_FROM_CLIENT: &str = "SELECT at FROM throttle_events \
 /// The `$4 + 1`-th most recent event of one subject from any client since `$3`.
 const NTH_LATEST: &str = "SELECT at FROM throttle_events \
      WHERE kind = $1 AND subject = $2 AND at > $3 ORDER BY at DESC LIMIT 1 OFFSET $4";
+/// Up to `$5` most recent events of one subject from one client since `$4`.
+const LATEST_FROM_CLIENT: &str = "SELECT at FROM throttle_events \
+     WHERE kind = $1 AND subject = $2 AND client = $3 AND at > $4 ORDER BY at DESC LIMIT $5";
 const DELETE_EVENT: &str = "DELETE FROM throttle_events \
      WHERE kind = $1 AND subject = $2 AND client = $3 AND attempt = $4";
 const DELETE_FROM_CLIENT: &str =
@@ -80,6 +83,28 @@ impl Store {
                     .fetch_optional(&db.pool)
                     .await
             }
+        })
+        .map_err(failed("failed to count throttle events"))
+    }
+
+    /// The times of up to `limit` most recent events of `key` (its subject from its client)
+    /// after `since`, latest first: whether a limit is reached, when the oldest of them leaves
+    /// the window, and whether there are any, in one read.
+    pub async fn latest_throttle_events(
+        &self,
+        key: &ThrottleKey<'_>,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        on_backend!(self, db => {
+            sqlx::query_scalar::<_, i64>(LATEST_FROM_CLIENT)
+                .bind(key.kind)
+                .bind(key.subject)
+                .bind(key.client)
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&db.pool)
+                .await
         })
         .map_err(failed("failed to count throttle events"))
     }

@@ -12,6 +12,7 @@ mod keys;
 mod metrics;
 mod replicas;
 mod rotation;
+mod service_accounts;
 mod serving;
 mod sessions;
 mod sign_in;

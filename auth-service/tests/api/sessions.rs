@@ -329,7 +329,12 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
     app.sign_in("alice", new).await.unwrap();
 }
 
-async fn set_roles(app: &TestApp, token: &str, user: &str, roles: &[&str]) -> Result<(), Status> {
+pub async fn set_roles(
+    app: &TestApp,
+    token: &str,
+    user: &str,
+    roles: &[&str],
+) -> Result<(), Status> {
     app.client
         .clone()
         .set_user_roles(authed(
@@ -394,7 +399,7 @@ async fn removing_a_role_ends_the_users_sessions_and_a_refresh_reissues_current_
 
 /// Two replicas on one database; the second hears of revocations only at its next poll (a
 /// minute), as a replica whose feed lags behind the demotion would.
-async fn two_replicas_one_lagging() -> (TestApp, TestApp) {
+pub async fn two_replicas_one_lagging() -> (TestApp, TestApp) {
     let file = std::env::temp_dir().join(format!("auth-demote-{}.db", uuid::Uuid::new_v4()));
     let config = |poll: Duration| {
         let mut config = with_admin(Config::for_tests());

@@ -34,7 +34,8 @@ async fn a_token_verifies_with_a_standard_jwt_library_given_only_the_jwks() {
         .find(header.kid.as_deref().unwrap())
         .expect("kid is in the JWKS");
     let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_issuer(&["auth-service"]);
+    // The issuer is the public base URL (RFC 8414), the gateway's under scripts/dev.
+    validation.set_issuer(&["http://127.0.0.1:8080"]);
     validation.set_audience(&["persons-api"]);
     let claims = jsonwebtoken::decode::<serde_json::Value>(
         &signed_in.access_token,

@@ -55,6 +55,7 @@ impl Server {
                 roles: vec![Role::User],
                 username: username.into(),
                 sid: None,
+                client_id: None,
             })
             .unwrap()
     }

@@ -135,6 +135,7 @@ fn admin_claims() -> Claims {
         roles: vec![Role::Admin],
         username: "mallory".into(),
         sid: None,
+        client_id: None,
     }
 }
 

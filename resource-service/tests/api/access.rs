@@ -157,6 +157,7 @@ pub fn admin_claims(audience: &Audience) -> Claims {
         roles: vec![Role::Admin],
         username: "mallory".into(),
         sid: None,
+        client_id: None,
     }
 }
 

@@ -180,6 +180,7 @@ fn session_token(sid: &str, age: i64) -> String {
             roles: vec![Role::User],
             username: "alice".into(),
             sid: Some(sid.into()),
+            client_id: None,
         })
         .unwrap()
 }

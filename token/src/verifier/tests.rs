@@ -37,6 +37,7 @@ fn claims_now() -> Claims {
         roles: vec![Role::User],
         username: "alice".into(),
         sid: None,
+        client_id: None,
     }
 }
 
@@ -51,6 +52,34 @@ fn a_token_it_issued_verifies_with_the_public_jwk_alone() {
     let claims = verifier(&key).verify(&issued.token).unwrap();
     assert_eq!(claims, issued.claims);
     assert_eq!(claims.exp - claims.iat, 900);
+}
+
+#[test]
+fn a_service_accounts_token_names_its_client_and_has_its_own_lifetime() {
+    let key = Ed25519Key::generate();
+    let issued = issuer(&key)
+        .issue_for_client(
+            "c-1",
+            "billing",
+            &[Role::Moderator],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let claims = verifier(&key).verify(&issued.token).unwrap();
+    assert_eq!(claims, issued.claims);
+    assert_eq!(claims.sub, "sa:c-1");
+    assert_eq!(claims.client_id.as_deref(), Some("c-1"));
+    assert_eq!(claims.username, "billing");
+    assert_eq!(claims.roles, [Role::Moderator]);
+    assert_eq!(claims.sid, None);
+    assert_eq!(claims.exp - claims.iat, 300);
+    assert!(claims.is_service_account());
+    assert!(
+        !verifier(&key)
+            .verify(&issuer(&key).issue("42", "a", &[]).unwrap().token)
+            .unwrap()
+            .is_service_account()
+    );
 }
 
 #[test]
