@@ -19,6 +19,9 @@ use tonic::{Code, transport::Channel};
 /// own token must be renewed while the test runs.
 const TOKEN_TTL: Duration = Duration::from_secs(10);
 
+/// How long past its `exp` a verifier still accepts a token (clock leeway).
+const LEEWAY: Duration = Duration::from_secs(5);
+
 /// The names the directory answers for `filter`, or the refusal's code and message.
 async fn list(
     directory: &mut DirectoryClient<Channel>,
@@ -71,7 +74,10 @@ async fn the_directory_verifies_its_callers_and_calls_resource_service_as_itself
     let stack = Stack::start_with(
         "directory",
         [2, 2, 0],
-        &[("AUTH_SERVICE_TOKEN_TTL", format!("{}s", TOKEN_TTL.as_secs()))],
+        &[(
+            "AUTH_SERVICE_TOKEN_TTL",
+            format!("{}s", TOKEN_TTL.as_secs()),
+        )],
         &[],
     )
     .await;
@@ -193,10 +199,10 @@ async fn the_directory_verifies_its_callers_and_calls_resource_service_as_itself
     )
     .await;
 
-    // For longer than its token lives, every call succeeds: the directory renews its own
-    // token before it expires.
+    // For longer than its token lives (and the verifiers' leeway after), every call succeeds:
+    // the directory renews its own token before it expires.
     let started = Instant::now();
-    while started.elapsed() < TOKEN_TTL + Duration::from_secs(3) {
+    while started.elapsed() < TOKEN_TTL + LEEWAY + Duration::from_secs(3) {
         for (i, directory) in directories.iter_mut().enumerate() {
             assert_eq!(
                 list(directory, &family, Some(&token)).await,
