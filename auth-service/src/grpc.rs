@@ -182,16 +182,31 @@ fn user_caller<'r, T>(request: &'r Request<T>, action: &'static str) -> Result<&
     Ok(claims)
 }
 
-/// A list's page size: 0 is the default, more than the maximum is the maximum.
-fn page_size(requested: i32) -> Result<u32, Status> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
+/// A list request's page: the id it starts after and its size (0 is the default, more than the
+/// maximum is the maximum). The caller reads one row more, which tells whether another page
+/// follows.
+fn page(token: &str, size: i32) -> Result<(Option<uuid::Uuid>, u32), Status> {
+    let limit = match size {
+        0 => DEFAULT_PAGE_SIZE,
         n if n < 0 => {
             let invalid = Invalid("page_size must not be negative".to_owned());
-            Err(Error::from(invalid).into())
+            return Err(Error::from(invalid).into());
         }
-        n => Ok((n as u32).min(MAX_PAGE_SIZE)),
+        n => (n as u32).min(MAX_PAGE_SIZE),
+    };
+    Ok((decode_page_token(token).map_err(Error::from)?, limit))
+}
+
+/// Cuts `rows` (read with one extra) to the page and returns the token of the next page, empty
+/// on the last.
+fn next_page_token<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> uuid::Uuid) -> String {
+    if rows.len() <= limit as usize {
+        return String::new();
     }
+    rows.truncate(limit as usize);
+    rows.last()
+        .map(|row| encode_page_token(id(row)))
+        .unwrap_or_default()
 }
 
 /// More roles than exist, with room for `ROLE_*` spellings and repeats. A list beyond this is
@@ -328,25 +343,13 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
         let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
-        let limit = page_size(req.page_size)?;
-        let after = decode_page_token(&req.page_token)
-            .map_err(Error::from)?
-            .map(ClientId);
-        // One extra row tells whether another page follows.
+        let (after, limit) = page(&req.page_token, req.page_size)?;
         let mut accounts = self
             .accounts
-            .list_service_accounts(&caller, after, limit + 1)
+            .list_service_accounts(&caller, after.map(ClientId), limit + 1)
             .await
             .map_err(status)?;
-        let next_page_token = if accounts.len() > limit as usize {
-            accounts.truncate(limit as usize);
-            accounts
-                .last()
-                .map(|a| encode_page_token(a.id.0))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page_token(&mut accounts, limit, |a| a.id.0);
         Ok(Response::new(pb::ListServiceAccountsResponse {
             service_accounts: accounts.into_iter().map(service_account_to_pb).collect(),
             next_page_token,
@@ -534,25 +537,13 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let caller = signed_in(&request)?.clone();
         let req = request.into_inner();
-        let limit = page_size(req.page_size)?;
-        let after = decode_page_token(&req.page_token)
-            .map_err(Error::from)?
-            .map(UserId);
-        // One extra row tells whether another page follows.
+        let (after, limit) = page(&req.page_token, req.page_size)?;
         let mut users = self
             .accounts
-            .list_users(&caller, after, limit + 1)
+            .list_users(&caller, after.map(UserId), limit + 1)
             .await
             .map_err(status)?;
-        let next_page_token = if users.len() > limit as usize {
-            users.truncate(limit as usize);
-            users
-                .last()
-                .map(|u| encode_page_token(u.id.0))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page_token(&mut users, limit, |u| u.id.0);
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(to_pb).collect(),
             next_page_token,

@@ -91,10 +91,9 @@ impl Accounts {
         if disabled {
             self.disable_service_account(id).await?;
         } else {
-            let account = self.service_account(id).await?;
             // Tokens issued in the second of the last revocation would be refused with it, so
             // the account comes back only once that second is over.
-            if let Some(through) = self.store.revoked_through(&account.subject()).await? {
+            if let Some(through) = self.store.revoked_through(&id.subject()).await? {
                 let wait = through + 1 - unix_now();
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
@@ -262,7 +261,7 @@ impl Accounts {
         self.store
             .insert_revocations(&[NewRevocation {
                 kind: RevocationKind::User,
-                subject: format!("{}{id}", token::SERVICE_ACCOUNT_PREFIX),
+                subject: id.subject(),
                 not_before: now,
                 // Its tokens live for the service-token lifetime, not the users'.
                 expires_at: now + self.service_token_ttl.as_secs() as i64 + LEEWAY_SECS as i64,

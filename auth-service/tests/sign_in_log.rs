@@ -131,3 +131,66 @@ async fn a_refresh_token_reuse_is_a_security_event_and_no_token_is_logged() {
         assert!(!all.contains(secret.as_str()), "a token reached the log");
     }
 }
+
+// One thread, so the server's tasks log to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn no_client_secret_or_client_token_reaches_the_log() {
+    use proto::auth::v1 as pb;
+
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = helpers::spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let mut client = app.client.clone();
+    let created = client
+        .create_service_account(helpers::authed(
+            pb::CreateServiceAccountRequest {
+                name: "logged".into(),
+                roles: vec![],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let client_id = created.service_account.unwrap().client_id;
+    let rotated = client
+        .rotate_service_account_secret(helpers::authed(
+            pb::RotateServiceAccountSecretRequest {
+                client_id: client_id.clone(),
+                overlap_seconds: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    let grant = |secret: &str| pb::IssueClientTokenRequest {
+        client_id: client_id.clone(),
+        client_secret: secret.into(),
+        scope: String::new(),
+    };
+    let wrong = "a-wrong-client-secret-that-is-long-enough";
+    client.issue_client_token(grant(wrong)).await.unwrap_err();
+    let token = client
+        .issue_client_token(grant(&rotated))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+
+    let refused = logs.lines_with("client authentication refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains(&client_id), "{}", refused[0]);
+    assert_eq!(logs.lines_with("client token issued").len(), 1);
+    for secret in [&created.client_secret, &rotated, wrong, &token] {
+        assert_eq!(logs.lines_with(secret), Vec::<String>::new());
+    }
+}

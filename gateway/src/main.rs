@@ -1,5 +1,8 @@
 use gateway::{Application, Config, Settings};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     telemetry::run_service::<Config, Settings, _>("gateway", |settings| async {

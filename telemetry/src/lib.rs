@@ -4,6 +4,7 @@
 //! Prometheus metrics ([`metrics`]), and waiting for the signal to stop.
 
 mod grpc;
+mod json_log;
 pub mod metrics;
 pub mod otlp;
 pub mod trace_context;
@@ -60,10 +61,11 @@ fn install(tracer: Option<SdkTracer>) {
     let result = if json {
         registry
             .with(
+                // tracing-subscriber's JSON format (flattened events, the current span and the
+                // span list), written without re-parsing the spans' fields for every line.
                 fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(json_log::JsonLines),
             )
             .try_init()
     } else {
@@ -250,12 +252,18 @@ pub struct NewRequestId;
 
 impl MakeRequestId for NewRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        uuid::Uuid::new_v4()
-            .to_string()
-            .parse()
-            .ok()
-            .map(RequestId::new)
+        Some(RequestId::new(new_request_id()))
     }
+}
+
+/// A random UUID v4, hyphenated, as a header value. The bytes come from the thread's RNG (the one
+/// trace ids use) rather than `Uuid::new_v4`'s system call per id, and the text is written once,
+/// straight into the header value.
+fn new_request_id() -> http::HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut text);
+    http::HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
 }
 
 /// Removes a caller's request id that [`is_valid_request_id`] refuses, so the
@@ -444,6 +452,19 @@ mod tests {
     async fn a_request_without_an_id_gets_one() {
         let (seen, _) = ids(None).await;
         assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_lowercase_uuid_v4s() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| new_request_id().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(parsed.hyphenated().to_string(), *id);
+        }
     }
 
     #[test]

@@ -22,6 +22,11 @@ impl ClientId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// The `sub` of the account's tokens, and the subject its revocations name.
+    pub fn subject(&self) -> String {
+        format!("{}{self}", token::SERVICE_ACCOUNT_PREFIX)
+    }
 }
 
 impl Default for ClientId {
@@ -112,13 +117,6 @@ pub struct ServiceAccount {
     /// When the rotated-out secret stops working, if one was kept (Unix seconds; it may have
     /// passed already).
     pub previous_secret_expires_at: Option<i64>,
-}
-
-impl ServiceAccount {
-    /// The `sub` of its tokens, and the subject its revocations name.
-    pub fn subject(&self) -> String {
-        format!("{}{}", token::SERVICE_ACCOUNT_PREFIX, self.id)
-    }
 }
 
 /// A service account with the hashes of its secrets, for authenticating it.

@@ -51,3 +51,22 @@ fn an_unusable_setting_stops_start_up_with_ex_usage_and_names_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_issuer_that_is_not_a_base_url_stops_start_up_with_ex_usage() {
+    for issuer in ["auth-service", "https://auth.example.com/?tenant=1"] {
+        let output = auth_service()
+            .env("AUTH_TOKEN_ISSUER", issuer)
+            .env("AUTH_GRPC_ADDR", "127.0.0.1:0")
+            .output()
+            .expect("runs auth-service");
+        assert_eq!(output.status.code(), Some(64), "{issuer}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(
+                "invalid configuration: AUTH_TOKEN_ISSUER: must be the public base URL"
+            ),
+            "{stderr}"
+        );
+    }
+}

@@ -527,6 +527,34 @@ fn follower(app: &TestApp) -> authn::Revocations {
     RevocationFollower::start(RevocationConfig::new(vec![format!("http://{}", app.addr)])).unwrap()
 }
 
+/// The user-level revocation of `subject` in the feed's snapshot.
+async fn revocation_of(app: &TestApp, subject: &str) -> pb::Revocation {
+    let mut stream = app
+        .client
+        .clone()
+        .watch_revocations(pb::WatchRevocationsRequest { after: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let batch = tokio::time::timeout(WITHIN, stream.message())
+            .await
+            .expect("a batch in time")
+            .unwrap()
+            .expect("the stream goes on");
+        let found = batch.revocations.into_iter().rev().find(
+            |r| matches!(&r.subject, Some(pb::revocation::Subject::UserId(id)) if id == subject),
+        );
+        if let Some(revocation) = found {
+            return revocation;
+        }
+        assert!(
+            !batch.snapshot_done,
+            "no revocation of {subject} in the snapshot"
+        );
+    }
+}
+
 async fn refused_within(revocations: &authn::Revocations, claims: &Claims) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     while revocations.check(claims).is_ok() {
@@ -552,7 +580,10 @@ async fn accepted_once_synced(revocations: &authn::Revocations, claims: &Claims)
 
 #[tokio::test]
 async fn disabling_or_deleting_an_account_revokes_its_tokens_at_every_verifier() {
-    let app = spawn_app_with_admin().await;
+    let mut config = with_admin(Config::for_tests());
+    // Longer than the users' access tokens: the revocation must outlive the longest token.
+    config.service_token_ttl = Duration::from_secs(1_800);
+    let app = spawn_with(config).await;
     let admin = app.admin_token().await;
     let revocations = follower(&app);
     for (name, end) in [("disabled", true), ("deleted", false)] {
@@ -566,13 +597,30 @@ async fn disabling_or_deleting_an_account_revokes_its_tokens_at_every_verifier()
         } else {
             delete(&app, &admin, &id).await.unwrap();
         }
-        // A verifier elsewhere, through the feed; and auth-service's own layer and answer.
+        // A verifier elsewhere, through the feed; auth-service's answer, from the database at
+        // once; and its own layer, fed in-process by the same feed.
         refused_within(&revocations, &claims).await;
+        let revocation = revocation_of(&app, &claims.sub).await;
+        assert!(revocation.not_before >= claims.iat);
         assert_eq!(
-            validate(&app, &token, &token).await.unwrap_err().code(),
-            Code::Unauthenticated
+            revocation.expires_at - revocation.not_before,
+            1_800 + token::LEEWAY_SECS as i64
         );
         assert!(!validate(&app, &admin, &token).await.unwrap().active);
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        loop {
+            match validate(&app, &token, &token).await {
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                    break;
+                }
+                Ok(_) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "auth-service's own layer still accepts the token"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

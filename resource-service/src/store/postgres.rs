@@ -11,11 +11,28 @@ use crate::domain::PersonFields;
 
 pub type PostgresStore = SqlStore<Postgres>;
 
+/// How long a pooled connection may sit idle before it is pinged again before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl SqlStore<Postgres> {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection it hands out (a round trip to PostgreSQL before each
+            // query) and again when it takes one back. The ping on release stays: it finds the
+            // connections that broke. A connection in use moments ago needs no second ping, so
+            // only one idle for longer than `PING_IF_IDLE_FOR` (which may have gone stale, e.g.
+            // while PostgreSQL restarted) is pinged before use.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await
             .context("failed to connect to PostgreSQL")?;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use proto::auth::v1::{
-    GetJwksRequest, SignInRequest, SignUpRequest, auth_service_client::AuthServiceClient,
+    CreateServiceAccountRequest, GetJwksRequest, IssueClientTokenRequest,
+    SetServiceAccountDisabledRequest, SignInRequest, SignUpRequest,
+    auth_service_client::AuthServiceClient,
 };
 use resource_service::Config;
 use token::{Audience, Ed25519Key, Jwk, Role};
@@ -87,6 +89,54 @@ impl Auth {
             .await
             .expect("sign up");
         self.sign_in(username).await
+    }
+
+    /// Creates a service account with `role` and returns its client id and a token of its own
+    /// (the client-credentials grant).
+    async fn service_token(&self, name: &str, role: Role) -> (String, String) {
+        let admin = self.sign_in("root").await;
+        let created = self
+            .client
+            .clone()
+            .create_service_account(with_token(
+                CreateServiceAccountRequest {
+                    name: name.into(),
+                    roles: vec![role.as_str().into()],
+                },
+                &admin,
+            ))
+            .await
+            .expect("create a service account")
+            .into_inner();
+        let client_id = created.service_account.unwrap().client_id;
+        let token = self
+            .client
+            .clone()
+            .issue_client_token(IssueClientTokenRequest {
+                client_id: client_id.clone(),
+                client_secret: created.client_secret,
+                scope: String::new(),
+            })
+            .await
+            .expect("a client token")
+            .into_inner()
+            .access_token;
+        (client_id, token)
+    }
+
+    async fn disable_service_account(&self, client_id: &str) {
+        let admin = self.sign_in("root").await;
+        self.client
+            .clone()
+            .set_service_account_disabled(with_token(
+                SetServiceAccountDisabledRequest {
+                    client_id: client_id.into(),
+                    disabled: true,
+                },
+                &admin,
+            ))
+            .await
+            .expect("disable the service account");
     }
 
     async fn jwks(&self) -> Vec<Jwk> {
@@ -219,4 +269,38 @@ async fn keys_come_from_whichever_listed_auth_service_replica_answers() {
     let app = spawn_resource(vec!["http://127.0.0.1:1".into(), auth.url.clone()]).await;
     let token = auth.token_for("alice", Role::Moderator).await;
     call(&app, Rpc::Create, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_service_accounts_token_gets_its_roles_rpcs_until_the_account_is_disabled() {
+    let auth = spawn_auth().await;
+    let app = spawn_resource(vec![auth.url.clone()]).await;
+    let (moderator_id, moderator) = auth.service_token("importer", Role::Moderator).await;
+    let (_, plain) = auth.service_token("reader", Role::User).await;
+    // Roles decide, whatever the subject (`sa:<client id>`, not a user id).
+    call(&app, Rpc::Create, &moderator).await.unwrap();
+    call(&app, Rpc::Update, &moderator).await.unwrap();
+    let denied = call(&app, Rpc::Delete, &moderator).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    call(&app, Rpc::List, &plain).await.unwrap();
+    let denied = call(&app, Rpc::Create, &plain).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // Disabled: the revocation feed takes the token back here too.
+    auth.disable_service_account(&moderator_id).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match call(&app, Rpc::List, &moderator).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                break;
+            }
+            Ok(()) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "resource-service still accepts the disabled account's token"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    call(&app, Rpc::List, &plain).await.unwrap();
 }

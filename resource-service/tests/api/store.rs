@@ -461,3 +461,32 @@ async fn a_database_migrated_by_a_newer_version_still_opens() {
             .unwrap_or_else(|e| panic!("{url}: {e:#}"));
     }
 }
+
+/// The pool pings a connection before use only when it sat idle (not on every read): one that
+/// PostgreSQL dropped meanwhile (a restart, an administrator, an idle timeout) is still found
+/// and replaced before a read is sent on it, so the read is served.
+#[tokio::test]
+async fn a_connection_postgresql_dropped_while_idle_is_replaced_before_a_read() {
+    use sqlx::Connection;
+
+    let url = crate::helpers::fresh_postgres_database().await;
+    let store = Store::connect_with(&url, 1).await.unwrap();
+    let ann = store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    assert_eq!(store.get(ann.id).await.unwrap(), ann);
+
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "the pool's one connection");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    assert_eq!(store.get(ann.id).await.unwrap(), ann);
+}
