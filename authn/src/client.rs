@@ -17,15 +17,22 @@
 //! # }
 //! ```
 //!
-//! Where tokens come from is a [`TokenSource`]: a closure returning a future, [`Forwarded`], or
-//! any type implementing the trait (a service account's client-credentials grant plugs in
-//! here). [`Tokens`] holds the current token: every call reuses it until 80 % of its lifetime
+//! Where tokens come from is a [`TokenSource`]: a closure returning a future, [`Forwarded`],
+//! [`ClientCredentials`] (the service's own token from its service account, with auth-service's
+//! client-credentials grant), or any type implementing the trait. [`Tokens`] holds the current token: every call reuses it until 80 % of its lifetime
 //! (`iat` to `exp`, read without verifying: it is our own token, the server verifies it) has
 //! passed, then one call renews it while concurrent calls wait for that one renewal. If renewal
 //! fails while the old token is still valid, calls go on with the old one and renewal is retried
 //! a second later. A call for which no valid token can be had never leaves the process: it fails
 //! with the source's code (UNAUTHENTICATED or UNAVAILABLE) and a message saying so, and for a
-//! second after a failure calls fail the same way without asking the source again.
+//! second after a failure calls fail the same way without asking the source again. When the
+//! called service refuses a token as UNAUTHENTICATED (revoked, say, after its account was
+//! disabled and enabled again), the token is dropped so the next call fetches a new one (at
+//! most once a second).
+
+mod credentials;
+
+pub use credentials::ClientCredentials;
 
 use std::{
     future::Future,
@@ -157,6 +164,7 @@ struct Inner {
 struct Held {
     header: HeaderValue,
     lifetime: Lifetime,
+    fetched: Instant,
 }
 
 impl Tokens {
@@ -222,6 +230,23 @@ impl Tokens {
         }
     }
 
+    /// The called service refused `header` as UNAUTHENTICATED: if it is still the token held,
+    /// and was not fetched within the last second, forget it so the next call fetches another.
+    pub fn refused(&self, header: &HeaderValue) {
+        let mut current = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|held| held.header == header && held.fetched.elapsed() >= RETRY_AFTER)
+        {
+            tracing::info!("the called service refused the access token; fetching a new one");
+            *current = None;
+        }
+    }
+
     fn held(&self) -> Option<Held> {
         self.inner
             .current
@@ -242,7 +267,11 @@ impl Tokens {
             TokenError::unauthenticated("the token source gave an access token that is not text")
         })?;
         header.set_sensitive(true);
-        Ok(Held { header, lifetime })
+        Ok(Held {
+            header,
+            lifetime,
+            fetched: Instant::now(),
+        })
     }
 }
 
@@ -354,8 +383,17 @@ where
                 Ok(header) => {
                     request
                         .headers_mut()
-                        .insert(http::header::AUTHORIZATION, header);
-                    inner.call(request).await
+                        .insert(http::header::AUTHORIZATION, header.clone());
+                    let response = inner.call(request).await?;
+                    // A refusal by the callee's authn check comes as a trailers-only answer.
+                    if response
+                        .headers()
+                        .get("grpc-status")
+                        .is_some_and(|code| code.as_bytes() == b"16")
+                    {
+                        tokens.refused(&header);
+                    }
+                    Ok(response)
                 }
                 Err(status) => Ok(status.into_http()),
             }

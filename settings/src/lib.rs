@@ -80,6 +80,78 @@ pub fn secret(
     }
 }
 
+/// A service account's client id and secret, with which a service gets its own access tokens
+/// (auth-service's client-credentials grant).
+#[derive(Clone, Debug)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// The names of the three settings a service's client credentials come from, e.g.
+/// `DIRECTORY_CLIENT_ID`, `DIRECTORY_CLIENT_SECRET` and `DIRECTORY_CLIENT_SECRET_FILE`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCredentialSettings {
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+    pub client_secret_file: &'static str,
+}
+
+/// The client id from its setting, the secret from its own setting or from a mounted file (as
+/// [`secret`] reads it: one trailing newline dropped). None of the three: `None`, the service
+/// has no identity of its own. One without the other, an empty secret, or an id with spaces or
+/// control characters: an error naming the setting to fix, never with the secret's value.
+pub fn client_credentials(
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    client_secret_file: Option<&Path>,
+    names: ClientCredentialSettings,
+) -> Result<Option<ClientCredentials>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let client_id = client_id.filter(|id| !id.is_empty());
+    let client_secret = secret(
+        client_secret,
+        client_secret_file,
+        names.client_secret,
+        names.client_secret_file,
+    )?;
+    match (client_id, client_secret) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            names.client_secret,
+            format!(
+                "{} is set: set {} or {} too",
+                names.client_id, names.client_secret, names.client_secret_file
+            ),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            names.client_id,
+            format!(
+                "a client secret is set ({} or {}) but no client id",
+                names.client_secret, names.client_secret_file
+            ),
+        )),
+        (Some(client_id), Some(client_secret)) => {
+            if client_id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::new(
+                    names.client_id,
+                    "a client id has no spaces or control characters",
+                ));
+            }
+            if client_secret.expose_secret().is_empty() {
+                return Err(ConfigError::new(names.client_secret, "is empty"));
+            }
+            Ok(Some(ClientCredentials {
+                client_id,
+                client_secret,
+            }))
+        }
+    }
+}
+
 /// Networks given as a comma-separated list of addresses (`10.0.0.7`) or CIDRs (`10.0.0.0/8`);
 /// empty entries are skipped.
 pub fn networks(list: &[String], setting: &'static str) -> Result<Vec<IpNet>, ConfigError> {
@@ -139,6 +211,53 @@ mod tests {
     fn an_empty_secret_file_is_refused() {
         let path = file_with("empty", "\n");
         assert!(secret(None, Some(&path), "X", "X_FILE").is_err());
+    }
+
+    const NAMES: ClientCredentialSettings = ClientCredentialSettings {
+        client_id: "X_CLIENT_ID",
+        client_secret: "X_CLIENT_SECRET",
+        client_secret_file: "X_CLIENT_SECRET_FILE",
+    };
+
+    #[test]
+    fn client_credentials_come_from_the_id_and_the_secret_or_its_file() {
+        assert!(
+            client_credentials(None, None, None, NAMES)
+                .unwrap()
+                .is_none()
+        );
+        let from_env = client_credentials(Some("c1".into()), Some("s1".into()), None, NAMES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_env.client_id, "c1");
+        assert_eq!(from_env.client_secret.expose_secret(), "s1");
+        let path = file_with("client-secret", "topsecret-2\n");
+        let from_file = client_credentials(Some("c2".into()), None, Some(&path), NAMES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_file.client_secret.expose_secret(), "topsecret-2");
+        assert!(
+            !format!("{from_file:?}").contains("topsecret"),
+            "{from_file:?}"
+        );
+    }
+
+    #[test]
+    fn half_a_pair_of_client_credentials_names_the_missing_setting() {
+        let error = client_credentials(Some("c".into()), None, None, NAMES).unwrap_err();
+        assert_eq!(error.setting, "X_CLIENT_SECRET");
+        assert!(
+            error.to_string().contains("X_CLIENT_SECRET_FILE"),
+            "{error}"
+        );
+        let error = client_credentials(None, Some("hunter2".into()), None, NAMES).unwrap_err();
+        assert_eq!(error.setting, "X_CLIENT_ID");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        let error =
+            client_credentials(Some("a b".into()), Some("s".into()), None, NAMES).unwrap_err();
+        assert_eq!(error.setting, "X_CLIENT_ID");
+        let error = client_credentials(Some("c".into()), Some("".into()), None, NAMES).unwrap_err();
+        assert_eq!(error.setting, "X_CLIENT_SECRET");
     }
 
     #[test]

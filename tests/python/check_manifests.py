@@ -1,8 +1,11 @@
 """Structural rules for a rendering of deploy/ (`kubectl kustomize deploy/` or an overlay).
 
-    check_manifests.py production|laptop[-tls] RENDERED.yaml SECRET_EXAMPLE.yaml
+    check_manifests.py production|laptop|example[-tls] RENDERED.yaml SECRET_EXAMPLE.yaml...
 
 A variant ending in -tls has deploy/components/tls applied: its rules are checked too.
+`example` is the production set rendered together with deploy/examples/directory (the example
+internal service with its own service-account Secret): every rule but the production replica
+counts, plus the directory's connections.
 
 Prints every broken rule and exits 1 if there is any; run by tests/tests/manifests.rs after
 kubernetes-validate has checked the schemas. The NetworkPolicies are checked by evaluating them:
@@ -180,6 +183,34 @@ def check_auth_sizing(docs):
                 fail(f"auth-service: CPU limit below AUTH_HASH_WORKERS={workers}")
 
 
+# The services that sign or check the tokens' issuer, and the setting each reads it from.
+ISSUER_SETTINGS = {"auth-service": "AUTH_TOKEN_ISSUER", "resource-service": "RESOURCE_TOKEN_ISSUER",
+                   "gateway": "GATEWAY_TOKEN_ISSUER", "directory": "DIRECTORY_TOKEN_ISSUER"}
+ISSUER_REF = {"name": "persons-auth-settings", "key": "token-issuer"}
+
+
+def check_issuer(docs, variant):
+    """One issuer for every service: each reads it from the one ConfigMap value, which is an
+    absolute https URL outside the laptop."""
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ISSUER_REF["name"]]
+    if len(maps) != 1:
+        fail(f"expected one ConfigMap {ISSUER_REF['name']}, found {len(maps)}")
+        return
+    issuer = (maps[0].get("data") or {}).get(ISSUER_REF["key"], "")
+    if variant != "laptop" and not re.fullmatch(r"https://[^/\s]+(/\S*)?", issuer):
+        fail(f"the token issuer {issuer!r} is not an absolute https URL")
+    for doc, pod in workloads(docs):
+        for c in pod["spec"]["containers"]:
+            setting = ISSUER_SETTINGS.get(c["name"])
+            if setting is None:
+                continue
+            env = {e["name"]: e for e in c.get("env") or []}
+            ref = ((env.get(setting) or {}).get("valueFrom") or {}).get("configMapKeyRef")
+            if ref is None or {k: ref.get(k) for k in ISSUER_REF} != ISSUER_REF:
+                fail(f"{c['name']}: {setting} does not come from ConfigMap "
+                     f"{ISSUER_REF['name']} key {ISSUER_REF['key']}")
+
+
 def check_postgres(docs):
     found = False
     for doc, pod in workloads(docs):
@@ -330,6 +361,13 @@ def check_network(docs):
         (auth, internet, 443), (resource, internet, 443), (gateway, internet, 443),
         (postgres, internet, 443), (auth, dns, 5353),
     ]
+    directory = pods.get("directory")
+    if directory is not None:
+        must += [(directory, auth, 50051), (directory, resource, 50052),
+                 (client, directory, 50053), (local_client, directory, 50053)]
+        must_not += [(stranger, directory, 50053), (local_stranger, directory, 50053),
+                     (directory, postgres, 5432), (directory, internet, 443),
+                     (gateway, directory, 50053)]
     for source, target, port in must:
         if not allowed(policies, source, target, port):
             fail(f"NetworkPolicies refuse {source.name} -> {target.name}:{port}, which must be allowed")
@@ -421,13 +459,15 @@ def check_tls(docs):
 
 
 def main():
-    variant, rendered, secret_example = sys.argv[1:4]
+    variant, rendered, *secret_examples = sys.argv[1:]
     with open(rendered) as f:
         text = f.read()
     docs = [d for d in yaml.safe_load_all(text) if d]
-    with open(secret_example) as f:
-        secret = yaml.safe_load(f)
-    secret_values = {v for v in (secret.get("stringData") or {}).values() if v}
+    secrets = []
+    for path in secret_examples:
+        with open(path) as f:
+            secrets.append(yaml.safe_load(f))
+    secret_values = {v for secret in secrets for v in (secret.get("stringData") or {}).values() if v}
 
     if SUPERUSER_URL.search(text):
         fail("a URL in the manifests connects as the postgres superuser")
@@ -438,10 +478,12 @@ def main():
         check_pod(f"{doc['kind']} {doc['metadata']['name']}", pod, secret_values)
     check_auth_sizing(docs)
     check_postgres(docs)
-    check_secret_example(secret)
+    for secret in secrets:
+        check_secret_example(secret)
+    check_issuer(docs, variant.partition("-")[0])
     check_network(docs)
     base, _, tls = variant.partition("-")
-    {"production": check_production, "laptop": check_laptop}[base](docs)
+    {"production": check_production, "laptop": check_laptop, "example": lambda _: None}[base](docs)
     if tls == "tls":
         check_tls(docs)
 

@@ -18,14 +18,25 @@ pub struct DirectoryReplica {
 impl DirectoryReplica {
     /// Starts the service and waits until it reports SERVING (it has auth-service's keys).
     pub async fn start(auth_urls: &[String], resource_urls: &[String], label: &str) -> Self {
+        Self::start_with(auth_urls, resource_urls, label, &[]).await
+    }
+
+    /// [`DirectoryReplica::start`] with more settings, e.g. its `DIRECTORY_CLIENT_ID`.
+    pub async fn start_with(
+        auth_urls: &[String],
+        resource_urls: &[String],
+        label: &str,
+        extra: &[(&'static str, String)],
+    ) -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, crate::free_port()));
-        let env = [
+        let mut env = vec![
             ("DIRECTORY_GRPC_ADDR", addr.to_string()),
             ("DIRECTORY_AUTH_URL", auth_urls.join(",")),
             ("DIRECTORY_RESOURCE_URL", resource_urls.join(",")),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info,tower_http=debug".into()),
         ];
+        env.extend(extra.iter().cloned());
         let mut process = Process::spawn("directory", label, &env);
         let url = format!("http://{addr}");
         crate::services::wait_until_serving(&mut process, &url).await;

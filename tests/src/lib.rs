@@ -16,6 +16,7 @@ mod gateway;
 mod postgres;
 mod process;
 pub mod prometheus;
+mod service_accounts;
 mod services;
 mod stack;
 
@@ -29,6 +30,7 @@ pub use directory::DirectoryReplica;
 pub use gateway::{Gateway, HeaderStyle, SignedIn};
 pub use postgres::{Cluster, create_database, create_database_on};
 pub use process::Process;
+pub use service_accounts::{ServiceAccount, sign_in};
 pub use services::{
     AuthDeployment, AuthReplica, Credentials, ResourceReplica, authorized, connect, health_status,
     next_health, wait_until_serving, watch_health,

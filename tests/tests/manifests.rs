@@ -1,7 +1,8 @@
 //! The Kubernetes manifests as a cluster would take them: `kubectl kustomize` renders `deploy/`
-//! (the production set), `deploy/overlays/laptop` and both with `deploy/components/tls`,
-//! `kubernetes-validate --strict` checks each
-//! rendering (and the example Secret) against the API schemas of the oldest and newest
+//! (the production set), `deploy/overlays/laptop`, both with `deploy/components/tls`, and the
+//! production set with the example service (`deploy/examples/directory`),
+//! `kubernetes-validate --strict` checks each rendering (and the example Secrets) against the
+//! API schemas of the oldest and newest
 //! Kubernetes we support, and `tests/python/check_manifests.py` checks the rules schemas cannot
 //! express: probes and a locked-down security context on every container, resources sized,
 //! secrets only as mounted files, no PostgreSQL superuser, the NetworkPolicies evaluated
@@ -88,16 +89,21 @@ fn run(command: &mut Command, what: &str) -> Output {
     output
 }
 
-/// Renders a kustomization into a file of its own, for the tools that read files.
-fn render(kustomization: &Path, file_name: &str) -> PathBuf {
-    let output = run(
-        Command::new(kubectl()).arg("kustomize").arg(kustomization),
-        &format!("kubectl kustomize {}", kustomization.display()),
-    );
+/// Renders kustomizations into one file of their own, for the tools that read files.
+fn render(kustomizations: &[PathBuf], file_name: &str) -> PathBuf {
+    let mut rendering = Vec::new();
+    for kustomization in kustomizations {
+        let output = run(
+            Command::new(kubectl()).arg("kustomize").arg(kustomization),
+            &format!("kubectl kustomize {}", kustomization.display()),
+        );
+        rendering.extend_from_slice(b"---\n");
+        rendering.extend_from_slice(&output.stdout);
+    }
     let dir = std::env::temp_dir().join(e2e::unique("manifests-"));
     std::fs::create_dir_all(&dir).expect("a temporary directory for the renderings");
     let file = dir.join(file_name);
-    std::fs::write(&file, &output.stdout).expect("the rendering is written");
+    std::fs::write(&file, rendering).expect("the rendering is written");
     file
 }
 
@@ -115,18 +121,21 @@ fn validate(file: &Path) {
     }
 }
 
-fn check(variant: &str, kustomization: &Path) {
-    let rendered = render(kustomization, &format!("{variant}.yaml"));
+/// Renders `kustomizations` together, validates the rendering and the example Secrets, and
+/// runs check_manifests.py's rules for `variant` over them.
+fn check(variant: &str, kustomizations: &[PathBuf], secrets: &[PathBuf]) {
+    let rendered = render(kustomizations, &format!("{variant}.yaml"));
     validate(&rendered);
-    let secret = deploy_dir().join("secret.example.yaml");
-    validate(&secret);
+    for secret in secrets {
+        validate(secret);
+    }
     let script = workspace().join("tests/python/check_manifests.py");
     let output = run(
         Command::new(python())
             .arg(script)
             .arg(variant)
             .arg(&rendered)
-            .arg(&secret),
+            .args(secrets),
         &format!("check_manifests.py on the {variant} rendering"),
     );
     print!("{}", String::from_utf8_lossy(&output.stdout));
@@ -134,14 +143,35 @@ fn check(variant: &str, kustomization: &Path) {
         .expect("the rendering is removed");
 }
 
+fn secret_example() -> PathBuf {
+    deploy_dir().join("secret.example.yaml")
+}
+
 #[test]
 fn the_production_set_is_valid_and_locked_down() {
-    check("production", &deploy_dir());
+    check("production", &[deploy_dir()], &[secret_example()]);
 }
 
 #[test]
 fn the_laptop_overlay_is_valid_and_locked_down() {
-    check("laptop", &deploy_dir().join("overlays/laptop"));
+    check(
+        "laptop",
+        &[deploy_dir().join("overlays/laptop")],
+        &[secret_example()],
+    );
+}
+
+/// The example internal service beside the production set: its pods follow the same rules,
+/// read their service-account secret from a mounted file, reach both gRPC services and are
+/// reached by labelled callers only.
+#[test]
+fn the_example_service_beside_the_production_set_is_valid_and_locked_down() {
+    let example = deploy_dir().join("examples/directory");
+    check(
+        "example",
+        &[deploy_dir(), example.clone()],
+        &[secret_example(), example.join("secret.example.yaml")],
+    );
 }
 
 /// deploy/components/tls on the laptop variant (deploy/overlays/tls) and on the production set.
@@ -149,7 +179,11 @@ fn the_laptop_overlay_is_valid_and_locked_down() {
 /// inside the directory it builds on), as deploy/README.md's "TLS" tells operators to write.
 #[test]
 fn the_tls_component_is_valid_on_both_variants() {
-    check("laptop-tls", &deploy_dir().join("overlays/tls"));
+    check(
+        "laptop-tls",
+        &[deploy_dir().join("overlays/tls")],
+        &[secret_example()],
+    );
     let dir = workspace()
         .join("target")
         .join(e2e::unique("manifests-tls-"));
@@ -162,7 +196,11 @@ fn the_tls_component_is_valid_on_both_variants() {
          components: [../../deploy/components/tls]\n",
     )
     .expect("the kustomization is written");
-    check("production-tls", &dir);
+    check(
+        "production-tls",
+        std::slice::from_ref(&dir),
+        &[secret_example()],
+    );
     std::fs::remove_dir_all(&dir).expect("the kustomization is removed");
 }
 

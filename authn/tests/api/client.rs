@@ -230,3 +230,35 @@ async fn a_forwarded_token_is_sent_as_it_came() {
     assert_eq!(whoami(&mut client).await, Ok("bob".into()));
     assert_eq!(whoami(&mut client).await, Ok("bob".into()));
 }
+
+#[tokio::test]
+async fn a_token_the_server_refuses_is_dropped_and_the_next_call_fetches_another() {
+    let server = server().await;
+    // Signed with a key the server does not know: refused as UNAUTHENTICATED, as a revoked
+    // token is.
+    let stranger = Server {
+        addr: server.addr,
+        issuer: issuer(&Ed25519Key::generate()),
+    };
+    let source = Queue::new(vec![
+        Ok(stranger.token("refused", 0, 600)),
+        Ok(server.token("accepted", 0, 600)),
+    ]);
+    let mut client = server.client(source.layer(Duration::ZERO)).await;
+    // Within a second of its fetch a refused token is kept (no fetch per refused call)...
+    for _ in 0..2 {
+        assert_eq!(
+            whoami(&mut client).await.unwrap_err().0,
+            Code::Unauthenticated
+        );
+    }
+    assert_eq!(source.fetches(), 1);
+    // ...after it, the next refusal drops it, and the call after that has a new token.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        whoami(&mut client).await.unwrap_err().0,
+        Code::Unauthenticated
+    );
+    assert_eq!(whoami(&mut client).await, Ok("accepted".into()));
+    assert_eq!(source.fetches(), 2);
+}

@@ -1,19 +1,22 @@
 //! An example internal service, and the guide's code (see README.md): `directory.v1.Directory`
 //! answers the names of the persons resource-service holds. It verifies every caller's token
 //! itself with `authn`'s interceptor (keys from auth-service's JWKS, revocations from its feed),
-//! and calls resource-service with the caller's own token, attached by `authn::client`.
+//! and calls resource-service as itself, with its service account's token from the
+//! client-credentials grant (`authn::client::ClientCredentials`), or, when it has no account
+//! configured, with each caller's own token.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use authn::{
     Access, Gate, JwksSource, JwksSourceConfig, Keys, RevocationConfig, RevocationFollower,
     TokenCache,
-    client::{BearerLayer, TokenSource},
+    client::{Bearer, BearerLayer, ClientCredentials, Forwarded, Tokens},
 };
 use clap::Parser;
 use proto::person::v1::{ListPersonsRequest, person_service_client::PersonServiceClient};
-use settings::ConfigError;
+use secrecy::SecretString;
+use settings::{ClientCredentialSettings, ConfigError};
 use token::{Audience, Claims};
 use tokio::net::TcpListener;
 use tonic::{
@@ -75,15 +78,39 @@ pub struct Config {
     /// The `aud` every accepted token must carry.
     #[arg(long, env = "DIRECTORY_TOKEN_AUDIENCE", default_value_t = Audience::default().audience)]
     pub token_audience: String,
+
+    /// The directory's service account (its client id): resource-service is called with this
+    /// account's own tokens, from auth-service's client-credentials grant at DIRECTORY_AUTH_URL.
+    /// Unset: each call to resource-service carries the caller's own token instead.
+    #[arg(long, env = "DIRECTORY_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// The service account's client secret.
+    #[arg(long, env = "DIRECTORY_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<SecretString>,
+
+    /// A file holding the client secret, instead of DIRECTORY_CLIENT_SECRET (a mounted Secret;
+    /// one trailing newline is dropped).
+    #[arg(long, env = "DIRECTORY_CLIENT_SECRET_FILE")]
+    pub client_secret_file: Option<PathBuf>,
 }
 
-/// [`Config`] checked: every URL parses.
+/// Where the directory's client credentials come from.
+pub const CLIENT_CREDENTIALS: ClientCredentialSettings = ClientCredentialSettings {
+    client_id: "DIRECTORY_CLIENT_ID",
+    client_secret: "DIRECTORY_CLIENT_SECRET",
+    client_secret_file: "DIRECTORY_CLIENT_SECRET_FILE",
+};
+
+/// [`Config`] checked: every URL parses, the client credentials are whole.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub auth_urls: Vec<String>,
     pub resource: Vec<Endpoint>,
     pub audience: Audience,
+    /// The directory's own identity; `None`: callers' tokens are forwarded.
+    pub credentials: Option<settings::ClientCredentials>,
 }
 
 impl TryFrom<Config> for Settings {
@@ -106,6 +133,12 @@ impl TryFrom<Config> for Settings {
                     })
             })
             .collect::<Result<_, _>>()?;
+        let credentials = settings::client_credentials(
+            config.client_id,
+            config.client_secret,
+            config.client_secret_file.as_deref(),
+            CLIENT_CREDENTIALS,
+        )?;
         Ok(Self {
             grpc_addr: config.grpc_addr,
             auth_urls,
@@ -114,6 +147,7 @@ impl TryFrom<Config> for Settings {
                 issuer: config.token_issuer,
                 audience: config.token_audience,
             },
+            credentials,
         })
     }
 }
@@ -130,28 +164,67 @@ fn urls(list: Vec<String>, setting: &'static str) -> Result<Vec<String>, ConfigE
     Ok(list)
 }
 
+/// Who the directory is when it calls resource-service.
+#[derive(Clone)]
+pub enum Identity {
+    /// Itself: its service account's tokens, one token shared by every call and renewed
+    /// before it expires.
+    Own(Tokens),
+    /// Each caller: the token the caller sent, forwarded as it is.
+    Forwarded,
+}
+
 /// The service: every handler runs after the interceptor verified the caller.
 #[derive(Clone)]
 pub struct Names {
     resource: Channel,
+    identity: Identity,
 }
 
 impl Names {
-    pub fn new(resource: Channel) -> Self {
-        Self { resource }
+    pub fn new(resource: Channel, identity: Identity) -> Self {
+        Self { resource, identity }
     }
 
-    /// A resource-service client whose calls carry tokens from `source`. Today the source is
-    /// the caller's own token ([`authn::client::Forwarded`]); a service account's
-    /// client-credentials source would be made once and shared by every call instead.
-    fn persons(
-        &self,
-        source: impl TokenSource,
-    ) -> PersonServiceClient<authn::client::Bearer<Channel>> {
-        let service = ServiceBuilder::new()
-            .layer(BearerLayer::new(source))
-            .service(self.resource.clone());
-        PersonServiceClient::new(service)
+    /// A resource-service client whose calls carry the directory's own token, or `caller`'s.
+    fn persons(&self, caller: &str) -> PersonServiceClient<Bearer<Channel>> {
+        let layer = match &self.identity {
+            Identity::Own(tokens) => BearerLayer::with_tokens(tokens.clone()),
+            Identity::Forwarded => BearerLayer::new(Forwarded::new(caller)),
+        };
+        PersonServiceClient::new(
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(self.resource.clone()),
+        )
+    }
+
+    /// resource-service's refusals that concern the caller pass through with their code;
+    /// anything else is ours to log and answer. With the directory's own identity, a refused
+    /// token is the directory's problem, not the caller's: UNAVAILABLE, and an ERROR log.
+    fn resource_service_failed(&self, status: Status) -> Status {
+        let own = matches!(self.identity, Identity::Own(_));
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied if own => {
+                tracing::error!(code = ?status.code(), message = status.message(), "resource-service refused the directory's own token");
+                Status::unavailable(
+                    "the directory's own credentials were refused; it cannot call resource-service now",
+                )
+            }
+            Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted => Status::new(
+                status.code(),
+                format!("resource-service: {}", status.message()),
+            ),
+            _ => {
+                tracing::error!(code = ?status.code(), message = status.message(), "resource-service failed");
+                Status::internal("internal error")
+            }
+        }
     }
 }
 
@@ -161,7 +234,8 @@ impl Directory for Names {
         &self,
         request: Request<ListNamesRequest>,
     ) -> Result<Response<ListNamesResponse>, Status> {
-        // Put there by the interceptor; the token it came from is forwarded as it is.
+        // Put there by the interceptor; the token it came from is forwarded when the directory
+        // has no identity of its own.
         let caller = request.extensions().get::<Arc<Claims>>().cloned();
         let token = authn::bearer_token(request.metadata().as_ref())
             .ok()
@@ -172,7 +246,7 @@ impl Directory for Names {
             tracing::error!("ListNames reached without a verified caller");
             return Err(Status::internal("internal error"));
         };
-        let mut persons = self.persons(authn::client::Forwarded::new(token));
+        let mut persons = self.persons(&token);
         let filter = request.into_inner().name_filter;
         let mut names = Vec::new();
         let mut page_token = String::new();
@@ -184,7 +258,7 @@ impl Directory for Names {
                     name_filter: filter.clone(),
                 })
                 .await
-                .map_err(from_resource_service)?
+                .map_err(|status| self.resource_service_failed(status))?
                 .into_inner();
             names.extend(page.persons.into_iter().map(|p| p.name));
             if names.len() > MAX_NAMES || page.next_page_token.is_empty() {
@@ -199,26 +273,6 @@ impl Directory for Names {
     }
 }
 
-/// resource-service's refusals that concern the caller pass through with their code; anything
-/// else is ours to log and answer as INTERNAL.
-fn from_resource_service(status: Status) -> Status {
-    match status.code() {
-        Code::Unauthenticated
-        | Code::PermissionDenied
-        | Code::InvalidArgument
-        | Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::ResourceExhausted => Status::new(
-            status.code(),
-            format!("resource-service: {}", status.message()),
-        ),
-        _ => {
-            tracing::error!(code = ?status.code(), message = status.message(), "resource-service failed");
-            Status::internal("internal error")
-        }
-    }
-}
-
 /// A built service: port bound, keys and revocations being fetched. Nothing is served until
 /// [`Application::run_until_stopped`].
 pub struct Application {
@@ -227,6 +281,7 @@ pub struct Application {
     keys: Keys,
     gate: Gate,
     resource: Channel,
+    identity: Identity,
 }
 
 impl Application {
@@ -237,9 +292,29 @@ impl Application {
             settings.audience,
         ))
         .await?;
-        let revocations = RevocationFollower::start(RevocationConfig::new(settings.auth_urls))?;
+        let revocations =
+            RevocationFollower::start(RevocationConfig::new(settings.auth_urls.clone()))?;
         let gate = Gate::new(keys.clone(), TokenCache::default()).with_revocations(revocations);
         let resource = Channel::balance_list(settings.resource.into_iter());
+        let identity = match settings.credentials {
+            Some(credentials) => {
+                tracing::info!(
+                    client_id = credentials.client_id,
+                    "calling resource-service as the service account"
+                );
+                Identity::Own(Tokens::new(ClientCredentials::new(
+                    &settings.auth_urls,
+                    credentials.client_id,
+                    credentials.client_secret,
+                )?))
+            }
+            None => {
+                tracing::info!(
+                    "no DIRECTORY_CLIENT_ID: calling resource-service with each caller's own token"
+                );
+                Identity::Forwarded
+            }
+        };
         tracing::info!(%local_addr, "directory built");
         Ok(Self {
             listener,
@@ -247,6 +322,7 @@ impl Application {
             keys,
             gate,
             resource,
+            identity,
         })
     }
 
@@ -263,9 +339,18 @@ impl Application {
         telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         // The one line that protects the service: every method needs a signed-in caller.
         let directory = DirectoryServer::with_interceptor(
-            Names::new(self.resource),
+            Names::new(self.resource, self.identity.clone()),
             self.gate.interceptor(Access::SignedIn),
         );
+        // The first token now, so wrong credentials show in the log at start (the source logs
+        // invalid_client) rather than at the first call.
+        if let Identity::Own(tokens) = self.identity {
+            tokio::spawn(async move {
+                if tokens.header().await.is_ok() {
+                    tracing::info!("got the service account's first access token");
+                }
+            });
+        }
         let routes = Routes::new(health).add_service(directory);
         let ready = tokio::spawn(report_ready(reporter.clone(), self.keys));
         let draining = async move {
