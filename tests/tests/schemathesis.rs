@@ -43,7 +43,7 @@ const ENDING_SESSIONS: [&str; 3] = [
 const SIGN_OUT: &str = "POST /api/auth/signout";
 
 /// Time budgets of the three runs (schemathesis repeats fuzzing until its budget is spent).
-const MAIN_BUDGET_SECONDS: u64 = 40;
+const MAIN_BUDGET_SECONDS: u64 = 55;
 const ENDING_BUDGET_SECONDS: u64 = 10;
 const SIGN_OUT_BUDGET_SECONDS: u64 = 15;
 
