@@ -236,7 +236,8 @@ def start_probe(stack, args):
     """bench/probe.py timing JWKS, refresh and introspection through the gateway, paced."""
     access, refresh = stack.probe_tokens
     argv = [sys.executable, os.path.join(BENCH, "probe.py"), "--port", str(stack.ports["gateway"]),
-            "--access-token", access, "--refresh-token", refresh,
+            # `=`: a token may begin with "-", which argparse would take for an option.
+            f"--access-token={access}", f"--refresh-token={refresh}",
             "--duration", str(args.storm_duration),
             "--interval-ms", str(args.storm_probe_interval_ms)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
