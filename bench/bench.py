@@ -163,6 +163,10 @@ def token_report(args, signin, flood, refresh, grants, workers, owns_pg):
         row(REFRESH, refresh, KEYCLOAK_REFRESH_PER_VCPU, True),
         row(GRANTS, grants, KEYCLOAK_GRANTS_PER_VCPU, True),
     ]
+    if refresh["replays"]:
+        lines.append(f"\n{REFRESH}: auth-service saw {refresh['replays']} refresh tokens spent "
+                     "twice (its log's grace-window lines): those answers were not fresh "
+                     "rotations.")
     for label, r in [(REFRESH, refresh), (GRANTS, grants)]:
         if r["failed"]:
             lines.append(f"\n{label}: answers {r['statuses']}, wrk errors "
@@ -374,6 +378,8 @@ def smoke_check(rounds, tokens, storm, out):
         if r["ok"] == 0 or r["failed"]:
             problems.append(f"{label}: statuses {r['statuses']}, wrk errors "
                             f"{r['transport_errors']}")
+    if tokens["refresh"]["replays"]:
+        problems.append(f"refresh: {tokens['refresh']['replays']} refresh tokens spent twice")
     for name, kib in tokens["rss_at_start"].items():
         if kib <= 0:
             problems.append(f"no RSS read for {name} at start")
@@ -413,7 +419,11 @@ def measure_tokens(stack, meter, args, work_dir):
     cap = int(stack.auth_env.get("AUTH_MAX_SESSIONS_PER_USER", 20))
     refresh_tokens = stack.refresh_sessions(args.token_connections, max(1, cap // 2))
     log(f"refresh, {args.token_connections} sessions")
+    replays_before = stack.refresh_replays()
     refresh = measure_refresh(stack, meter, refresh_tokens, args.token_duration, work_dir)
+    # Every refresh must spend a fresh token: a replay would be answered from the grace window
+    # (or end the session), not measured.
+    refresh["replays"] = stack.refresh_replays() - replays_before
     log(f"  {refresh['ok_rps']:,.0f} refreshes/s, {refresh['ok_per_auth_core']:,.0f} per core, "
         f"statuses {refresh['statuses']}")
     client = stack.service_account()

@@ -350,17 +350,27 @@ class Stack:
     def pids(self):
         return {name: proc.pid for name, proc in self.procs.procs.items()}
 
-    def hash_workers(self):
-        """The hashing workers auth-service runs, from its start-up log line."""
+    def auth_log(self):
+        """auth-service's log lines so far, parsed (it logs JSON)."""
         with open(os.path.join(self.procs.log_dir, "auth-service.log"), errors="replace") as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    yield json.loads(line)
                 except ValueError:
                     continue
-                if entry.get("message") == "password hashing workers":
-                    return int(entry["workers"])
+
+    def hash_workers(self):
+        """The hashing workers auth-service runs, from its start-up log line."""
+        for entry in self.auth_log():
+            if entry.get("message") == "password hashing workers":
+                return int(entry["workers"])
         raise BenchError("auth-service's log has no 'password hashing workers' line")
+
+    def refresh_replays(self):
+        """Refresh tokens auth-service saw spent twice (a retry within the grace window, or a
+        reuse that revoked the session), from its log."""
+        return sum(1 for entry in self.auth_log()
+                   if "grace window" in str(entry.get("message", "")))
 
     def sign_in(self, user):
         status, body = http("POST", self.url("gateway", "/api/auth/signin"), user)
