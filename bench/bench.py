@@ -337,7 +337,8 @@ def parse_args():
     parser.add_argument("--storm-probe-interval-ms", type=int, default=20,
                         help="pause between two JWKS, refresh or introspection probes")
     parser.add_argument("--storm-only", action="store_true",
-                        help="skip the read rounds: sign-in throughput and the storm only")
+                        help="skip the read rounds: the sign-in, refresh and grant rounds and "
+                             "the storm only")
     parser.add_argument("--auth-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra environment variable for auth-service, e.g. "
                              "AUTH_HASH_PRIORITY=normal (repeatable)")
