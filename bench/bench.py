@@ -5,13 +5,16 @@ Starts PostgreSQL (a throwaway cluster, or DATABASE_URL), our three services and
 servers on free loopback ports, then measures, in interleaved rounds: our full path (HTTP through
 the gateway to resource-service), resource-service alone over gRPC (h2load), and the tutorials'
 Express + jsonwebtoken server with a string secret and with a KeyObject, all reading the same
-person row from the same database. Then one sign-in round and the login storm. It prints one
+person row from the same database. Then sign-in capacity (a closed loop within what auth-service
+admits) and the flood of refusals a closed loop of 32 clients makes, refresh and
+client-credentials throughput per core of auth-service CPU beside Keycloak's published sizing,
+each service's memory, and the login storm. It prints one
 markdown report and writes it to bench/results.md; every process and the cluster are stopped on
 exit, however it exits.
 
-`--smoke` runs one very short round on the debug build and fails unless every target answered
-with 200s (or grpc-status 0) and the report was written; it checks that the suite works, never
-its figures.
+`--smoke` runs one very short round of everything on the debug build and fails unless every
+target answered with 200s (or grpc-status 0), every sign-in, refresh and grant row got successful
+answers, and the report was written; it checks that the suite works, never its figures.
 """
 
 
@@ -25,8 +28,8 @@ import subprocess
 import sys
 import time
 
-from load import (READ_TARGETS, Meter, measure_read, measure_signin, measure_storm,
-                  peak_rss_kib, percentile)
+from load import (READ_TARGETS, Meter, measure_client_credentials, measure_read,
+                  measure_refresh, measure_signin, measure_storm, peak_rss_kib, percentile)
 from stack import BENCH, ROOT, BenchError, Postgres, Processes, Stack, build, ensure_tools, log
 
 
@@ -57,7 +60,147 @@ def fmt_ratio(values):
     return f"{mid:.2f}× ({min(values):.2f}–{max(values):.2f})"
 
 
-def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_after, owns_pg):
+# Keycloak's published sizing per vCPU (its "Concepts for sizing CPU and memory resources"):
+# 15 password sign-ins/s, 120 refresh-token requests/s, 120–200 client-credentials grants/s, and
+# 1–1.25 GB of base memory per pod. The issue's target: 10× per core of auth-service CPU.
+KEYCLOAK_SIGNIN_PER_VCPU = 15
+KEYCLOAK_REFRESH_PER_VCPU = 120
+KEYCLOAK_GRANTS_PER_VCPU = (120, 200)
+TARGET_FACTOR = 10
+# Per service before the first sign-in; auth-service after any storm: this plus 19 MiB per hash
+# worker (the argon2 memory each worker keeps), the budget auth-service sizes its workers by.
+RSS_TARGET_MIB = 64
+HASH_WORKER_MIB = 19
+
+SIGNIN_CAPACITY = "sign-in capacity"
+SIGNIN_FLOOD = "closed-loop flood"
+REFRESH = "refresh (POST /api/auth/refresh)"
+GRANTS = "client-credentials grant (POST /oauth/token)"
+
+
+def fmt_status_pct(result, status):
+    timed = result["by_status"].get(status)
+    if not timed:
+        return "–"
+    return f"{fmt_us(timed['p50_us'])} / {fmt_us(timed['p99_us'])}"
+
+
+def fmt_cpu(result, owns_pg, key="cpu_us"):
+    names = ["gateway", "auth-service"] + (["postgres"] if owns_pg else [])
+    return ", ".join(f"{n} {fmt_us(result[key][n])}" for n in names)
+
+
+def met(ok):
+    return "yes" if ok else "**no**"
+
+
+def token_report(args, signin, flood, refresh, grants, workers, owns_pg):
+    """The sign-in rounds, and the token endpoints per core beside Keycloak's sizing."""
+    lines = [
+        "",
+        "Sign-ins through the gateway (argon2id), each round a closed loop of clients signing "
+        "one account in over and over, one wrk thread per connection so that every answer is "
+        f"timed by its status. The capacity round keeps {signin['connections']} sign-ins in "
+        f"flight ({workers} hash workers + {signin['connections'] - workers}), within what "
+        "auth-service admits, so none should be refused; the flood shows what a closed loop of "
+        "more clients than that gets: refusals (429) at once, which keep the CPUs busy while the "
+        "hashing threads run at idle priority (`AUTH_HASH_PRIORITY`). CPU per answer, "
+        f"{args.signin_duration} s each:",
+        "",
+        "| round | accepted/s | refused/s (429) | accepted p50 / p99 | refused p50 / p99 "
+        "| CPU per answer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, r in [(f"{SIGNIN_CAPACITY}, {signin['connections']} connections", signin),
+                     (f"{SIGNIN_FLOOD}, {flood['connections']} connections", flood)]:
+        lines.append(f"| {label} | {r['ok_rps']:,.1f} | {r['refused_rps']:,.1f} "
+                     f"| {fmt_status_pct(r, '200')} | {fmt_status_pct(r, '429')} "
+                     f"| {fmt_cpu(r, owns_pg)} |")
+    for label, r in [(SIGNIN_CAPACITY, signin), (SIGNIN_FLOOD, flood)]:
+        other = {k: v for k, v in r["statuses"].items() if k not in ("200", "429")}
+        if other or r["transport_errors"]:
+            lines.append(f"\n{label}: other answers {other}, wrk errors {r['transport_errors']}")
+    if signin["statuses"].get("429"):
+        lines.append(f"\nThe capacity round had {signin['statuses']['429']} refusals: "
+                     "auth-service admitted fewer than it was sent (`AUTH_HASH_PER_CLIENT`, "
+                     "`AUTH_HASH_MAX_WAIT`); its figure is below capacity.")
+
+    def row(label, r, keycloak, target):
+        per_core = r["ok_per_auth_core"]
+        if isinstance(keycloak, tuple):
+            low, high = keycloak
+            versus = f"{per_core / high:.1f}× (of {high}) – {per_core / low:.1f}× (of {low})"
+            keycloak_text = f"{low}–{high}/s"
+            floor = TARGET_FACTOR * high
+        else:
+            versus = f"{per_core / keycloak:.1f}×"
+            keycloak_text = f"{keycloak}/s"
+            floor = TARGET_FACTOR * keycloak
+        if target:
+            target_text = f"≥ {floor:,}/s ({TARGET_FACTOR}× Keycloak)"
+            verdict = met(per_core >= floor)
+        else:
+            target_text = "none: argon2id at OWASP cost, slow by design"
+            verdict = "–"
+        return (f"| {label} | {r['ok_rps']:,.0f} | {fmt_status_pct(r, '200')} "
+                f"| {fmt_cpu(r, owns_pg, 'cpu_us_per_ok')} | {per_core:,.0f}/s | {keycloak_text} "
+                f"| {versus} | {target_text} | {verdict} |")
+
+    lines += [
+        "",
+        "Token endpoints per core vs Keycloak's sizing: successful answers per second of "
+        "auth-service CPU time (utime + stime; the gateway's and PostgreSQL's CPU per answer are "
+        "counted apart), beside Keycloak's published sizing per vCPU. Refresh: one session per "
+        f"connection ({refresh['connections']}), each refresh spending the token the one before "
+        f"returned; grants: one service account, {grants['connections']} connections, "
+        f"{args.token_duration} s each.",
+        "",
+        "| endpoint | answers/s | p50 / p99 | CPU per answer | per core of auth-service CPU "
+        "| Keycloak per vCPU | ours / Keycloak | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+        row(f"password sign-in (argon2id, {SIGNIN_CAPACITY})", signin, KEYCLOAK_SIGNIN_PER_VCPU,
+            False),
+        row(REFRESH, refresh, KEYCLOAK_REFRESH_PER_VCPU, True),
+        row(GRANTS, grants, KEYCLOAK_GRANTS_PER_VCPU, True),
+    ]
+    if refresh["replays"]:
+        lines.append(f"\n{REFRESH}: auth-service saw {refresh['replays']} refresh tokens spent "
+                     "twice (its log's grace-window lines): those answers were not fresh "
+                     "rotations.")
+    for label, r in [(REFRESH, refresh), (GRANTS, grants)]:
+        if r["failed"]:
+            lines.append(f"\n{label}: answers {r['statuses']}, wrk errors "
+                         f"{r['transport_errors']}")
+    return lines
+
+
+def memory_report(rss_at_start, peak_rss, workers):
+    auth_peak_target = RSS_TARGET_MIB + workers * HASH_WORKER_MIB
+    lines = [
+        "",
+        "Memory: each service's RSS once it is ready, before the first sign-up or sign-in, and "
+        "its peak (VmHWM) over the whole run, after the storm. Keycloak's published sizing: "
+        "1–1.25 GB of base memory per pod.",
+        "",
+        "| service | RSS at start | target | met | peak RSS over the run | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, start in rss_at_start.items():
+        start_mib, peak_mib = start / 1024, peak_rss[name] / 1024
+        if name == "auth-service":
+            peak_target = (f"≤ {auth_peak_target} MiB ({RSS_TARGET_MIB} MiB + {workers} hash "
+                           f"workers × {HASH_WORKER_MIB} MiB)")
+            peak_met = met(peak_mib <= auth_peak_target)
+        else:
+            peak_target, peak_met = "–", "–"
+        lines.append(f"| {name} | {start_mib:.0f} MiB | ≤ {RSS_TARGET_MIB} MiB "
+                     f"| {met(start_mib <= RSS_TARGET_MIB)} | {peak_mib:.0f} MiB | {peak_target} "
+                     f"| {peak_met} |")
+    return lines
+
+
+def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg):
+    signin = tokens["signin"]
     settings = "".join(f" --auth-env {e}" for e in args.auth_env)
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with "
@@ -82,11 +225,6 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
             f"| {label} | {fmt_rps([r['rps'] for r in results])} "
             f"| {fmt_us(statistics.median(r['p50_us'] for r in results))} "
             f"| {fmt_us(statistics.median(r['p99_us'] for r in results))} | {cpu} | {rss} |")
-    cpu = ", ".join(f"{n} {signin['cpu_us'][n]:.0f} µs" for n in ["gateway", "auth-service"])
-    lines.append(
-        f"| sign-in through the gateway (argon2id) | {signin['accepted_rps']:,.1f} accepted/s "
-        f"| {fmt_us(signin['p50_us'])} | {fmt_us(signin['p99_us'])} | {cpu} "
-        f"| auth-service {peak_rss['auth-service'] / 1024:.0f} MiB |")
 
     def ratio(a, b):
         return fmt_ratio([r[a]["rps"] / r[b]["rps"] for r in rounds])
@@ -100,10 +238,13 @@ def report(args, profile, rounds, signin, storm, peak_rss, load_before, load_aft
             f"- ours / Express KeyObject: {ratio('ours', 'express-keyobject')}",
             f"- gateway hop (ours / resource-service gRPC alone): {ratio('ours', 'grpc')}",
         ]
+    lines += token_report(args, signin, tokens["flood"], tokens["refresh"], tokens["grants"],
+                          tokens["workers"], owns_pg)
+    lines += memory_report(tokens["rss_at_start"], peak_rss, tokens["workers"])
     lines += [
         "",
         f"Login storm: {args.storm_duration} s of sign-ins at {storm['rate']:,.0f}/s "
-        f"({args.storm_factor:g}× the sign-in throughput above, at least "
+        f"({args.storm_factor:g}× the sign-in capacity above, at least "
         f"{args.storm_min_rate:.0f}/s) while "
         f"{args.storm_read_connections} connections read through the gateway, each pausing "
         f"{args.storm_read_delay_ms} ms between reads. Each sign-in is a new connection.",
@@ -172,7 +313,17 @@ def parse_args():
     parser.add_argument("--duration", type=int, default=10, help="seconds per target and round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--signin-duration", type=int, default=10)
+    parser.add_argument("--signin-duration", type=int, default=10,
+                        help="seconds of the sign-in capacity round and of the flood")
+    parser.add_argument("--signin-connections", type=int, default=None,
+                        help="sign-ins in flight in the capacity round (default: auth-service's "
+                             "hash workers + 2, within what it admits)")
+    parser.add_argument("--flood-connections", type=int, default=32,
+                        help="clients of the closed-loop sign-in flood")
+    parser.add_argument("--token-duration", type=int, default=10,
+                        help="seconds of the refresh round and of the client-credentials round")
+    parser.add_argument("--token-connections", type=int, default=16,
+                        help="connections (and refresh sessions) of those rounds")
     parser.add_argument("--storm-duration", type=int, default=10)
     parser.add_argument("--storm-read-connections", type=int, default=8)
     parser.add_argument("--storm-read-delay-ms", type=int, default=5)
@@ -186,7 +337,8 @@ def parse_args():
     parser.add_argument("--storm-probe-interval-ms", type=int, default=20,
                         help="pause between two JWKS, refresh or introspection probes")
     parser.add_argument("--storm-only", action="store_true",
-                        help="skip the read rounds: sign-in throughput and the storm only")
+                        help="skip the read rounds: the sign-in, refresh and grant rounds and "
+                             "the storm only")
     parser.add_argument("--auth-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra environment variable for auth-service, e.g. "
                              "AUTH_HASH_PRIORITY=normal (repeatable)")
@@ -196,7 +348,8 @@ def parse_args():
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.connections, args.threads = 1, 2, 4, 1
-        args.signin_duration, args.storm_duration = 3, 2
+        args.signin_duration, args.storm_duration, args.token_duration = 2, 2, 2
+        args.token_connections = 4
     if args.storm_only:
         args.rounds = 0
     for entry in args.auth_env:
@@ -206,15 +359,31 @@ def parse_args():
     return args
 
 
-def smoke_check(rounds, signin, storm, out):
+def smoke_check(rounds, tokens, storm, out):
     problems = []
     for key, label, _ in READ_TARGETS:
         for r in rounds:
             if r[key]["requests"] == 0 or r[key]["failed"]:
                 problems.append(f"{label}: {r[key]['requests']} answers, {r[key]['failed']} "
                                 f"not 200 / grpc-status 0")
-    if signin["accepted"] == 0:
-        problems.append(f"sign-in: no 200 among {signin['statuses']}")
+    signin, flood = tokens["signin"], tokens["flood"]
+    if signin["ok"] == 0:
+        problems.append(f"sign-in capacity: no 200 among {signin['statuses']}")
+    # The flood's refusals are answers too; anything but 200 or 429 is not.
+    flood_other = {k: v for k, v in flood["statuses"].items() if k not in ("200", "429")}
+    if (not (flood["statuses"].get("200") or flood["statuses"].get("429")) or flood_other
+            or flood["transport_errors"]):
+        problems.append(f"sign-in flood: statuses {flood['statuses']}")
+    for label, key in [(REFRESH, "refresh"), (GRANTS, "grants")]:
+        r = tokens[key]
+        if r["ok"] == 0 or r["failed"]:
+            problems.append(f"{label}: statuses {r['statuses']}, wrk errors "
+                            f"{r['transport_errors']}")
+    if tokens["refresh"]["replays"]:
+        problems.append(f"refresh: {tokens['refresh']['replays']} refresh tokens spent twice")
+    for name, kib in tokens["rss_at_start"].items():
+        if kib <= 0:
+            problems.append(f"no RSS read for {name} at start")
     for name in ["idle", "storm"]:
         r = storm[name]
         if r["requests"] == 0 or r["errors"]["status"]:
@@ -229,10 +398,43 @@ def smoke_check(rounds, signin, storm, out):
         problems.append(f"storm sign-ins: none answered 200 or 429 ({list(storm['by_status'])})")
     with open(out) as f:
         text = f.read()
-    for _, label, _ in READ_TARGETS:
+    for label in [label for _, label, _ in READ_TARGETS] + [
+            SIGNIN_CAPACITY, SIGNIN_FLOOD, REFRESH, GRANTS, "| auth-service |",
+            "| resource-service |", "| gateway |"]:
         if label not in text:
             problems.append(f"the report has no row for {label}")
     return problems
+
+
+def measure_tokens(stack, meter, args, work_dir):
+    """Sign-in capacity and the flood, refresh and client-credentials throughput."""
+    workers = stack.hash_workers()
+    signin_connections = args.signin_connections or workers + 2
+    log(f"sign-in capacity, {signin_connections} connections ({workers} hash workers)")
+    signin = measure_signin(stack, meter, signin_connections, args.signin_duration)
+    log(f"  {signin['ok_rps']:,.1f} accepted/s, statuses {signin['statuses']}")
+    log(f"sign-in flood, {args.flood_connections} connections")
+    flood = measure_signin(stack, meter, args.flood_connections, args.signin_duration)
+    log(f"  {flood['ok_rps']:,.1f} accepted/s, {flood['refused_rps']:,.0f} refused/s")
+    # Fresh sessions, few enough per account that no sign-in ends another's.
+    cap = int(stack.auth_env.get("AUTH_MAX_SESSIONS_PER_USER", 20))
+    refresh_tokens = stack.refresh_sessions(args.token_connections, max(1, cap // 2))
+    log(f"refresh, {args.token_connections} sessions")
+    replays_before = stack.refresh_replays()
+    refresh = measure_refresh(stack, meter, refresh_tokens, args.token_duration, work_dir)
+    # Every refresh must spend a fresh token: a replay would be answered from the grace window
+    # (or end the session), not measured.
+    refresh["replays"] = stack.refresh_replays() - replays_before
+    log(f"  {refresh['ok_rps']:,.0f} refreshes/s, {refresh['ok_per_auth_core']:,.0f} per core, "
+        f"statuses {refresh['statuses']}")
+    client = stack.service_account()
+    log(f"client-credentials grants, {args.token_connections} connections")
+    grants = measure_client_credentials(stack, meter, client, args.token_connections,
+                                        args.token_duration)
+    log(f"  {grants['ok_rps']:,.0f} grants/s, {grants['ok_per_auth_core']:,.0f} per core, "
+        f"statuses {grants['statuses']}")
+    return {"workers": workers, "signin": signin, "flood": flood, "refresh": refresh,
+            "grants": grants, "rss_at_start": stack.rss_at_start}
 
 
 def main():
@@ -270,24 +472,22 @@ def main():
                 results[key] = measure_read(key, stack, meter, args, log_dir)
                 log(f"  {results[key]['rps']:,.0f} req/s, p99 {fmt_us(results[key]['p99_us'])}")
             rounds.append(results)
-        log("sign-in throughput")
-        signin = measure_signin(stack, meter, args)
-        log(f"  {signin['accepted_rps']:,.1f} accepted/s, statuses {signin['statuses']}")
+        tokens = measure_tokens(stack, meter, args, log_dir)
         log("login storm")
-        storm = measure_storm(stack, args, signin["accepted_rps"])
+        storm = measure_storm(stack, args, tokens["signin"]["ok_rps"])
         peak_rss = {name: peak_rss_kib(pid) for name, pid in stack.pids().items()}
         for name in stack.pids():
             procs.check_running(name)
         load_after = "{:.1f}".format(os.getloadavg()[0])
 
-        text = report(args, profile, rounds, signin, storm, peak_rss, load_before, load_after,
+        text = report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after,
                       pg.cluster_dir is not None)
         with open(args.out, "w") as f:
             f.write(text)
         print(text)
         log(f"written to {os.path.relpath(args.out, ROOT)} ({time.monotonic() - started:.0f} s)")
         if args.smoke:
-            problems = smoke_check(rounds, signin, storm, args.out)
+            problems = smoke_check(rounds, tokens, storm, args.out)
             if problems:
                 raise BenchError("the smoke run failed:\n  " + "\n  ".join(problems))
             log("smoke run: every target answered")

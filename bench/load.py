@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from stack import BENCH, PERSON_ID, BenchError, GET_PERSON, grpc_frame
+from stack import BENCH, PERSON_ID, BenchError, GET_PERSON, grpc_frame, rss_kib
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -42,18 +42,15 @@ def children(pid):
 
 
 def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return rss_kib(pid, "VmHWM")
 
 
 # --- Load generators ----------------------------------------------------------------------------
 
 
 def run_wrk(url, connections, threads, duration, env=None):
-    """wrk's results as bench/wrk/report.lua prints them."""
+    """wrk's results as bench/wrk/report.lua prints them. With WRK_TIME_BY_STATUS or
+    WRK_REFRESH_TOKENS in `env`, `threads` must equal `connections`."""
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
             "--timeout", "10s", "-s", os.path.join(BENCH, "wrk", "report.lua"), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
@@ -220,23 +217,68 @@ def measure_read(key, stack, meter, args, work_dir):
     return result
 
 
-def measure_signin(stack, meter, args):
+def measure_closed_loop(meter, url, connections, duration, env):
+    """A closed loop of `connections` clients (one wrk thread each, so every answer is timed by
+    its status) and the CPU each process spent per answer and per 200."""
     before = meter.sample()
-    result = run_wrk(stack.url("gateway", "/api/auth/signin"), args.connections, args.threads,
-                     args.signin_duration,
-                     {"WRK_METHOD": "POST", "WRK_BODY": json.dumps(stack.signer),
-                      "WRK_COUNT_STATUS": "1"})
-    result["cpu_us"] = Meter.per_request_us(before, meter.sample(), result["requests"])
-    result["accepted"] = result["statuses"].get("200", 0)
-    result["accepted_rps"] = result["accepted"] / (result["duration_us"] / 1e6)
+    result = run_wrk(url, connections, connections, duration,
+                     {"WRK_TIME_BY_STATUS": "1", **env})
+    after = meter.sample()
+    seconds = result["duration_us"] / 1e6
+    result["ok"] = result["statuses"].get("200", 0)
+    result["ok_rps"] = result["ok"] / seconds
+    result["refused_rps"] = result["statuses"].get("429", 0) / seconds
+    result["cpu_us"] = Meter.per_request_us(before, after, result["requests"])
+    result["cpu_us_per_ok"] = Meter.per_request_us(before, after, result["ok"])
+    # Successful answers per second of auth-service's CPU time: per core it keeps busy.
+    auth_cpu = after["auth-service"] - before["auth-service"]
+    result["ok_per_auth_core"] = result["ok"] / auth_cpu if auth_cpu > 0 else 0.0
+    # wrk's "status" errors are the answers other than 2xx/3xx, already among the statuses.
+    result["transport_errors"] = {k: v for k, v in result["errors"].items()
+                                  if k != "status" and v}
+    result["failed"] = result["requests"] - result["ok"] + sum(result["transport_errors"].values())
+    result["connections"] = connections
     return result
+
+
+def measure_signin(stack, meter, connections, duration):
+    """Sign-ins of one account through the gateway from `connections` clients in a closed loop:
+    at most workers + a few, so none is refused, it measures what argon2 can serve; at 32 it is
+    the flood of refusals a 429 invites."""
+    return measure_closed_loop(meter, stack.url("gateway", "/api/auth/signin"), connections,
+                               duration, {"WRK_METHOD": "POST",
+                                          "WRK_BODY": json.dumps(stack.signer)})
+
+
+def measure_refresh(stack, meter, refresh_tokens, duration, work_dir):
+    """Refreshes through the gateway, one session chain per connection (each refresh spends the
+    token the previous one returned, never a spent one)."""
+    path = os.path.join(work_dir, "refresh-tokens.txt")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("\n".join(refresh_tokens) + "\n")
+    try:
+        return measure_closed_loop(meter, stack.url("gateway", "/api/auth/refresh"),
+                                   len(refresh_tokens), duration,
+                                   {"WRK_REFRESH_TOKENS": path})
+    finally:
+        os.remove(path)
+
+
+def measure_client_credentials(stack, meter, client, connections, duration):
+    """Client-credentials grants at /oauth/token with the service account's id and secret in
+    HTTP Basic, as an OAuth client library sends them."""
+    return measure_closed_loop(meter, stack.url("gateway", "/oauth/token"), connections, duration,
+                               {"WRK_METHOD": "POST", "WRK_BODY": "grant_type=client_credentials",
+                                "WRK_CONTENT_TYPE": "application/x-www-form-urlencoded",
+                                "WRK_AUTHORIZATION": client.basic_authorization()})
 
 
 def start_probe(stack, args):
     """bench/probe.py timing JWKS, refresh and introspection through the gateway, paced."""
     access, refresh = stack.probe_tokens
     argv = [sys.executable, os.path.join(BENCH, "probe.py"), "--port", str(stack.ports["gateway"]),
-            "--access-token", access, "--refresh-token", refresh,
+            # `=`: a token may begin with "-", which argparse would take for an option.
+            f"--access-token={access}", f"--refresh-token={refresh}",
             "--duration", str(args.storm_duration),
             "--interval-ms", str(args.storm_probe_interval_ms)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -95,14 +95,17 @@ class Processes:
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-def http(method, url, body=None, token=None, timeout=30):
-    """(status, parsed JSON or text) of one request."""
-    data = json.dumps(body).encode() if body is not None else None
+def http(method, url, body=None, token=None, timeout=30, raw=None, headers=None):
+    """(status, parsed JSON or text) of one request: `body` sent as JSON, or `raw` bytes with
+    the `headers` given."""
+    data = json.dumps(body).encode() if body is not None else raw
     request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
+    if body is not None:
         request.add_header("content-type", "application/json")
     if token:
         request.add_header("authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with HTTP.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -127,6 +130,15 @@ def wait_until(what, check, procs, names, timeout=READY_TIMEOUT):
             last = e
         time.sleep(0.1)
     raise BenchError(f"{what} not ready within {timeout:.0f}s (last error: {last})")
+
+
+def rss_kib(pid, field="VmRSS"):
+    """Resident memory of one process now (VmRSS) or at its peak (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    return 0
 
 
 def port_open(port):
@@ -234,6 +246,9 @@ class Stack:
         self.signer = None
         self.probe_tokens = None
         self.auth_env = {}
+        self.admin = None
+        # Each service's VmRSS in KiB once it is ready, before the first sign-up or sign-in.
+        self.rss_at_start = {}
 
     def start(self):
         auth_db = self.pg.create_database("bench_auth")
@@ -243,14 +258,15 @@ class Stack:
         auth_url = f"http://127.0.0.1:{self.ports['auth']}"
         resource_url = f"http://127.0.0.1:{self.ports['resource']}"
         logs = {"LOG_FORMAT": "json", "RUST_LOG": "info"}
+        self.admin = {"username": "admin", "password": secrets.token_urlsafe(18)}
 
         log("starting auth-service, resource-service and the gateway")
         self.procs.spawn("auth-service", [os.path.join(self.bin_dir, "auth-service")], {
             **logs,
             "AUTH_GRPC_ADDR": f"127.0.0.1:{self.ports['auth']}",
             "AUTH_DATABASE_URL": auth_db,
-            "AUTH_BOOTSTRAP_ADMIN_USERNAME": "admin",
-            "AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+            "AUTH_BOOTSTRAP_ADMIN_USERNAME": self.admin["username"],
+            "AUTH_BOOTSTRAP_ADMIN_PASSWORD": self.admin["password"],
             # On PostgreSQL the signing key must be sealed; a fresh key for a fresh database.
             "AUTH_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             # Long enough that no token expires during a full run.
@@ -279,6 +295,10 @@ class Stack:
                    lambda: http("GET", self.url("gateway", "/readyz"), timeout=2)[0] == 200,
                    self.procs, ["auth-service", "resource-service", "gateway"])
 
+        # Memory before any password hash but the one auth-service makes at start.
+        self.rss_at_start = {name: rss_kib(self.procs.procs[name].pid)
+                             for name in ["auth-service", "resource-service", "gateway"]}
+
         log("starting the Express servers")
         secret = secrets.token_hex(32)
         express = os.path.join(BENCH, "express")
@@ -301,14 +321,9 @@ class Stack:
             **self.user, "email": f"{self.user['username']}@example.com"})
         if status != 200:
             raise BenchError(f"sign-up answered {status}: {body}")
-        status, body = http("POST", self.url("gateway", "/api/auth/signin"), self.user)
-        if status != 200 or not isinstance(body, dict) or "accessToken" not in body:
-            raise BenchError(f"sign-in answered {status}: {body}")
-        self.token = body["accessToken"]
+        self.token = self.sign_in(self.user)["accessToken"]
         # The storm's probes refresh a session of their own, so they never touch the readers'.
-        status, body = http("POST", self.url("gateway", "/api/auth/signin"), self.user)
-        if status != 200 or not isinstance(body, dict) or "refreshToken" not in body:
-            raise BenchError(f"sign-in answered {status}: {body}")
+        body = self.sign_in(self.user)
         self.probe_tokens = (body["accessToken"], body["refreshToken"])
         # Sign-in load signs in as another account: each sign-in starts a session, and past the
         # per-user cap (AUTH_MAX_SESSIONS_PER_USER) the oldest end, which would revoke the
@@ -334,6 +349,88 @@ class Stack:
 
     def pids(self):
         return {name: proc.pid for name, proc in self.procs.procs.items()}
+
+    def auth_log(self):
+        """auth-service's log lines so far, parsed (it logs JSON)."""
+        with open(os.path.join(self.procs.log_dir, "auth-service.log"), errors="replace") as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+
+    def hash_workers(self):
+        """The hashing workers auth-service runs, from its start-up log line."""
+        for entry in self.auth_log():
+            if entry.get("message") == "password hashing workers":
+                return int(entry["workers"])
+        raise BenchError("auth-service's log has no 'password hashing workers' line")
+
+    def refresh_replays(self):
+        """Refresh tokens auth-service saw spent twice (a retry within the grace window, or a
+        reuse that revoked the session), from its log."""
+        return sum(1 for entry in self.auth_log()
+                   if "grace window" in str(entry.get("message", "")))
+
+    def sign_in(self, user):
+        status, body = http("POST", self.url("gateway", "/api/auth/signin"), user)
+        if status != 200 or not isinstance(body, dict) or not (
+                body.get("accessToken") and body.get("refreshToken")):
+            # A 200's body holds tokens: not printed.
+            raise BenchError(f"sign-in answered {status}: "
+                             f"{body if status != 200 else 'no access or refresh token'}")
+        return body
+
+    def refresh_sessions(self, count, per_user):
+        """Refresh tokens of `count` new sessions, at most `per_user` for each of the new
+        accounts made for them, so no sign-in ends another's session
+        (AUTH_MAX_SESSIONS_PER_USER)."""
+        tokens = []
+        while len(tokens) < count:
+            user = {"username": f"refresher{secrets.token_hex(4)}",
+                    "password": secrets.token_urlsafe(12)}
+            status, body = http("POST", self.url("gateway", "/api/auth/signup"), {
+                **user, "email": f"{user['username']}@example.com"})
+            if status != 200:
+                raise BenchError(f"sign-up answered {status}: {body}")
+            for _ in range(min(per_user, count - len(tokens))):
+                tokens.append(self.sign_in(user)["refreshToken"])
+        return tokens
+
+    def service_account(self):
+        """A new service account with the role `user`, made through the admin API."""
+        admin_token = self.sign_in(self.admin)["accessToken"]
+        status, body = http("POST", self.url("gateway", "/api/admin/service-accounts"),
+                            {"name": f"bench-{secrets.token_hex(4)}", "roles": ["user"]},
+                            token=admin_token)
+        if status != 201 or not isinstance(body, dict) or "clientSecret" not in body:
+            raise BenchError(f"creating a service account answered {status}: "
+                             f"{body if status >= 400 else '(the answer holds the secret)'}")
+        client = ServiceAccount(body["clientId"], body["clientSecret"])
+        status, body = http("POST", self.url("gateway", "/oauth/token"),
+                            raw=b"grant_type=client_credentials",
+                            headers={"content-type": "application/x-www-form-urlencoded",
+                                     "authorization": client.basic_authorization()})
+        if status != 200 or not isinstance(body, dict) or "access_token" not in body:
+            raise BenchError(f"the client-credentials grant answered {status}: {body}")
+        return client
+
+
+class ServiceAccount:
+    """An OAuth client: its id and secret (never printed)."""
+
+    def __init__(self, client_id, secret):
+        self.client_id = client_id
+        self._secret = secret
+
+    def basic_authorization(self):
+        """RFC 6749 §2.3.1: id and secret form-encoded, then HTTP Basic."""
+        pair = f"{urllib.parse.quote(self.client_id, safe='')}:" \
+               f"{urllib.parse.quote(self._secret, safe='')}"
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+
+    def __repr__(self):
+        return f"ServiceAccount({self.client_id!r}, secret=…)"
 
 
 def grpc_frame():
