@@ -1,7 +1,8 @@
 //! How our gRPC clients dial a service: an `http://` URL in plain text, an `https://` URL over
 //! TLS (rustls with ring), trusting only the CA certificates of one PEM file and checking the
 //! name the server's certificate is for. Every client of the product (JWKS, the revocation feed,
-//! the gateway's backends, the example service) builds its endpoints here.
+//! the example service) builds its endpoints here; the gateway's backend connections take the
+//! CA certificates from [`ClientTls`] and set up the same check themselves.
 
 use std::{fmt, path::Path};
 
@@ -41,6 +42,14 @@ impl ClientTls {
         Ok(Self {
             ca: Certificate::from_pem(pem),
         })
+    }
+
+    /// The CA certificates, for a client that sets up rustls itself.
+    pub fn ca_certificates(&self) -> Vec<CertificateDer<'static>> {
+        // `from_pem` checked that every one parses.
+        CertificateDer::pem_slice_iter(self.ca.get_ref())
+            .filter_map(Result::ok)
+            .collect()
     }
 
     fn config(&self, server_name: &str) -> ClientTlsConfig {

@@ -2,12 +2,13 @@
 //!
 //! Why not one tonic `Channel` to a single address: HTTP/2 multiplexes every call over one
 //! connection, so a connection-level balancer (a Kubernetes ClusterIP) pins all our traffic to a
-//! single pod. Here each replica has its own lazily connected channel, every call picks the next
+//! single pod. Here each replica has its own lazily made connection ([`Conn`]), every call picks the next
 //! usable replica in turn, and a background task re-resolves host names and checks each replica's
 //! grpc.health.v1 status: a replica that fails is dropped from the rotation at once and taken
 //! back when its health check passes again. A call that fails because its replica went away is
 //! tried on another replica when that is safe ([`Safety`], [`failure::classify`]).
 
+mod conn;
 mod discovery;
 mod failure;
 
@@ -21,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -29,6 +30,7 @@ use tracing::Instrument;
 
 use authn::tls::{ClientTls, InvalidEndpoint};
 
+pub use conn::Conn;
 pub use discovery::Target;
 pub use failure::{Failure, classify};
 
@@ -55,7 +57,7 @@ pub enum ReplicaState {
 
 pub struct Replica {
     pub uri: String,
-    channel: Channel,
+    conn: Conn,
     state: AtomicU8,
 }
 
@@ -146,7 +148,7 @@ impl Backend {
     /// `call` builds the request afresh each time since a tonic request can be sent only once.
     pub async fn call<T, F, Fut>(&self, safety: Safety, mut call: F) -> Result<T, Status>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut tried: Vec<Arc<Replica>> = Vec::new();
@@ -157,7 +159,7 @@ impl Backend {
                     self.name()
                 )));
             };
-            let status = match attempt(self.name(), &replica, call(replica.channel.clone())).await {
+            let status = match attempt(self.name(), &replica, call(replica.conn.clone())).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
@@ -293,16 +295,15 @@ impl Inner {
     }
 
     fn connect(&self, uri: &str, host: &str) -> Result<Replica, InvalidEndpoint> {
-        let channel = authn::tls::endpoint_for(uri, Some(host), self.config.tls.as_ref())?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            // Notice a replica that vanished without closing its connections.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let conn = Conn::lazy(
+            uri,
+            host,
+            self.config.tls.as_ref(),
+            self.config.connect_timeout,
+        )?;
         Ok(Replica {
             uri: uri.to_owned(),
-            channel,
+            conn,
             state: AtomicU8::new(ReplicaState::Unknown as u8),
         })
     }
@@ -310,7 +311,7 @@ impl Inner {
     async fn check_health(&self) {
         let replicas = self.snapshot();
         let checks = replicas.iter().map(|replica| async move {
-            match self.is_serving(replica.channel.clone()).await {
+            match self.is_serving(replica.conn.clone()).await {
                 Ok(()) => replica.set_state(ReplicaState::Up, self.config.name),
                 Err(reason) => {
                     if replica.state() != ReplicaState::Down {
@@ -326,9 +327,9 @@ impl Inner {
     }
 
     /// `Ok` when the replica reports SERVING, else why not.
-    async fn is_serving(&self, channel: Channel) -> Result<(), String> {
+    async fn is_serving(&self, conn: Conn) -> Result<(), String> {
         let timeout = self.config.health_interval.max(Duration::from_secs(1));
-        let mut client = HealthClient::new(channel);
+        let mut client = HealthClient::new(conn);
         // The service's own name first; a server that registered only the overall status ("")
         // answers NotFound for it, so fall back to that.
         for service in [self.config.health_service, ""] {

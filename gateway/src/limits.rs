@@ -4,12 +4,18 @@
 //! never sends a backend more metadata than it accepts, and no client request can make a backend
 //! reset the HTTP/2 connection every caller shares.
 
+use std::{
+    future::{Ready, ready},
+    task::{Context, Poll},
+};
+
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::future::Either;
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -32,24 +38,66 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 
 /// Refuses an oversized token with 401 (checked first: it is the usual reason for big headers,
 /// and 401 tells the client what to fix) and oversized headers with 431, in the JSON error model.
-pub async fn check_headers(
-    State(max_header_bytes): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if token_too_large(request.headers()) {
-        tracing::info!("refused an oversized access token");
-        return ApiError::unauthenticated("access token is too large", true).into_response();
+/// A plain tower layer rather than `axum::middleware::from_fn`, which clones and boxes the
+/// service behind it for every request.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckHeadersLayer {
+    pub max_header_bytes: usize,
+}
+
+impl<S> Layer<S> for CheckHeadersLayer {
+    type Service = CheckHeaders<S>;
+
+    fn layer(&self, inner: S) -> CheckHeaders<S> {
+        CheckHeaders {
+            max_header_bytes: self.max_header_bytes,
+            inner,
+        }
     }
-    let size = header_bytes(request.headers());
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckHeaders<S> {
+    max_header_bytes: usize,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for CheckHeaders<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match refusal(request.headers(), self.max_header_bytes) {
+            Some(response) => Either::Left(ready(Ok(response))),
+            None => Either::Right(self.inner.call(request)),
+        }
+    }
+}
+
+fn refusal(headers: &HeaderMap, max_header_bytes: usize) -> Option<Response> {
+    if token_too_large(headers) {
+        tracing::info!("refused an oversized access token");
+        return Some(ApiError::unauthenticated("access token is too large", true).into_response());
+    }
+    let size = header_bytes(headers);
     if size > max_header_bytes {
         tracing::info!(size, limit = max_header_bytes, "refused oversized headers");
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "header_fields_too_large",
-            format!("request headers are too large: at most {max_header_bytes} bytes"),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_fields_too_large",
+                format!("request headers are too large: at most {max_header_bytes} bytes"),
+            )
+            .into_response(),
+        );
     }
-    next.run(request).await
+    None
 }

@@ -9,17 +9,18 @@
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{Arc, OnceLock, RwLock},
+    task::{Context, Poll},
     time::Instant,
 };
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::Method,
-    middleware::Next,
-    response::Response,
+    extract::{MatchedPath, Request},
+    http::{Method, Response},
 };
 use metrics::{Counter, Histogram, SharedString};
+use tower::{Layer, Service};
 
 use crate::backend::{Backend, ReplicaState};
 
@@ -43,9 +44,10 @@ fn method_index(method: &Method) -> usize {
     }
 }
 
-/// The handles of one router; made in [`crate::app`], after the recorder is installed.
+/// The handles of one router; made with its [`TrackLayer`] in [`crate::app`], after the recorder
+/// is installed.
 #[derive(Default)]
-pub struct HttpMetrics {
+struct HttpMetrics {
     routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
     unmatched: OnceLock<Arc<RouteMetrics>>,
 }
@@ -119,18 +121,83 @@ impl RouteMetrics {
     }
 }
 
-/// The middleware: counts and times every request, answered by a route or not.
-pub async fn track(
-    State(metrics): State<Arc<HttpMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_index(request.method());
-    let route = metrics.route(request.extensions().get::<MatchedPath>());
-    let response = next.run(request).await;
-    route.record(method, response.status().as_u16(), started);
-    response
+/// The layer that counts and times every request, answered by a route or not: a plain tower
+/// layer rather than `axum::middleware::from_fn`, which clones and boxes the whole stack behind
+/// it for every request.
+#[derive(Clone, Default)]
+pub struct TrackLayer {
+    metrics: Arc<HttpMetrics>,
+}
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            metrics: self.metrics.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Track<S> {
+    metrics: Arc<HttpMetrics>,
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Track<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = method_index(request.method());
+        let route = self
+            .metrics
+            .route(request.extensions().get::<MatchedPath>());
+        TrackFuture {
+            inner: self.inner.call(request),
+            route,
+            method,
+            started,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        route: Arc<RouteMetrics>,
+        method: usize,
+        started: Instant,
+    }
+}
+
+impl<F, E, RB> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            this.route
+                .record(*this.method, response.status().as_u16(), *this.started);
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Sets `gateway_backend_replicas{backend,state}`: how many replicas of each backend are up,

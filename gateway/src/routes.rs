@@ -11,33 +11,30 @@ mod service_accounts;
 mod sessions;
 mod tokens;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
 use serde::{Deserialize, Deserializer, de};
 use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer};
-use tower::ServiceBuilder;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::{
     cors::{AllowCredentials, AllowOrigin, CorsLayer},
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use crate::{
-    config::Cors,
-    error::ApiError,
-    limits,
-    metrics::{self, HttpMetrics},
-    page,
-    state::AppState,
-};
+use crate::{config::Cors, error::ApiError, limits, metrics, page, state::AppState};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -185,10 +182,9 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies beyond the limit are refused while being read, by our Json extractor (413).
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            deadline,
-        ))
+        .layer(DeadlineLayer {
+            limit: settings.request_timeout,
+        })
         .with_state(state);
     if let Some(cors) = cors(&settings.cors, &settings.cookie_origins) {
         router = router.layer(cors);
@@ -200,10 +196,7 @@ pub fn app(state: AppState) -> Router {
     // even those the timeout or CORS layers produce.
     router.layer(
         ServiceBuilder::new()
-            .layer(middleware::from_fn_with_state(
-                Arc::new(HttpMetrics::default()),
-                metrics::track,
-            ))
+            .layer(metrics::TrackLayer::default())
             .layer(set_request_id)
             .layer(TraceContextLayer::new(HttpRequestSpan))
             .layer(
@@ -222,10 +215,9 @@ pub fn app(state: AppState) -> Router {
                 HeaderValue::from_static("no-referrer"),
             ))
             // Before any handler, so nothing oversized reaches one, let alone a backend.
-            .layer(middleware::from_fn_with_state(
-                settings.max_header_bytes,
-                limits::check_headers,
-            )),
+            .layer(limits::CheckHeadersLayer {
+                max_header_bytes: settings.max_header_bytes,
+            }),
     )
 }
 
@@ -338,18 +330,79 @@ impl MakeRequestSpan for HttpRequestSpan {
     }
 }
 
-/// Bounds every request, backend retries included, and answers in the API's error model.
-async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(?limit, "request timed out");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the request took too long; retry shortly",
-            )
-            .into_response()
+/// Bounds every request, backend retries included, and answers in the API's error model. A
+/// plain tower layer rather than `axum::middleware::from_fn`, which clones and boxes the service
+/// behind it for every request.
+#[derive(Clone, Copy, Debug)]
+struct DeadlineLayer {
+    limit: Duration,
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            limit: self.limit,
+            inner,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Deadline<S> {
+    limit: Duration,
+    inner: S,
+}
+
+impl<S, B> Service<axum::http::Request<B>> for Deadline<S>
+where
+    S: Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        DeadlineFuture {
+            inner: tokio::time::timeout(self.limit, self.inner.call(request)),
+            limit: self.limit,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct DeadlineFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_) => {
+                let limit = *this.limit;
+                tracing::warn!(?limit, "request timed out");
+                Poll::Ready(Ok(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took too long; retry shortly",
+                )
+                .into_response()))
+            }
         }
     }
 }

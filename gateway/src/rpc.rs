@@ -11,34 +11,33 @@ use tonic::{
     GrpcMethod, Status,
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
 };
 
 use crate::{
-    backend::{Backend, Safety},
+    backend::{Backend, Conn, Safety},
     error::ApiError,
     extract::UserAgent,
 };
 
 /// auth-service's client for one attempt of one call.
-pub type AuthClient = AuthServiceClient<InterceptedService<Channel, Outgoing>>;
+pub type AuthClient = AuthServiceClient<InterceptedService<Conn, Outgoing>>;
 /// resource-service's client for one attempt of one call.
-pub type PersonClient = PersonServiceClient<InterceptedService<Channel, Outgoing>>;
+pub type PersonClient = PersonServiceClient<InterceptedService<Conn, Outgoing>>;
 
 /// A generated client that sends [`Outgoing`] metadata with every call.
 pub trait Client {
-    fn new(channel: Channel, outgoing: Outgoing) -> Self;
+    fn new(conn: Conn, outgoing: Outgoing) -> Self;
 }
 
 impl Client for AuthClient {
-    fn new(channel: Channel, outgoing: Outgoing) -> Self {
-        AuthServiceClient::with_interceptor(channel, outgoing)
+    fn new(conn: Conn, outgoing: Outgoing) -> Self {
+        AuthServiceClient::with_interceptor(conn, outgoing)
     }
 }
 
 impl Client for PersonClient {
-    fn new(channel: Channel, outgoing: Outgoing) -> Self {
-        PersonServiceClient::with_interceptor(channel, outgoing)
+    fn new(conn: Conn, outgoing: Outgoing) -> Self {
+        PersonServiceClient::with_interceptor(conn, outgoing)
     }
 }
 
@@ -134,8 +133,8 @@ impl Backend {
         F: AsyncFn(&mut C, M) -> Result<tonic::Response<T>, Status>,
     {
         let rpc = &rpc;
-        self.call(safety, |channel| {
-            let mut client = C::new(channel, outgoing.clone());
+        self.call(safety, |conn| {
+            let mut client = C::new(conn, outgoing.clone());
             let message = message.clone();
             async move { rpc(&mut client, message).await }
         })

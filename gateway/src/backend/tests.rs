@@ -137,3 +137,16 @@ async fn a_failed_replica_leaves_the_rotation() {
         .count();
     assert!(down >= 1);
 }
+
+#[tokio::test]
+async fn a_call_to_a_replica_nothing_listens_on_never_reached_it() {
+    let backend = backend().await;
+    let replica = backend.replicas()[0].clone();
+    let mut client = HealthClient::new(replica.conn.clone());
+    let status = client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect_err("nothing listens on port 9");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(classify(&status), Failure::NotReached, "{status:?}");
+}
