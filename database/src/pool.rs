@@ -192,18 +192,21 @@ where
     }
 }
 
-/// For what takes a connection itself, such as the migrator.
-impl<'p, DB: Database> Acquire<'p> for &'p MeteredPool<DB> {
+/// For what takes a connection itself, such as the migrator. As with `&Pool`, the futures own
+/// a clone of the pool, so they hold no borrow.
+impl<'a, DB: Database> Acquire<'a> for &'_ MeteredPool<DB> {
     type Database = DB;
     type Connection = PoolConnection<DB>;
 
-    fn acquire(self) -> BoxFuture<'p, Result<PoolConnection<DB>, Error>> {
-        Box::pin(MeteredPool::acquire(self))
+    fn acquire(self) -> BoxFuture<'static, Result<PoolConnection<DB>, Error>> {
+        let pool = self.clone();
+        Box::pin(async move { pool.acquire().await })
     }
 
-    fn begin(self) -> BoxFuture<'p, Result<Transaction<'p, DB>, Error>> {
+    fn begin(self) -> BoxFuture<'static, Result<Transaction<'a, DB>, Error>> {
+        let pool = self.clone();
         Box::pin(async move {
-            let transaction: Transaction<'p, DB> = MeteredPool::begin(self).await?;
+            let transaction: Transaction<'a, DB> = pool.begin().await?;
             Ok(transaction)
         })
     }
