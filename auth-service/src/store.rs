@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    Connection, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+    Connection, Database, Encode, Executor, IntoArguments, Transaction, Type,
     migrate::{Migrate, Migrator},
     pool::PoolOptions,
 };
@@ -144,7 +144,7 @@ async fn open_pool<DB>(
     options: <DB::Connection as Connection>::Options,
     max_connections: u32,
     mut migrator: Migrator,
-) -> anyhow::Result<Pool<DB>>
+) -> anyhow::Result<database::MeteredPool<DB>>
 where
     DB: Database,
     DB::Connection: Migrate,
@@ -155,6 +155,8 @@ where
         .connect_with(options)
         .await
         .context("failed to connect to the database")?;
+    // Every query, the migrations' included, gets its connection through the metered pool.
+    let pool = database::MeteredPool::new(pool);
     migrator.set_ignore_missing(true);
     migrator
         .run(&pool)

@@ -1,6 +1,11 @@
 //! The database a service is configured with, made ready at start-up, which failures mean
 //! that it cannot be reached right now (so a call answers UNAVAILABLE, not INTERNAL), and the
-//! check that keeps a service's readiness in step with its database.
+//! check that keeps a service's readiness in step with its database, and the pool every store
+//! queries through, which records how long callers wait for a connection ([`MeteredPool`]).
+
+mod pool;
+
+pub use pool::{ACQUIRE_TIMEOUTS_TOTAL, ACQUIRE_WAIT_SECONDS, MeteredPool};
 
 use std::{
     fmt,

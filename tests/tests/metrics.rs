@@ -51,6 +51,9 @@ async fn prometheus_sees_every_contracted_series_move_with_traffic() {
         r#"sum(auth_sign_ins_total{outcome="success"})"#,
         r#"sum(auth_sign_ins_total{outcome="invalid_credentials"})"#,
         r#"sum(auth_password_hash_wait_seconds_count)"#,
+        // Every query waits for a pooled connection, if only for a moment.
+        r#"sum(db_pool_acquire_wait_seconds_count{app="auth-service"})"#,
+        r#"sum(db_pool_acquire_wait_seconds_count{app="resource-service"})"#,
     ];
     let mut before = Vec::new();
     for query in counters {
@@ -131,6 +134,14 @@ async fn prometheus_sees_every_contracted_series_move_with_traffic() {
                 &format!(r#"sum(db_pool_max_connections{{app="{app}"}})"#),
                 SEEN_WITHIN,
                 |v| v.is_some_and(|n| n >= 1.0),
+            )
+            .await;
+        // Exported from the start, though nothing timed out.
+        prometheus
+            .wait_for(
+                &format!(r#"sum(db_pool_acquire_timeouts_total{{app="{app}"}})"#),
+                SEEN_WITHIN,
+                |v| v == Some(0.0),
             )
             .await;
     }

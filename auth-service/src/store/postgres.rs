@@ -4,7 +4,8 @@
 use std::str::FromStr;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use database::MeteredPool;
+use sqlx::{Postgres, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 use super::StoredId;
@@ -15,7 +16,7 @@ use super::open_pool;
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pub(super) pool: PgPool,
+    pub(super) pool: MeteredPool<Postgres>,
 }
 
 impl PgStore {

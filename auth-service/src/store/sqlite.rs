@@ -4,7 +4,11 @@
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use database::MeteredPool;
+use sqlx::{
+    Sqlite,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
 
 use super::StoredId;
 use super::open_pool;
@@ -14,7 +18,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
+    pub(super) pool: MeteredPool<Sqlite>,
 }
 
 impl SqliteStore {

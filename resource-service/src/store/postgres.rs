@@ -36,7 +36,9 @@ impl SqlStore<Postgres> {
             .connect(url)
             .await
             .context("failed to connect to PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: database::MeteredPool::new(pool),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), MigrateError> {

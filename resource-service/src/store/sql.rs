@@ -3,9 +3,9 @@
 //! what really differs (connecting, migrations, locking the table) lives in `postgres.rs` and
 //! `sqlite.rs`.
 
-use sqlx::{
-    Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type, query::QueryAs,
-};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Transaction, Type, query::QueryAs};
+
+use database::MeteredPool;
 
 use super::PersonRow;
 use crate::domain::PersonFields;
@@ -13,12 +13,12 @@ use crate::domain::PersonFields;
 /// A pool of either database, with the queries of the person table.
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
-    pub(super) pool: Pool<DB>,
+    pub(super) pool: MeteredPool<DB>,
 }
 
 impl<DB: Database> SqlStore<DB> {
     pub(super) fn record_pool_metrics(&self) {
-        let max = self.pool.options().get_max_connections();
+        let max = self.pool.max_connections();
         telemetry::metrics::record_db_pool(self.pool.size(), self.pool.num_idle(), max);
     }
 }

@@ -39,7 +39,9 @@ impl SqlStore<Sqlite> {
         .connect_with(options)
         .await
         .context("failed to open the SQLite database")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: database::MeteredPool::new(pool),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), MigrateError> {
