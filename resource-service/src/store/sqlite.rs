@@ -36,6 +36,9 @@ impl SqlStore<Sqlite> {
         } else {
             SqlitePoolOptions::new().max_connections(8)
         }
+        // As on PostgreSQL: a caller waits at most 5 s for a connection (sqlx's default is 30 s),
+        // then gets UNAVAILABLE and `db_pool_acquire_timeouts_total` counts it.
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
         .context("failed to open the SQLite database")?;
