@@ -167,8 +167,8 @@ pub struct Config {
     #[arg(long, env = "AUTH_HASH_WORKERS")]
     pub hash_workers: Option<usize>,
 
-    /// Where the cgroup v2 hierarchy with this process's `memory.max` is mounted; set only by
-    /// tests.
+    /// Where the cgroup hierarchy with this process's memory limit is mounted (cgroup v2, or
+    /// cgroup v1 with `memory/` below it); set only by tests.
     #[arg(skip = PathBuf::from(password::budget::CGROUP_ROOT))]
     pub cgroup_root: PathBuf,
 
