@@ -8,7 +8,9 @@ Express + jsonwebtoken server with a string secret and with a KeyObject, all rea
 person row from the same database. Then sign-in capacity (a closed loop within what auth-service
 admits) and the flood of refusals a closed loop of 32 clients makes, refresh and
 client-credentials throughput per core of auth-service CPU beside Keycloak's published sizing,
-each service's memory, and the login storm. It prints one
+each service's memory, and the login storm. Before the stack starts, the cost of issuing and
+verifying an EdDSA token beside the bare Ed25519 operations (token/examples/floor.rs, which
+alternates them in short batches so that their ratios survive a shared machine). It prints one
 markdown report and writes it to bench/results.md; every process and the cluster are stopped on
 exit, however it exits.
 
@@ -20,6 +22,7 @@ answers, and the report was written; it checks that the suite works, never its f
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -92,6 +95,45 @@ def fmt_cpu(result, owns_pg, key="cpu_us"):
 
 def met(ok):
     return "yes" if ok else "**no**"
+
+
+# The issue's targets: issuing ≤ 1.3× the bare signature, a cache-miss verification ≤ 1.15× the
+# bare verification.
+ISSUE_FLOOR, VERIFY_FLOOR = 1.3, 1.15
+FLOOR_ROWS = "| issue an EdDSA access token |"
+
+
+def measure_floor(bin_dir, args):
+    """token/examples/floor.rs: medians of interleaved batches (see there)."""
+    rounds, batch = (3, 5) if args.smoke else (300, 100)
+    binary = os.path.join(bin_dir, "examples", "floor")
+    if not os.path.exists(binary):
+        raise BenchError(f"{binary} is missing: build it with cargo build -p token --example floor")
+    out = subprocess.run([binary, str(rounds), str(batch)], check=True, capture_output=True,
+                         text=True).stdout
+    line = next((l for l in out.splitlines() if l.startswith("FLOOR_JSON ")), None)
+    if line is None:
+        raise BenchError(f"the floor example printed no FLOOR_JSON line:\n{out}")
+    return json.loads(line.split(" ", 1)[1])
+
+
+def floor_report(floor):
+    return [
+        "",
+        f"Crypto at the floor: {floor['rounds']} rounds, each timing {floor['batch']} calls of "
+        "the bare Ed25519 signature, issuing a token, the bare verification and verifying a "
+        "token (the cache-miss path: signature, claims, audience and expiry), one batch after "
+        "the other; the ratio is the median of the per-round ratios (token/examples/floor.rs, "
+        "run before the stack starts).",
+        "",
+        "| operation | µs per call (median) | bare Ed25519 | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        f"{FLOOR_ROWS} {floor['issue_us']:.1f} | sign {floor['sign_us']:.1f} "
+        f"| {floor['issue_ratio']:.2f}× | ≤ {ISSUE_FLOOR}× | {met(floor['issue_ratio'] <= ISSUE_FLOOR)} |",
+        f"| verify an EdDSA access token | {floor['verify_us']:.1f} "
+        f"| verify {floor['bare_verify_us']:.1f} | {floor['verify_ratio']:.2f}× "
+        f"| ≤ {VERIFY_FLOOR}× | {met(floor['verify_ratio'] <= VERIFY_FLOOR)} |",
+    ]
 
 
 def token_report(args, signin, flood, refresh, grants, workers, owns_pg):
@@ -199,7 +241,8 @@ def memory_report(rss_at_start, peak_rss, workers):
     return lines
 
 
-def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg):
+def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg,
+           floor):
     signin = tokens["signin"]
     settings = "".join(f" --auth-env {e}" for e in args.auth_env)
     lines = [
@@ -238,6 +281,8 @@ def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_aft
             f"- ours / Express KeyObject: {ratio('ours', 'express-keyobject')}",
             f"- gateway hop (ours / resource-service gRPC alone): {ratio('ours', 'grpc')}",
         ]
+    if floor:
+        lines += floor_report(floor)
     lines += token_report(args, signin, tokens["flood"], tokens["refresh"], tokens["grants"],
                           tokens["workers"], owns_pg)
     lines += memory_report(tokens["rss_at_start"], peak_rss, tokens["workers"])
@@ -361,6 +406,7 @@ def parse_args():
 
 def smoke_check(rounds, tokens, storm, out):
     problems = []
+    labels = [FLOOR_ROWS]
     for key, label, _ in READ_TARGETS:
         for r in rounds:
             if r[key]["requests"] == 0 or r[key]["failed"]:
@@ -398,7 +444,7 @@ def smoke_check(rounds, tokens, storm, out):
         problems.append(f"storm sign-ins: none answered 200 or 429 ({list(storm['by_status'])})")
     with open(out) as f:
         text = f.read()
-    for label in [label for _, label, _ in READ_TARGETS] + [
+    for label in labels + [label for _, label, _ in READ_TARGETS] + [
             SIGNIN_CAPACITY, SIGNIN_FLOOD, REFRESH, GRANTS, "| auth-service |",
             "| resource-service |", "| gateway |"]:
         if label not in text:
@@ -450,6 +496,12 @@ def main():
 
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     log_dir = os.path.join(target, "bench-logs")
+    floor = None
+    if not args.storm_only:
+        log("crypto floor: issuing and verifying beside the bare Ed25519 operations")
+        floor = measure_floor(bin_dir, args)
+        log(f"  issue {floor['issue_ratio']:.2f}× the bare signature, verify "
+            f"{floor['verify_ratio']:.2f}× the bare verification")
     shutil.rmtree(log_dir, ignore_errors=True)
     os.makedirs(log_dir)
     procs = Processes(log_dir)
@@ -481,7 +533,7 @@ def main():
         load_after = "{:.1f}".format(os.getloadavg()[0])
 
         text = report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after,
-                      pg.cluster_dir is not None)
+                      pg.cluster_dir is not None, floor)
         with open(args.out, "w") as f:
             f.write(text)
         print(text)

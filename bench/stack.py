@@ -172,9 +172,12 @@ def ensure_tools():
 
 def build(profile):
     bins = ["--bin", "auth-service", "--bin", "resource-service", "--bin", "gateway"]
-    argv = ["cargo", "build", "--quiet", *bins] + (["--release"] if profile == "release" else [])
+    release = ["--release"] if profile == "release" else []
     log(f"cargo build ({profile})")
-    subprocess.run(argv, check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--quiet", *bins, *release], check=True, cwd=ROOT)
+    # The crypto floor (token/examples/floor.rs).
+    subprocess.run(["cargo", "build", "--quiet", "-p", "token", "--example", "floor", *release],
+                   check=True, cwd=ROOT)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     return os.path.join(target, profile)
 

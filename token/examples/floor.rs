@@ -1,0 +1,112 @@
+//! How close issuing and verifying an EdDSA access token come to the bare Ed25519 operations
+//! underneath ("crypto at the floor"), for `scripts/bench`. Criterion measures one function for
+//! seconds before the next, so on a shared machine a change of load between the two skews their
+//! ratio (medians swung 2× between runs). Here the four operations take turns in short batches,
+//! so each ratio compares batches run back to back, and the median of those ratios is reported.
+//!
+//!   cargo run --release -p token --example floor            # 300 rounds of 100 calls each
+//!   cargo run --release -p token --example floor -- 20 10   # rounds, calls per batch
+//!
+//! Prints one line: `FLOOR_JSON {...}` with the median µs per call of each operation and the
+//! medians of the per-round ratios `issue / sign` and `verify / bare verify`.
+
+use std::{
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use ed25519_dalek::{Signer, Verifier as _};
+use secrecy::ExposeSecret;
+use token::{Audience, Ed25519Key, Issuer, Role, SigningKey, Verifier};
+
+fn main() {
+    let mut args = std::env::args().skip(1).map(|a| {
+        a.parse::<usize>()
+            .unwrap_or_else(|_| panic!("usage: floor [ROUNDS [CALLS PER BATCH]]; got {a:?}"))
+    });
+    let rounds = args.next().unwrap_or(300).max(1);
+    let batch = args.next().unwrap_or(100).max(1);
+
+    let key = Ed25519Key::generate();
+    let issuer = Issuer::new(
+        SigningKey::Ed25519(key.clone()),
+        Audience::default(),
+        Duration::from_secs(900),
+    )
+    .expect("issuer");
+    let verifier = Verifier::from_jwks([&key.public_jwk()], &Audience::default());
+    let token = issuer
+        .issue(
+            "0190c2a4-7e1c-7000-8000-000000000001",
+            "alice",
+            &[Role::User],
+        )
+        .expect("issue")
+        .token;
+    // The bare primitive, from the same key, over the same signing input.
+    let (signing_input, _) = token.rsplit_once('.').expect("three parts");
+    let seed: [u8; 32] = key.seed().expose_secret().try_into().expect("32-byte seed");
+    let raw = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = raw.verifying_key();
+    let signature = raw.sign(signing_input.as_bytes());
+
+    let time = |f: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        started.elapsed().as_secs_f64() * 1e6 / batch as f64
+    };
+    let mut sign = Vec::with_capacity(rounds);
+    let mut issue = Vec::with_capacity(rounds);
+    let mut bare_verify = Vec::with_capacity(rounds);
+    let mut verify = Vec::with_capacity(rounds);
+    for round in 0..rounds + 1 {
+        let s = time(&mut || {
+            black_box(raw.sign(black_box(signing_input.as_bytes())));
+        });
+        let i = time(&mut || {
+            black_box(
+                issuer
+                    .issue(black_box("0190c2a4"), "alice", &[Role::User])
+                    .expect("issue"),
+            );
+        });
+        let b = time(&mut || {
+            public
+                .verify(black_box(signing_input.as_bytes()), &signature)
+                .expect("valid");
+        });
+        let v = time(&mut || {
+            black_box(verifier.verify(black_box(&token)).expect("valid"));
+        });
+        // The first round warms caches and the allocator; it is not counted.
+        if round > 0 {
+            sign.push(s);
+            issue.push(i);
+            bare_verify.push(b);
+            verify.push(v);
+        }
+    }
+    let issue_ratio: Vec<f64> = issue.iter().zip(&sign).map(|(i, s)| i / s).collect();
+    let verify_ratio: Vec<f64> = verify
+        .iter()
+        .zip(&bare_verify)
+        .map(|(v, b)| v / b)
+        .collect();
+    println!(
+        "FLOOR_JSON {{\"rounds\":{rounds},\"batch\":{batch},\"sign_us\":{:.2},\"issue_us\":{:.2},\
+         \"bare_verify_us\":{:.2},\"verify_us\":{:.2},\"issue_ratio\":{:.3},\"verify_ratio\":{:.3}}}",
+        median(sign),
+        median(issue),
+        median(bare_verify),
+        median(verify),
+        median(issue_ratio),
+        median(verify_ratio),
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
