@@ -79,6 +79,7 @@ impl<DB: Database> MeteredPool<DB> {
             ready: Some(Arc::new(Ready {
                 connections: Mutex::new(Vec::new()),
                 in_line: AtomicUsize::new(0),
+                unheard: AtomicUsize::new(0),
                 put_aside: Notify::new(),
                 keep_for,
             })),
@@ -181,6 +182,8 @@ struct Ready<DB: Database> {
     connections: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
     /// Acquires under way, which may be waiting.
     in_line: AtomicUsize,
+    /// Acquires waiting for sqlx alone: a connection put aside would not wake them.
+    unheard: AtomicUsize,
     /// Wakes an acquire waiting when a connection is put aside.
     put_aside: Notify,
     keep_for: Duration,
@@ -191,13 +194,19 @@ impl<DB: Database> Ready<DB> {
     /// more, the first of one put aside meanwhile and one sqlx frees (its acquire timeout
     /// applies).
     async fn acquire(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>, Error> {
-        let _in_line = InLine::new(self);
+        let _in_line = InLine::new(&self.in_line);
         if let Some(connection) = self.take() {
             return Ok(connection);
         }
         // Not raced: giving up an acquire that is opening a connection throws the connection
-        // away.
+        // away. Should sqlx run out meanwhile, this acquire waits in its queue, so a connection
+        // completed meanwhile goes back to sqlx rather than aside (see `keep`).
         if pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections() {
+            let _unheard = InLine::new(&self.unheard);
+            // Counted before looking again: one put aside after the look goes back to sqlx.
+            if let Some(connection) = self.take() {
+                return Ok(connection);
+            }
             return pool.acquire().await;
         }
         let mut from_pool = pin!(pool.acquire());
@@ -236,8 +245,8 @@ impl<DB: Database> Ready<DB> {
         None
     }
 
-    /// Puts `connection` aside (waking an acquire that waits), unless the pool is closing; gives
-    /// back to sqlx those put aside too long ago.
+    /// Puts `connection` aside (waking an acquire that waits), unless the pool is closing or an
+    /// acquire waits for sqlx alone; gives back to sqlx those put aside too long ago.
     fn keep(&self, pool: &Pool<DB>, connection: PoolConnection<DB>) {
         let now = Instant::now();
         let mut connections = self.lock();
@@ -252,10 +261,13 @@ impl<DB: Database> Ready<DB> {
             .iter()
             .take_while(|(_, since)| now.duration_since(*since) > self.keep_for)
             .count();
-        let stale: Vec<_> = connections.drain(..stale).collect();
-        drop(connections);
-        drop(stale);
+        let mut back: Vec<_> = connections.drain(..stale).collect();
         // After putting it aside, so that an acquire either saw it or is counted here.
+        if self.unheard.load(SeqCst) > 0 {
+            back.extend(connections.pop());
+        }
+        drop(connections);
+        drop(back);
         if self.in_line.load(SeqCst) > 0 {
             self.put_aside.notify_one();
         }
@@ -281,13 +293,13 @@ impl<DB: Database> Drop for Ready<DB> {
     }
 }
 
-/// Counts an acquire as under way while it lives.
+/// Counts an acquire (as under way, or as waiting for sqlx alone) while it lives.
 struct InLine<'a>(&'a AtomicUsize);
 
 impl<'a> InLine<'a> {
-    fn new<DB: Database>(ready: &'a Ready<DB>) -> Self {
-        ready.in_line.fetch_add(1, SeqCst);
-        Self(&ready.in_line)
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, SeqCst);
+        Self(count)
     }
 }
 
