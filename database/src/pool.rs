@@ -9,10 +9,33 @@
 //! `db_pool_acquire_timeouts_total`, the acquires that failed because no connection came free
 //! within the pool's acquire timeout. The pool's size is sampled elsewhere
 //! (`telemetry::metrics::record_db_pool`).
+//!
+//! sqlx pings every connection given back to its pool (a round trip to the database, in a task
+//! of its own) before another caller may have it. A pool made with
+//! [`MeteredPool::keeping_ready`] skips that round trip where it proves nothing: a connection
+//! whose statement, run through `&pool`, has just completed is at rest by that very answer, so
+//! it is kept aside ready for the next query instead (an acquire waiting for a connection takes
+//! it as readily as one from sqlx). Only for a short while: a connection kept longer goes back
+//! through sqlx, ping and all. A statement that failed or was abandoned half way hands its
+//! connection back to sqlx as before.
 
-use std::{borrow::Cow, fmt, time::Instant};
+use std::{
+    borrow::Cow,
+    fmt,
+    ops::{Deref, DerefMut},
+    pin::pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    time::{Duration, Instant},
+};
 
-use futures::{TryStreamExt, future::BoxFuture, stream::BoxStream};
+use futures::{
+    TryStreamExt,
+    future::{self, BoxFuture},
+    stream::BoxStream,
+};
 use metrics::{Counter, Histogram};
 use sqlx::{
     Acquire, ConnectOptions, Connection, Database, Describe, Either, Error, Execute, Executor,
@@ -20,6 +43,7 @@ use sqlx::{
     pool::{PoolConnection, PoolOptions},
 };
 use sqlx_core::ext::async_stream::TryAsyncStream;
+use tokio::sync::Notify;
 
 /// Seconds callers waited for a pooled connection.
 pub const ACQUIRE_WAIT_SECONDS: &str = "db_pool_acquire_wait_seconds";
@@ -31,6 +55,7 @@ pub struct MeteredPool<DB: Database> {
     pool: Pool<DB>,
     wait: Histogram,
     timeouts: Counter,
+    ready: Option<Arc<Ready<DB>>>,
 }
 
 impl<DB: Database> MeteredPool<DB> {
@@ -41,6 +66,24 @@ impl<DB: Database> MeteredPool<DB> {
             pool,
             wait: metrics::histogram!(ACQUIRE_WAIT_SECONDS),
             timeouts: metrics::counter!(ACQUIRE_TIMEOUTS_TOTAL),
+            ready: None,
+        }
+    }
+
+    /// Like [`MeteredPool::new`], but a connection whose statement through `&pool` completed is
+    /// kept ready for the next query for up to `keep_for`, without sqlx's ping on release (see
+    /// the module's documentation). `keep_for` should not exceed how long the pool lets an idle
+    /// connection go unpinged before use: a kept connection is handed out unchecked.
+    pub fn keeping_ready(pool: Pool<DB>, keep_for: Duration) -> Self {
+        Self {
+            ready: Some(Arc::new(Ready {
+                connections: Mutex::new(Vec::new()),
+                in_line: AtomicUsize::new(0),
+                unheard: AtomicUsize::new(0),
+                put_aside: Notify::new(),
+                keep_for,
+            })),
+            ..Self::new(pool)
         }
     }
 
@@ -50,12 +93,24 @@ impl<DB: Database> MeteredPool<DB> {
             since: Instant::now(),
             wait: &self.wait,
         };
-        let acquired = self.pool.acquire().await;
+        let acquired = match &self.ready {
+            Some(ready) => ready.acquire(&self.pool).await,
+            None => self.pool.acquire().await,
+        };
         drop(waiting);
         if let Err(Error::PoolTimedOut) = acquired {
             self.timeouts.increment(1);
         }
         acquired
+    }
+
+    /// A connection for one statement through `&pool`: kept ready afterwards if the statement
+    /// completes ([`Lease::completed`]), given back to sqlx otherwise.
+    async fn lease(&self) -> Result<Lease<'_, DB>, Error> {
+        Ok(Lease {
+            connection: Some(self.acquire().await?),
+            pool: self,
+        })
     }
 
     /// A transaction on a connection from [`MeteredPool::acquire`].
@@ -73,7 +128,12 @@ impl<DB: Database> MeteredPool<DB> {
 
     /// Closes every connection, waiting for those in use to come back.
     pub async fn close(&self) {
-        self.pool.close().await
+        // Marks the pool closed before its first poll: no connection is kept ready after that.
+        let closing = self.pool.close();
+        if let Some(ready) = &self.ready {
+            drop(ready.take_all());
+        }
+        closing.await
     }
 
     /// Connections open, idle or in use.
@@ -81,9 +141,9 @@ impl<DB: Database> MeteredPool<DB> {
         self.pool.size()
     }
 
-    /// Connections open and idle.
+    /// Connections open and idle, those kept ready for the next query included.
     pub fn num_idle(&self) -> usize {
-        self.pool.num_idle()
+        self.pool.num_idle() + self.ready.as_deref().map_or(0, Ready::len)
     }
 
     /// The most connections the pool may open.
@@ -117,6 +177,172 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Connections whose last statement completed, newest last, with when each was put aside.
+struct Ready<DB: Database> {
+    connections: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
+    /// Acquires under way, which may be waiting.
+    in_line: AtomicUsize,
+    /// Acquires waiting for sqlx alone: a connection put aside would not wake them.
+    unheard: AtomicUsize,
+    /// Wakes an acquire waiting when a connection is put aside.
+    put_aside: Notify,
+    keep_for: Duration,
+}
+
+impl<DB: Database> Ready<DB> {
+    /// A connection put aside, or else one from sqlx; when sqlx has none idle and may open no
+    /// more, the first of one put aside meanwhile and one sqlx frees (its acquire timeout
+    /// applies).
+    async fn acquire(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>, Error> {
+        let _in_line = InLine::new(&self.in_line);
+        if let Some(connection) = self.take() {
+            return Ok(connection);
+        }
+        // Not raced: giving up an acquire that is opening a connection throws the connection
+        // away. Should sqlx run out meanwhile, this acquire waits in its queue, so a connection
+        // completed meanwhile goes back to sqlx rather than aside (see `keep`).
+        if pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections() {
+            let _unheard = InLine::new(&self.unheard);
+            // Counted before looking again: one put aside after the look goes back to sqlx.
+            if let Some(connection) = self.take() {
+                return Ok(connection);
+            }
+            return pool.acquire().await;
+        }
+        let mut from_pool = pin!(pool.acquire());
+        loop {
+            // Listening before looking: one put aside after the look wakes this acquire.
+            let mut put_aside = pin!(self.put_aside.notified());
+            put_aside.as_mut().enable();
+            if let Some(connection) = self.take() {
+                return Ok(connection);
+            }
+            if let future::Either::Left((acquired, _)) =
+                future::select(from_pool.as_mut(), put_aside).await
+            {
+                return acquired;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<DB>, Instant)>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection put aside last, unless it was put aside too long ago (then every one is:
+    /// they go back to sqlx).
+    fn take(&self) -> Option<PoolConnection<DB>> {
+        let mut connections = self.lock();
+        let (connection, since) = connections.pop()?;
+        if since.elapsed() <= self.keep_for {
+            return Some(connection);
+        }
+        let stale = std::mem::take(&mut *connections);
+        drop(connections);
+        drop((connection, stale));
+        None
+    }
+
+    /// Puts `connection` aside (waking an acquire that waits), unless the pool is closing or an
+    /// acquire waits for sqlx alone; gives back to sqlx those put aside too long ago.
+    fn keep(&self, pool: &Pool<DB>, connection: PoolConnection<DB>) {
+        let now = Instant::now();
+        let mut connections = self.lock();
+        // Checked under the lock `MeteredPool::close` empties this under, after marking the pool
+        // closed: nothing is put aside once it has been emptied for good.
+        if pool.is_closed() {
+            drop(connections);
+            return drop(connection);
+        }
+        connections.push((connection, now));
+        let stale = connections
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > self.keep_for)
+            .count();
+        let mut back: Vec<_> = connections.drain(..stale).collect();
+        // After putting it aside, so that an acquire either saw it or is counted here.
+        if self.unheard.load(SeqCst) > 0 {
+            back.extend(connections.pop());
+        }
+        drop(connections);
+        drop(back);
+        if self.in_line.load(SeqCst) > 0 {
+            self.put_aside.notify_one();
+        }
+    }
+
+    fn take_all(&self) -> Vec<(PoolConnection<DB>, Instant)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl<DB: Database> Drop for Ready<DB> {
+    fn drop(&mut self) {
+        // A dropped `PoolConnection` goes back in a task of its own, which needs a runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            for (connection, _) in self.take_all() {
+                drop(connection.detach());
+            }
+        }
+    }
+}
+
+/// Counts an acquire (as under way, or as waiting for sqlx alone) while it lives.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// A connection lent to one statement: dropped, it goes back to sqlx (which pings it);
+/// [`Lease::completed`] keeps it ready instead, where the pool does that.
+struct Lease<'a, DB: Database> {
+    connection: Option<PoolConnection<DB>>,
+    pool: &'a MeteredPool<DB>,
+}
+
+impl<DB: Database> Lease<'_, DB> {
+    /// The statement completed: the connection is at rest and may serve the next one.
+    fn completed(mut self) {
+        if let (Some(ready), Some(connection)) = (&self.pool.ready, self.connection.take()) {
+            ready.keep(&self.pool.pool, connection);
+        }
+    }
+}
+
+impl<DB: Database> Deref for Lease<'_, DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        self.connection
+            .as_deref()
+            .expect("a lease holds its connection until it ends")
+    }
+}
+
+impl<DB: Database> DerefMut for Lease<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.connection
+            .as_deref_mut()
+            .expect("a lease holds its connection until it ends")
+    }
+}
+
 // A derived `Clone` would demand `DB: Clone`.
 impl<DB: Database> Clone for MeteredPool<DB> {
     fn clone(&self) -> Self {
@@ -124,6 +350,7 @@ impl<DB: Database> Clone for MeteredPool<DB> {
             pool: self.pool.clone(),
             wait: self.wait.clone(),
             timeouts: self.timeouts.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -135,7 +362,7 @@ impl<DB: Database> fmt::Debug for MeteredPool<DB> {
 }
 
 /// What sqlx's `impl Executor for &Pool` does, with the acquire timed: each query takes a
-/// connection, runs on it and gives it back.
+/// connection, runs on it and gives it back (or keeps it ready, see [`Lease`]).
 impl<'p, DB: Database> Executor<'p> for &'p MeteredPool<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -153,11 +380,13 @@ where
         // The connection lives inside the stream, which yields what the connection's stream
         // yields (sqlx's own pool does the same).
         Box::pin(TryAsyncStream::new(move |yielder| async move {
-            let mut connection = self.acquire().await?;
-            let mut results = connection.fetch_many(query);
+            let mut lease = self.lease().await?;
+            let mut results = lease.fetch_many(query);
             while let Some(result) = results.try_next().await? {
                 yielder.r#yield(result).await;
             }
+            drop(results);
+            lease.completed();
             Ok(())
         }))
     }
@@ -170,7 +399,12 @@ where
         'p: 'e,
         E: 'q + Execute<'q, DB>,
     {
-        Box::pin(async move { self.acquire().await?.fetch_optional(query).await })
+        Box::pin(async move {
+            let mut lease = self.lease().await?;
+            let row = lease.fetch_optional(query).await?;
+            lease.completed();
+            Ok(row)
+        })
     }
 
     fn prepare_with<'e, 'q: 'e>(
@@ -214,7 +448,7 @@ impl<'a, DB: Database> Acquire<'a> for &'_ MeteredPool<DB> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::atomic::AtomicUsize, time::Duration};
 
     use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
     use sqlx::{Sqlite, sqlite::SqlitePoolOptions};
@@ -313,5 +547,101 @@ mod tests {
         let connection = Acquire::acquire(&pool).await.unwrap();
         drop(connection);
         assert_eq!(value(&recorder, "db_pool_acquire_wait_seconds_count"), 4.0);
+    }
+
+    /// A pool of one in-memory SQLite connection that keeps connections ready for `keep_for`,
+    /// and how many times sqlx took its connection back.
+    async fn keeping_pool_of_one(keep_for: Duration) -> (MeteredPool<Sqlite>, Arc<AtomicUsize>) {
+        let released = Arc::new(AtomicUsize::new(0));
+        let counted = released.clone();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_release(move |_, _| {
+                let counted = counted.clone();
+                Box::pin(async move {
+                    counted.fetch_add(1, SeqCst);
+                    Ok(true)
+                })
+            })
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        (MeteredPool::keeping_ready(pool, keep_for), released)
+    }
+
+    /// Waits until sqlx has taken the connection back `n` times in all (it does so in a task of
+    /// its own).
+    async fn released(count: &AtomicUsize, n: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while count.load(SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("released {} times, not {n}", count.load(SeqCst)));
+        assert_eq!(count.load(SeqCst), n);
+    }
+
+    #[tokio::test]
+    async fn a_completed_statement_keeps_its_connection_ready_and_a_failed_one_gives_it_back() {
+        let (pool, releases) = keeping_pool_of_one(Duration::from_secs(60)).await;
+        for _ in 0..3 {
+            sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        }
+        let rows = sqlx::query_scalar::<_, i64>("SELECT 1 UNION ALL SELECT 2")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 2]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(releases.load(SeqCst), 0, "sqlx took a completed one back");
+        // Kept ready is idle, for the pool's gauges.
+        assert_eq!(pool.num_idle(), 1);
+        assert_eq!(pool.size(), 1);
+
+        sqlx::query("SELECT * FROM no_such_table")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        released(&releases, 1).await;
+        // A connection held as such goes back to sqlx too.
+        drop(pool.acquire().await.unwrap());
+        released(&releases, 2).await;
+
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), pool.close())
+            .await
+            .expect("closing waits for a connection kept ready");
+    }
+
+    #[tokio::test]
+    async fn a_connection_kept_too_long_goes_back_through_sqlx() {
+        let (pool, releases) = keeping_pool_of_one(Duration::from_millis(100)).await;
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        released(&releases, 1).await;
+    }
+
+    #[tokio::test]
+    async fn an_acquire_waiting_takes_the_connection_put_aside() {
+        let (pool, releases) = keeping_pool_of_one(Duration::from_secs(60)).await;
+        // A statement half way through holds the only connection...
+        let mut rows = sqlx::query_scalar::<_, i64>("SELECT 1 UNION ALL SELECT 2").fetch(&pool);
+        assert_eq!(rows.try_next().await.unwrap(), Some(1));
+        // ...while another waits for one...
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { sqlx::query("SELECT 1").execute(&pool).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...and takes it when the first completes, rather than timing out.
+        assert_eq!(rows.try_next().await.unwrap(), Some(2));
+        assert_eq!(rows.try_next().await.unwrap(), None);
+        drop(rows);
+        waiter.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(releases.load(SeqCst), 0, "sqlx took a completed one back");
     }
 }

@@ -20,10 +20,12 @@ impl SqlStore<Postgres> {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             // sqlx pings every connection it hands out (a round trip to PostgreSQL before each
-            // query) and again when it takes one back. The ping on release stays: it finds the
-            // connections that broke. A connection in use moments ago needs no second ping, so
-            // only one idle for longer than `PING_IF_IDLE_FOR` (which may have gone stale, e.g.
-            // while PostgreSQL restarted) is pinged before use.
+            // query) and again when it takes one back. A connection in use moments ago needs no
+            // second ping, so only one idle for longer than `PING_IF_IDLE_FOR` (which may have
+            // gone stale, e.g. while PostgreSQL restarted) is pinged before use. The ping on
+            // release stays for a connection whose statement failed or was abandoned: it finds
+            // those that broke. One whose statement just completed is kept ready for the next
+            // query instead, for no longer than `PING_IF_IDLE_FOR` (see `database::MeteredPool`).
             .test_before_acquire(false)
             .before_acquire(|connection, meta| {
                 Box::pin(async move {
@@ -37,7 +39,7 @@ impl SqlStore<Postgres> {
             .await
             .context("failed to connect to PostgreSQL")?;
         Ok(Self {
-            pool: database::MeteredPool::new(pool),
+            pool: database::MeteredPool::keeping_ready(pool, PING_IF_IDLE_FOR),
         })
     }
 
