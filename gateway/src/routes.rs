@@ -26,7 +26,7 @@ use axum::{
     routing::{MethodRouter, delete, get, post, put},
 };
 use serde::{Deserialize, Deserializer, de};
-use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer};
+use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer, trace_context::SpanIds};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::{
     cors::{AllowCredentials, AllowOrigin, CorsLayer},
@@ -311,7 +311,7 @@ impl MakeRequestSpan for HttpRequestSpan {
             .get(telemetry::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        let (trace_id, span_id) = telemetry::trace_context::span_fields(trace);
+        let ids = telemetry::trace_context::span_fields(trace);
         let otel_name = telemetry::otlp::exporting().then(|| {
             let route = request
                 .extensions()
@@ -321,11 +321,12 @@ impl MakeRequestSpan for HttpRequestSpan {
         });
         tracing::info_span!(
             "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %request_id,
-            trace_id,
-            span_id,
+            // As `&str`, which the JSON log copies as it is, rather than formatted with `%`.
+            method = request.method().as_str(),
+            path = request.uri().path(),
+            request_id,
+            trace_id = ids.as_ref().map(SpanIds::trace_id),
+            span_id = ids.as_ref().map(SpanIds::span_id),
             otel.name = otel_name,
             otel.kind = otel_name.is_some().then_some("server"),
         )
