@@ -391,6 +391,19 @@ mod tests {
     }
 
     #[test]
+    fn span_ids_are_the_ids_in_lowercase_hex() {
+        let (trace_id, span_id) = (
+            TraceId::from(0x0bf92f3577b34da6a3ce929d0e0e47ff_u128),
+            SpanId::from(0x00f067aa0ba902b7_u64),
+        );
+        let ids = SpanIds::new(trace_id, span_id);
+        assert_eq!(ids.trace_id(), "0bf92f3577b34da6a3ce929d0e0e47ff");
+        assert_eq!(ids.trace_id(), trace_id.to_string());
+        assert_eq!(ids.span_id(), "00f067aa0ba902b7");
+        assert_eq!(ids.span_id(), span_id.to_string());
+    }
+
+    #[test]
     fn a_version_00_traceparent_parses() {
         let parent = parse(VALID).unwrap();
         assert_eq!(
