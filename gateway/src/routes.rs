@@ -26,7 +26,7 @@ use axum::{
     routing::{MethodRouter, delete, get, post, put},
 };
 use serde::{Deserialize, Deserializer, de};
-use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer};
+use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer, trace_context::SpanIds};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::{
     cors::{AllowCredentials, AllowOrigin, CorsLayer},
@@ -177,48 +177,50 @@ pub fn app(state: AppState) -> Router {
     for (_, path, handler) in table() {
         router = router.route(path, handler);
     }
-    let mut router = router
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Bodies beyond the limit are refused while being read, by our Json extractor (413).
-        .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(DeadlineLayer {
-            limit: settings.request_timeout,
-        })
-        .with_state(state);
-    if let Some(cors) = cors(&settings.cors, &settings.cookie_origins) {
-        router = router.layer(cors);
-    }
     let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
+    // Every layer in one `Router::layer` call: each call wraps every route in a boxed service of
+    // its own, and axum clones a route's whole chain of boxes for every request it serves.
+    //
     // Outermost first: metrics see every answer, refusals by the limits included (and the
     // route's template, which axum sets before these layers run); the request id must exist
     // before the span that records it (and the trace) is made, and is echoed on every response,
     // even those the timeout or CORS layers produce.
-    router.layer(
-        ServiceBuilder::new()
-            .layer(metrics::TrackLayer::default())
-            .layer(set_request_id)
-            .layer(TraceContextLayer::new(HttpRequestSpan))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(telemetry::request_span::<axum::body::Body>)
-                    // One line per request at the default level: status and latency.
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-            )
-            .layer(propagate_request_id)
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ))
-            // Before any handler, so nothing oversized reaches one, let alone a backend.
-            .layer(limits::CheckHeadersLayer {
-                max_header_bytes: settings.max_header_bytes,
-            }),
-    )
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(metrics::TrackLayer::default())
+                .layer(set_request_id)
+                .layer(TraceContextLayer::new(HttpRequestSpan))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(telemetry::request_span::<axum::body::Body>)
+                        // One line per request at the default level: status and latency.
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(propagate_request_id)
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                // Before any handler, so nothing oversized reaches one, let alone a backend.
+                .layer(limits::CheckHeadersLayer {
+                    max_header_bytes: settings.max_header_bytes,
+                })
+                .option_layer(cors(&settings.cors, &settings.cookie_origins))
+                .layer(DeadlineLayer {
+                    limit: settings.request_timeout,
+                })
+                // Bodies beyond the limit are refused while being read, by our Json extractor
+                // (413).
+                .layer(DefaultBodyLimit::max(settings.body_limit)),
+        )
 }
 
 /// The paging parameters of every list route: `?pageSize=…&pageToken=…`.
@@ -309,7 +311,7 @@ impl MakeRequestSpan for HttpRequestSpan {
             .get(telemetry::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        let (trace_id, span_id) = telemetry::trace_context::span_fields(trace);
+        let ids = telemetry::trace_context::span_fields(trace);
         let otel_name = telemetry::otlp::exporting().then(|| {
             let route = request
                 .extensions()
@@ -319,11 +321,12 @@ impl MakeRequestSpan for HttpRequestSpan {
         });
         tracing::info_span!(
             "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %request_id,
-            trace_id,
-            span_id,
+            // As `&str`, which the JSON log copies as it is, rather than formatted with `%`.
+            method = request.method().as_str(),
+            path = request.uri().path(),
+            request_id,
+            trace_id = ids.as_ref().map(SpanIds::trace_id),
+            span_id = ids.as_ref().map(SpanIds::span_id),
             otel.name = otel_name,
             otel.kind = otel_name.is_some().then_some("server"),
         )

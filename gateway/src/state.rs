@@ -1,6 +1,6 @@
 //! What every handler shares: a balanced client per backend and the validated settings.
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use proto::{
     auth::v1::auth_service_server::SERVICE_NAME as AUTH_SERVICE,
@@ -12,11 +12,23 @@ use crate::{
     config::Settings,
 };
 
+/// Behind one `Arc`: axum clones the state for every request (into the route's handler service
+/// and again for each `State` extractor), so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub auth: Backend,
     pub resource: Backend,
     pub settings: Arc<Settings>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -31,7 +43,7 @@ impl AppState {
             connect_timeout: settings.connect_timeout,
             tls: settings.tls.clone(),
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             auth: Backend::start(backend(
                 "auth-service",
                 AUTH_SERVICE,
@@ -45,6 +57,6 @@ impl AppState {
             ))
             .await?,
             settings: Arc::new(settings),
-        })
+        })))
     }
 }

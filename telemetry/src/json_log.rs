@@ -8,31 +8,36 @@
 //! A span's fields come in the order they were recorded rather than sorted by name; the objects
 //! are otherwise the same (tested against `tracing_subscriber`'s format below).
 
-use std::fmt;
+use std::{cell::Cell, fmt, time::UNIX_EPOCH};
 
 use serde::ser::{SerializeMap, Serializer as _};
-use tracing::{Event, Subscriber};
+use tracing::{
+    Event, Subscriber,
+    field::{Field, Visit},
+    span,
+};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::{
+    field::RecordFields,
     fmt::{
-        FmtContext, FormatEvent, FormattedFields,
-        format::{JsonFields, Writer},
+        FmtContext, FormatEvent, FormatFields, FormattedFields,
+        format::Writer,
         time::{FormatTime, SystemTime},
     },
     registry::{LookupSpan, SpanRef},
 };
 
-/// The event formatter of `LOG_FORMAT=json` (with [`JsonFields`] for the spans' fields).
+/// The event formatter of `LOG_FORMAT=json` (with [`JsonSpanFields`] for the spans' fields).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonLines;
 
-impl<S> FormatEvent<S, JsonFields> for JsonLines
+impl<S> FormatEvent<S, JsonSpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
+        ctx: &FmtContext<'_, S, JsonSpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -40,7 +45,7 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_char('"')?;
@@ -88,15 +93,201 @@ where
     }
 }
 
+/// The current `time` as `SystemTime` (`tracing_subscriber`'s timer) writes it: RFC 3339 in UTC
+/// with microseconds, e.g. `2026-11-26T16:31:03.599533Z`. The date and time of day are worked
+/// out once a second on each thread rather than formatted for every line; a clock outside the
+/// years 1970 to 9999 is left to `SystemTime`.
+fn write_timestamp(writer: &mut Writer<'_>, time: std::time::SystemTime) -> fmt::Result {
+    thread_local! {
+        /// The last second written, and its text up to and including the dot.
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
+    const LAST_SECOND: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since_epoch = match time.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() <= LAST_SECOND => since,
+        _ => return SystemTime.format_time(writer),
+    };
+    let seconds = since_epoch.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != seconds {
+        text = second_text(seconds);
+        SECOND.set((seconds, text));
+    }
+    let mut micros = [0; 7];
+    digits(&mut micros[..6], since_epoch.subsec_micros().into());
+    micros[6] = b'Z';
+    writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
+    writer.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `seconds` since 1970 (at most [`write_timestamp`]'s last second).
+fn second_text(seconds: u64) -> [u8; 20] {
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Days to the proleptic Gregorian calendar: Howard Hinnant's `civil_from_days`, with years
+    // starting on 1 March so the leap day comes last.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+
+    let mut text = *b"0000-00-00T00:00:00.";
+    digits(&mut text[0..4], year);
+    digits(&mut text[5..7], month);
+    digits(&mut text[8..10], day);
+    digits(&mut text[11..13], second_of_day / 3600);
+    digits(&mut text[14..16], second_of_day / 60 % 60);
+    digits(&mut text[17..19], second_of_day % 60);
+    text
+}
+
+/// `n`'s last decimal digits, as many as `out` is long, zero-padded.
+fn digits(out: &mut [u8], mut n: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// How [`JsonLines`] stores a span's fields: the JSON object `tracing_subscriber`'s
+/// [`JsonFields`](tracing_subscriber::fmt::format::JsonFields) stores, written as the
+/// fields are visited. `JsonFields` gathers them into a map of `serde_json::Value`s first (a
+/// `String` for each formatted value) and serializes the map, for every span; the gateway makes
+/// one per request. Here the fields come in the order they are given rather than by name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        writer.write_str(&json_object(fields)?)
+    }
+
+    /// Fields recorded on a span that has some already are merged as `JsonFields` does: a
+    /// field recorded again gets its new value.
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &span::Record<'_>,
+    ) -> fmt::Result {
+        let added = json_object(fields)?;
+        if current.fields.is_empty() {
+            current.fields = added;
+            return Ok(());
+        }
+        let parse = |text: &str| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .map_err(|_| fmt::Error)
+        };
+        let mut merged = parse(&current.fields)?;
+        merged.extend(parse(&added)?);
+        current.fields = serde_json::to_string(&merged).map_err(|_| fmt::Error)?;
+        Ok(())
+    }
+}
+
+/// `fields` as one JSON object, each value as `JsonFields` writes it.
+fn json_object<R: RecordFields>(fields: R) -> Result<String, fmt::Error> {
+    let mut visitor = ObjectVisitor {
+        out: Vec::with_capacity(256),
+        failed: false,
+    };
+    fields.record(&mut visitor);
+    if visitor.failed {
+        return Err(fmt::Error);
+    }
+    let mut out = visitor.out;
+    if out.is_empty() {
+        out.push(b'{');
+    }
+    out.push(b'}');
+    String::from_utf8(out).map_err(|_| fmt::Error)
+}
+
+/// Writes each field as a member of a JSON object (the opening brace before the first).
+struct ObjectVisitor {
+    out: Vec<u8>,
+    failed: bool,
+}
+
+impl ObjectVisitor {
+    fn member(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) {
+        if self.failed {
+            return;
+        }
+        self.out.push(if self.out.is_empty() { b'{' } else { b',' });
+        let written = serde_json::to_writer(&mut self.out, name).and_then(|()| {
+            self.out.push(b':');
+            value(&mut self.out)
+        });
+        self.failed = written.is_err();
+    }
+
+    fn serialized(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.member(field.name(), |out| serde_json::to_writer(out, &value));
+    }
+}
+
+impl Visit for ObjectVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.serialized(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.serialized(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.serialized(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.serialized(field, value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.serialized(field, value);
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.serialized(field, value);
+    }
+
+    /// As text, straight into the escaped string; `log.` fields (the `log` crate's metadata,
+    /// shown elsewhere) left out and a raw identifier's `r#` dropped, as `JsonFields` does.
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.member(name, |out| {
+            (&mut serde_json::Serializer::new(out)).collect_str(&format_args!("{value:?}"))
+        });
+    }
+}
+
 /// A span as the JSON format shows it: its recorded fields and its `name`.
 fn span_object<S>(writer: &mut Writer<'_>, span: &SpanRef<'_, S>) -> fmt::Result
 where
     S: for<'a> LookupSpan<'a>,
 {
     let extensions = span.extensions();
-    // `JsonFields` stores a JSON object; anything else (never seen) is left out.
+    // `JsonSpanFields` stores a JSON object; anything else (never seen) is left out.
     let stored = extensions
-        .get::<FormattedFields<JsonFields>>()
+        .get::<FormattedFields<JsonSpanFields>>()
         .map(|fields| fields.fields.trim())
         .filter(|fields| fields.starts_with('{') && fields.ends_with('}'))
         .map(|fields| fields[1..fields.len() - 1].trim())
@@ -170,6 +361,8 @@ mod tests {
         request.record("trace_id", "a8a867d172a2195cdafd64a56eb1915e");
         tracing::info!(status = 200u64, latency = %"3 ms", "finished processing request");
         let call = tracing::warn_span!("backend call", backend = "resource", n = -3i64, ok = true);
+        // Recorded again: the new value replaces the first.
+        call.record("n", -4i64);
         let _call = call.enter();
         tracing::warn!(
             error = "a \"quoted\" \\ message\nwith ünïcode\t",
@@ -190,7 +383,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry();
         if json_lines {
             let layer = fmt::layer()
-                .fmt_fields(JsonFields::new())
+                .fmt_fields(JsonSpanFields)
                 .event_format(JsonLines)
                 .with_writer(buffer.clone());
             tracing::subscriber::with_default(subscriber.with(layer), emit);
@@ -220,6 +413,31 @@ mod tests {
                 value
             })
             .collect()
+    }
+
+    /// What [`write_timestamp`] writes for `time`.
+    fn timestamp(time: std::time::SystemTime) -> String {
+        let mut text = String::new();
+        write_timestamp(&mut Writer::new(&mut text), time).unwrap();
+        text
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc_with_microseconds() {
+        use std::time::Duration;
+        let at = |seconds: u64, micros: u32| UNIX_EPOCH + Duration::new(seconds, micros * 1000);
+        for (time, expected) in [
+            (at(0, 0), "1970-01-01T00:00:00.000000Z"),
+            (at(951_782_399, 999_999), "2000-02-28T23:59:59.999999Z"),
+            (at(951_782_400, 7), "2000-02-29T00:00:00.000007Z"),
+            (at(1_764_201_063, 599_533), "2025-11-26T23:51:03.599533Z"),
+            // The same second again (from the thread's cache), another fraction.
+            (at(1_764_201_063, 12), "2025-11-26T23:51:03.000012Z"),
+            (at(4_107_542_399, 0), "2100-02-28T23:59:59.000000Z"),
+            (at(253_402_300_799, 1), "9999-12-31T23:59:59.000001Z"),
+        ] {
+            assert_eq!(timestamp(time), expected);
+        }
     }
 
     #[test]

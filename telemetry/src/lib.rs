@@ -65,7 +65,7 @@ fn install(tracer: Option<SdkTracer>) {
                 // tracing-subscriber's JSON format (flattened events, the current span and the
                 // span list), written without re-parsing the spans' fields for every line.
                 fmt::layer()
-                    .fmt_fields(fmt::format::JsonFields::new())
+                    .fmt_fields(json_log::JsonSpanFields)
                     .event_format(json_log::JsonLines),
             )
             .try_init()
@@ -385,15 +385,15 @@ impl MakeRequestSpan for GrpcRequestSpan {
             .get::<ClientAddress>()
             .map(|ClientAddress(client)| display(client));
         let path = request.uri().path();
-        let (trace_id, span_id) = trace_context::span_fields(trace);
+        let ids = trace_context::span_fields(trace);
         let exporting = otlp::exporting();
         tracing::info_span!(
             "request",
-            method = %path,
-            request_id = %request_id,
+            method = path,
+            request_id,
             client,
-            trace_id,
-            span_id,
+            trace_id = ids.as_ref().map(trace_context::SpanIds::trace_id),
+            span_id = ids.as_ref().map(trace_context::SpanIds::span_id),
             otel.name = exporting.then(|| path.trim_start_matches('/')),
             otel.kind = exporting.then_some("server"),
             rpc.system = exporting.then_some("grpc"),

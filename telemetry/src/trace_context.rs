@@ -17,7 +17,6 @@ use opentelemetry::{
 };
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tower::Layer;
-use tracing::field::{DisplayValue, display};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Rewrite, RewriteRequest, otlp};
@@ -74,13 +73,30 @@ impl TraceParent {
 
     /// The version `00` text of this `traceparent`.
     pub fn encode(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.parent_id,
-            self.flags.to_u8()
-        )
+        let mut text = [0; TRACEPARENT_LEN];
+        text[..3].copy_from_slice(b"00-");
+        lower_hex_into(&mut text[3..35], &self.trace_id.to_bytes());
+        text[35] = b'-';
+        lower_hex_into(&mut text[36..52], &self.parent_id.to_bytes());
+        text[52] = b'-';
+        lower_hex_into(&mut text[53..], &[self.flags.to_u8()]);
+        hex_text(&text).to_owned()
     }
+}
+
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long: the text a `traceparent`
+/// and the log's `trace_id` and `span_id` fields carry, written without `format!`.
+fn lower_hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// Text made by [`lower_hex_into`] (and ASCII punctuation): always UTF-8.
+fn hex_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("hex digits and dashes are ASCII")
 }
 
 /// The bytes as text when every one is a lowercase hex digit.
@@ -218,8 +234,8 @@ impl TraceContext {
     }
 
     /// The fields a request's span records: `trace_id` and `span_id` in lowercase hex.
-    pub fn fields(&self) -> (DisplayValue<TraceId>, DisplayValue<SpanId>) {
-        (display(self.trace_id), display(self.span_id))
+    pub fn fields(&self) -> SpanIds {
+        SpanIds::new(self.trace_id, self.span_id)
     }
 }
 
@@ -322,18 +338,44 @@ fn exported(
 }
 
 fn record(span: &tracing::Span, trace: &TraceContext) {
-    span.record("trace_id", display(trace.trace_id));
-    span.record("span_id", display(trace.span_id));
+    let ids = trace.fields();
+    span.record("trace_id", ids.trace_id());
+    span.record("span_id", ids.span_id());
 }
 
-/// `trace`'s ids as span fields, or nothing yet (to be recorded later).
-pub fn span_fields(
-    trace: Option<&TraceContext>,
-) -> (Option<DisplayValue<TraceId>>, Option<DisplayValue<SpanId>>) {
-    match trace.map(TraceContext::fields) {
-        Some((trace_id, span_id)) => (Some(trace_id), Some(span_id)),
-        None => (None, None),
+/// A trace id and span id as the lowercase hex a span records. Given to a span as `&str`, which
+/// the JSON log copies as it is; a `%id` field would be formatted into a `String` of its own
+/// first, for every request.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanIds {
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+}
+
+impl SpanIds {
+    pub fn new(trace_id: TraceId, span_id: SpanId) -> Self {
+        let mut ids = Self {
+            trace_id: [0; 32],
+            span_id: [0; 16],
+        };
+        lower_hex_into(&mut ids.trace_id, &trace_id.to_bytes());
+        lower_hex_into(&mut ids.span_id, &span_id.to_bytes());
+        ids
     }
+
+    pub fn trace_id(&self) -> &str {
+        hex_text(&self.trace_id)
+    }
+
+    pub fn span_id(&self) -> &str {
+        hex_text(&self.span_id)
+    }
+}
+
+/// `trace`'s ids as span fields, or nothing yet (to be recorded later): a span takes them as
+/// `trace_id = ids.as_ref().map(SpanIds::trace_id)`.
+pub fn span_fields(trace: Option<&TraceContext>) -> Option<SpanIds> {
+    trace.map(TraceContext::fields)
 }
 
 #[cfg(test)]
@@ -346,6 +388,19 @@ mod tests {
 
     fn parse(value: &str) -> Option<TraceParent> {
         TraceParent::parse(value.as_bytes())
+    }
+
+    #[test]
+    fn span_ids_are_the_ids_in_lowercase_hex() {
+        let (trace_id, span_id) = (
+            TraceId::from(0x0bf92f3577b34da6a3ce929d0e0e47ff_u128),
+            SpanId::from(0x00f067aa0ba902b7_u64),
+        );
+        let ids = SpanIds::new(trace_id, span_id);
+        assert_eq!(ids.trace_id(), "0bf92f3577b34da6a3ce929d0e0e47ff");
+        assert_eq!(ids.trace_id(), trace_id.to_string());
+        assert_eq!(ids.span_id(), "00f067aa0ba902b7");
+        assert_eq!(ids.span_id(), span_id.to_string());
     }
 
     #[test]
