@@ -82,6 +82,7 @@ impl<DB: Database> MeteredPool<DB> {
                 unheard: AtomicUsize::new(0),
                 put_aside: Notify::new(),
                 keep_for,
+                kept_at_most: KEPT_AT_MOST,
             })),
             ..Self::new(pool)
         }
@@ -89,13 +90,23 @@ impl<DB: Database> MeteredPool<DB> {
 
     /// A connection from the pool, the wait recorded.
     pub async fn acquire(&self) -> Result<PoolConnection<DB>, Error> {
+        self.acquire_kept().await.map(|(connection, _)| connection)
+    }
+
+    /// [`MeteredPool::acquire`], with when the connection last came from sqlx if it was kept
+    /// ready since.
+    async fn acquire_kept(&self) -> Result<(PoolConnection<DB>, Option<Instant>), Error> {
         let waiting = Waiting {
             since: Instant::now(),
             wait: &self.wait,
         };
         let acquired = match &self.ready {
             Some(ready) => ready.acquire(&self.pool).await,
-            None => self.pool.acquire().await,
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map(|connection| (connection, None)),
         };
         drop(waiting);
         if let Err(Error::PoolTimedOut) = acquired {
@@ -107,8 +118,10 @@ impl<DB: Database> MeteredPool<DB> {
     /// A connection for one statement through `&pool`: kept ready afterwards if the statement
     /// completes ([`Lease::completed`]), given back to sqlx otherwise.
     async fn lease(&self) -> Result<Lease<'_, DB>, Error> {
+        let (connection, kept_since) = self.acquire_kept().await?;
         Ok(Lease {
-            connection: Some(self.acquire().await?),
+            connection: Some(connection),
+            kept_since: kept_since.unwrap_or_else(Instant::now),
             pool: self,
         })
     }
@@ -177,9 +190,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Connections whose last statement completed, newest last, with when each was put aside.
+/// How long a connection may go from one statement to the next without passing through sqlx:
+/// past this it goes back to sqlx once, which pings it and closes it if it is older than the
+/// pool's `max_lifetime`, so that limit holds (this much late at most) under constant load too.
+const KEPT_AT_MOST: Duration = Duration::from_secs(60);
+
+/// A connection put aside: when it was, and when it last came from sqlx.
+struct Kept<DB: Database> {
+    connection: PoolConnection<DB>,
+    put_aside: Instant,
+    since: Instant,
+}
+
+/// Connections whose last statement completed, newest last.
 struct Ready<DB: Database> {
-    connections: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
+    connections: Mutex<Vec<Kept<DB>>>,
     /// Acquires under way, which may be waiting.
     in_line: AtomicUsize,
     /// Acquires waiting for sqlx alone: a connection put aside would not wake them.
@@ -187,16 +212,21 @@ struct Ready<DB: Database> {
     /// Wakes an acquire waiting when a connection is put aside.
     put_aside: Notify,
     keep_for: Duration,
+    /// [`KEPT_AT_MOST`] (shorter in tests).
+    kept_at_most: Duration,
 }
 
 impl<DB: Database> Ready<DB> {
     /// A connection put aside, or else one from sqlx; when sqlx has none idle and may open no
     /// more, the first of one put aside meanwhile and one sqlx frees (its acquire timeout
     /// applies).
-    async fn acquire(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>, Error> {
+    async fn acquire(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<(PoolConnection<DB>, Option<Instant>), Error> {
         let _in_line = InLine::new(&self.in_line);
-        if let Some(connection) = self.take() {
-            return Ok(connection);
+        if let Some(kept) = self.take() {
+            return Ok(kept);
         }
         // Not raced: giving up an acquire that is opening a connection throws the connection
         // away. Should sqlx run out meanwhile, this acquire waits in its queue, so a connection
@@ -204,28 +234,28 @@ impl<DB: Database> Ready<DB> {
         if pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections() {
             let _unheard = InLine::new(&self.unheard);
             // Counted before looking again: one put aside after the look goes back to sqlx.
-            if let Some(connection) = self.take() {
-                return Ok(connection);
+            if let Some(kept) = self.take() {
+                return Ok(kept);
             }
-            return pool.acquire().await;
+            return pool.acquire().await.map(|connection| (connection, None));
         }
         let mut from_pool = pin!(pool.acquire());
         loop {
             // Listening before looking: one put aside after the look wakes this acquire.
             let mut put_aside = pin!(self.put_aside.notified());
             put_aside.as_mut().enable();
-            if let Some(connection) = self.take() {
-                return Ok(connection);
+            if let Some(kept) = self.take() {
+                return Ok(kept);
             }
             if let future::Either::Left((acquired, _)) =
                 future::select(from_pool.as_mut(), put_aside).await
             {
-                return acquired;
+                return acquired.map(|connection| (connection, None));
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<DB>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept<DB>>> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -233,22 +263,26 @@ impl<DB: Database> Ready<DB> {
 
     /// The connection put aside last, unless it was put aside too long ago (then every one is:
     /// they go back to sqlx).
-    fn take(&self) -> Option<PoolConnection<DB>> {
+    fn take(&self) -> Option<(PoolConnection<DB>, Option<Instant>)> {
         let mut connections = self.lock();
-        let (connection, since) = connections.pop()?;
-        if since.elapsed() <= self.keep_for {
-            return Some(connection);
+        let kept = connections.pop()?;
+        if kept.put_aside.elapsed() <= self.keep_for {
+            return Some((kept.connection, Some(kept.since)));
         }
         let stale = std::mem::take(&mut *connections);
         drop(connections);
-        drop((connection, stale));
+        drop((kept, stale));
         None
     }
 
-    /// Puts `connection` aside (waking an acquire that waits), unless the pool is closing or an
-    /// acquire waits for sqlx alone; gives back to sqlx those put aside too long ago.
-    fn keep(&self, pool: &Pool<DB>, connection: PoolConnection<DB>) {
+    /// Puts `connection` (from sqlx at `since`) aside, waking an acquire that waits, unless the
+    /// pool is closing, an acquire waits for sqlx alone, or it has gone [`KEPT_AT_MOST`] without
+    /// passing through sqlx; gives back to sqlx those put aside too long ago.
+    fn keep(&self, pool: &Pool<DB>, connection: PoolConnection<DB>, since: Instant) {
         let now = Instant::now();
+        if now.duration_since(since) > self.kept_at_most {
+            return drop(connection);
+        }
         let mut connections = self.lock();
         // Checked under the lock `MeteredPool::close` empties this under, after marking the pool
         // closed: nothing is put aside once it has been emptied for good.
@@ -256,10 +290,14 @@ impl<DB: Database> Ready<DB> {
             drop(connections);
             return drop(connection);
         }
-        connections.push((connection, now));
+        connections.push(Kept {
+            connection,
+            put_aside: now,
+            since,
+        });
         let stale = connections
             .iter()
-            .take_while(|(_, since)| now.duration_since(*since) > self.keep_for)
+            .take_while(|kept| now.duration_since(kept.put_aside) > self.keep_for)
             .count();
         let mut back: Vec<_> = connections.drain(..stale).collect();
         // After putting it aside, so that an acquire either saw it or is counted here.
@@ -273,7 +311,7 @@ impl<DB: Database> Ready<DB> {
         }
     }
 
-    fn take_all(&self) -> Vec<(PoolConnection<DB>, Instant)> {
+    fn take_all(&self) -> Vec<Kept<DB>> {
         std::mem::take(&mut *self.lock())
     }
 
@@ -286,8 +324,8 @@ impl<DB: Database> Drop for Ready<DB> {
     fn drop(&mut self) {
         // A dropped `PoolConnection` goes back in a task of its own, which needs a runtime.
         if tokio::runtime::Handle::try_current().is_err() {
-            for (connection, _) in self.take_all() {
-                drop(connection.detach());
+            for kept in self.take_all() {
+                drop(kept.connection.detach());
             }
         }
     }
@@ -313,6 +351,8 @@ impl Drop for InLine<'_> {
 /// [`Lease::completed`] keeps it ready instead, where the pool does that.
 struct Lease<'a, DB: Database> {
     connection: Option<PoolConnection<DB>>,
+    /// When the connection last came from sqlx.
+    kept_since: Instant,
     pool: &'a MeteredPool<DB>,
 }
 
@@ -320,7 +360,7 @@ impl<DB: Database> Lease<'_, DB> {
     /// The statement completed: the connection is at rest and may serve the next one.
     fn completed(mut self) {
         if let (Some(ready), Some(connection)) = (&self.pool.ready, self.connection.take()) {
-            ready.keep(&self.pool.pool, connection);
+            ready.keep(&self.pool.pool, connection, self.kept_since);
         }
     }
 }
@@ -622,6 +662,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         sqlx::query("SELECT 1").execute(&pool).await.unwrap();
         released(&releases, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_kept_from_statement_to_statement_passes_through_sqlx_now_and_then() {
+        let (mut pool, releases) = keeping_pool_of_one(Duration::from_secs(60)).await;
+        let ready = Arc::get_mut(pool.ready.as_mut().unwrap()).unwrap();
+        ready.kept_at_most = Duration::from_millis(400);
+        let started = Instant::now();
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        // Busy throughout, never idle long enough to be given back for that.
+        while started.elapsed() < Duration::from_millis(300) {
+            sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(releases.load(SeqCst), 0, "given back before its time");
+        while started.elapsed() < Duration::from_millis(600) {
+            sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Once past the bound, sqlx had it back (and its lifetime checked), then it is kept
+        // again from there.
+        released(&releases, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(releases.load(SeqCst), 1);
     }
 
     #[tokio::test]
