@@ -82,11 +82,36 @@ pub fn log_dir() -> PathBuf {
 /// A port on 127.0.0.1 that was free a moment ago. The services are told a fixed address (as
 /// in production) rather than port 0, so there is a small window in which another process could
 /// take it; a service that fails to bind then fails its test loudly, never silently.
+///
+/// The port comes from below the kernel's ephemeral range (`ip_local_port_range`), which every
+/// outgoing connection (to PostgreSQL, between the services) draws its local port from: a port
+/// picked with `bind(0)` comes from that very range, and a CI run once lost a gateway to an
+/// outgoing connection that took its port between the pick and the bind. No port is handed out
+/// twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if ephemeral_start > 12_000 {
+        for _ in 0..1000 {
+            let port = rand::Rng::gen_range(&mut rand::thread_rng(), 10_000..ephemeral_start);
+            if !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("failed to find a free port on 127.0.0.1")
+        .expect("failed to find a free port on 127.0.0.1");
+    given.push(port);
+    port
 }
 
 /// A name no other test run uses, for accounts and databases.
