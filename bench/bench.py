@@ -108,7 +108,10 @@ def measure_floor(bin_dir, args):
     rounds, batch = (3, 5) if args.smoke else (300, 100)
     binary = os.path.join(bin_dir, "examples", "floor")
     if not os.path.exists(binary):
-        raise BenchError(f"{binary} is missing: build it with cargo build -p token --example floor")
+        # --no-build (scripts/test's smoke run) reuses the services; the example is small.
+        release = ["--release"] if os.path.basename(bin_dir) == "release" else []
+        subprocess.run(["cargo", "build", "--quiet", "-p", "token", "--example", "floor", *release],
+                       check=True, cwd=ROOT)
     out = subprocess.run([binary, str(rounds), str(batch)], check=True, capture_output=True,
                          text=True).stdout
     line = next((l for l in out.splitlines() if l.startswith("FLOOR_JSON ")), None)
