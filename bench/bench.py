@@ -372,7 +372,7 @@ def parse_args():
                         help="seconds of the refresh round and of the client-credentials round")
     parser.add_argument("--token-connections", type=int, default=16,
                         help="connections (and refresh sessions) of those rounds")
-    parser.add_argument("--storm-duration", type=int, default=10)
+    parser.add_argument("--storm-duration", type=int, default=20)
     parser.add_argument("--storm-read-connections", type=int, default=8)
     parser.add_argument("--storm-read-delay-ms", type=int, default=5)
     parser.add_argument("--storm-factor", type=float, default=2.0,

@@ -433,7 +433,7 @@ impl TryFrom<Config> for Settings {
     }
 }
 
-/// The hashing workers: as configured or by default one per CPU the process may use (the
+/// The hashing workers: as configured or by default one per CPU the process may use but one (the
 /// affinity mask and cgroup CPU quota, as `available_parallelism` reads them), no more than fit
 /// in `memory_limit`.
 fn hash_workers(

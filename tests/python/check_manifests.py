@@ -179,8 +179,11 @@ def check_auth_sizing(docs):
             if "memory" in limits and mebibytes(limits["memory"]) < need:
                 fail(f"auth-service: memory limit {limits['memory']} below {need} MiB "
                      f"(base + {workers} workers x {ARGON2_MIB} MiB)")
-            if "cpu" not in limits or cpus(limits["cpu"]) < int(workers):
-                fail(f"auth-service: CPU limit below AUTH_HASH_WORKERS={workers}")
+            # A CPU beyond the hashing workers: with no more quota than hashing can use, a
+            # sign-in storm spends the whole quota and the CFS throttles every other call too.
+            if "cpu" not in limits or cpus(limits["cpu"]) < int(workers) + 1:
+                fail(f"auth-service: CPU limit {limits.get('cpu')} leaves no CPU beyond "
+                     f"AUTH_HASH_WORKERS={workers}")
 
 
 # The services that sign or check the tokens' issuer, and the setting each reads it from.

@@ -284,10 +284,13 @@ fn hash_workers_must_fit_in_the_memory_limit() {
     let error = settings(config.clone()).err().unwrap();
     assert_eq!(error.setting, "AUTH_HASH_WORKERS");
     assert!(error.problem.contains("at most 23"), "{error}");
-    // By default, the CPUs, but never more than fit.
+    // By default, the CPUs but one, never more than fit.
     config.hash_workers = None;
     let cpus = std::thread::available_parallelism().unwrap().get();
-    assert_eq!(settings(config.clone()).unwrap().hash_workers, cpus.min(23));
+    assert_eq!(
+        settings(config.clone()).unwrap().hash_workers,
+        (cpus - 1).clamp(1, 23)
+    );
     std::fs::remove_dir_all(&config.cgroup_root).unwrap();
 
     config.cgroup_root = cgroup_with_memory_max("67108864");
@@ -314,10 +317,8 @@ fn an_unreadable_memory_limit_sizes_by_cpus() {
     config.cgroup_root = cgroup_with_memory_max("garbage");
     let settings = settings(config.clone()).unwrap();
     assert_eq!(settings.memory_limit, None);
-    assert_eq!(
-        settings.hash_workers,
-        std::thread::available_parallelism().unwrap().get()
-    );
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(settings.hash_workers, (cpus - 1).max(1));
     std::fs::remove_dir_all(&config.cgroup_root).unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! How many hashing workers a replica can afford. Each holds one argon2 block
 //! ([`BLOCK_BYTES`], 19 MiB), so a replica needs about [`BASE_BYTES`] + workers × 19 MiB. By
-//! default there is one worker per CPU the process may use, fewer when the container's memory
+//! default there is one worker per CPU the process may use but one (a CPU is left to the
+//! request path, however many sign-ins come), fewer when the container's memory
 //! limit (cgroup v2 `memory.max`, or cgroup v1 `memory.limit_in_bytes`) has no room for that many; a configured count that does not
 //! fit under a known limit is refused at start-up rather than met by the OOM killer mid-storm.
 
@@ -22,13 +23,19 @@ const MIB: u64 = 1024 * 1024;
 /// itself, or cgroup v1's controllers in directories below it (`memory/`).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The default worker count: one per CPU, as many as fit in `memory_limit` beyond the base,
-/// and at least one (a limit too small for one is then refused by [`check`]).
+/// The default worker count: one per CPU but one, as many as fit in `memory_limit` beyond the
+/// base, and at least one (a limit too small for one is then refused by [`check`]).
+///
+/// One CPU is kept from hashing: the hashing threads' low scheduling priority leaves the request
+/// path CPU time, but it still shares the caches and memory bandwidth with argon2, which
+/// streams 19 MiB per hash. With every CPU hashing, other calls' p99 during a sign-in storm
+/// reached about twice idle (`scripts/bench --storm-only`, 2 CPUs: reads 2.06× and 1.70×,
+/// JWKS 2.07× and 2.28×; with one worker 1.85× and 1.72×, 1.44× and 1.78×).
 pub fn default_workers(cpus: usize, memory_limit: Option<u64>) -> usize {
     let fit = memory_limit.map_or(usize::MAX, |limit| {
         usize::try_from(limit.saturating_sub(BASE_BYTES) / BLOCK_BYTES).unwrap_or(usize::MAX)
     });
-    cpus.min(fit).max(1)
+    cpus.saturating_sub(1).min(fit).max(1)
 }
 
 /// The memory `workers` need: the base plus one block each.
@@ -290,11 +297,15 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_the_cpus_unless_memory_is_shorter() {
-        assert_eq!(default_workers(4, None), 4);
+    fn the_default_is_the_cpus_but_one_unless_memory_is_shorter() {
+        assert_eq!(default_workers(4, None), 3);
+        assert_eq!(default_workers(2, None), 1);
+        // One CPU: it hashes too, or no sign-in would ever be served.
+        assert_eq!(default_workers(1, None), 1);
         // 512 MiB: (512 - 64) / 19 = 23 workers fit.
         assert_eq!(default_workers(32, Some(512 * MIB)), 23);
-        assert_eq!(default_workers(2, Some(512 * MIB)), 2);
+        assert_eq!(default_workers(24, Some(512 * MIB)), 23);
+        assert_eq!(default_workers(2, Some(512 * MIB)), 1);
         assert_eq!(default_workers(8, Some(BASE_BYTES + 3 * BLOCK_BYTES)), 3);
         assert_eq!(
             default_workers(8, Some(BASE_BYTES + 3 * BLOCK_BYTES - 1)),
