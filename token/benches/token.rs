@@ -1,54 +1,47 @@
 //! Cost of issuing and verifying an access token beside the bare Ed25519 operations underneath,
 //! so the overhead of our code (JSON, base64, claim checks) over the crypto is visible.
 
+mod support;
+
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, Verifier as _};
-use secrecy::ExposeSecret;
-use token::{Audience, Ed25519Key, Hs256Secret, Issuer, Role, SigningKey, Verifier};
+use token::{Audience, Hs256Secret, Issuer, Role, SigningKey, Verifier};
 
 fn bench(c: &mut Criterion) {
-    let key = Ed25519Key::generate();
-    let issuer = Issuer::new(
-        SigningKey::Ed25519(key.clone()),
-        Audience::default(),
-        Duration::from_secs(900),
-    )
-    .expect("issuer");
-    let verifier = Verifier::from_jwks([&key.public_jwk()], &Audience::default());
-    let token = issuer
-        .issue(
-            "0190c2a4-7e1c-7000-8000-000000000001",
-            "alice",
-            &[Role::User],
-        )
-        .expect("issue")
-        .token;
-    let (signing_input, _) = token.rsplit_once('.').expect("three parts");
-    // The bare primitive, from the same key, is the floor our token code is measured against.
-    let seed: [u8; 32] = key.seed().expose_secret().try_into().expect("32-byte seed");
-    let raw = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public = raw.verifying_key();
-    let signature = raw.sign(signing_input.as_bytes());
+    let eddsa = support::EdDsa::new();
 
     let mut g = c.benchmark_group("eddsa");
     g.bench_function("raw_sign", |b| {
-        b.iter(|| raw.sign(black_box(signing_input.as_bytes())))
+        b.iter(|| eddsa.raw.sign(black_box(eddsa.signing_input.as_bytes())))
     });
     g.bench_function("issue_token", |b| {
-        b.iter(|| issuer.issue(black_box("0190c2a4"), "alice", &[Role::User]))
+        b.iter(|| {
+            eddsa
+                .issuer
+                .issue(black_box("0190c2a4"), "alice", &[Role::User])
+        })
     });
     g.bench_function("raw_verify", |b| {
-        b.iter(|| public.verify(black_box(signing_input.as_bytes()), &signature))
+        b.iter(|| {
+            eddsa
+                .public
+                .verify(black_box(eddsa.signing_input.as_bytes()), &eddsa.signature)
+        })
     });
     g.bench_function("verify_token", |b| {
-        b.iter(|| verifier.verify(black_box(&token)).expect("valid"))
+        b.iter(|| {
+            eddsa
+                .verifier
+                .verify(black_box(&eddsa.token))
+                .expect("valid")
+        })
     });
     g.finish();
 
     // The JSON share of both: claims written into a pre-sized buffer, and read back.
-    let claims = verifier.verify(&token).expect("valid");
+    let claims = eddsa.verifier.verify(&eddsa.token).expect("valid");
     let json = serde_json::to_vec(&claims).expect("json");
     let mut g = c.benchmark_group("claims");
     g.bench_function("to_json", |b| {

@@ -10,14 +10,13 @@
 //! Prints one line: `FLOOR_JSON {...}` with the median µs per call of each operation and the
 //! medians of the per-round ratios `issue / sign` and `verify / bare verify`.
 
-use std::{
-    hint::black_box,
-    time::{Duration, Instant},
-};
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::{hint::black_box, time::Instant};
 
 use ed25519_dalek::{Signer, Verifier as _};
-use secrecy::ExposeSecret;
-use token::{Audience, Ed25519Key, Issuer, Role, SigningKey, Verifier};
+use token::Role;
 
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| {
@@ -27,28 +26,7 @@ fn main() {
     let rounds = args.next().unwrap_or(300).max(1);
     let batch = args.next().unwrap_or(100).max(1);
 
-    let key = Ed25519Key::generate();
-    let issuer = Issuer::new(
-        SigningKey::Ed25519(key.clone()),
-        Audience::default(),
-        Duration::from_secs(900),
-    )
-    .expect("issuer");
-    let verifier = Verifier::from_jwks([&key.public_jwk()], &Audience::default());
-    let token = issuer
-        .issue(
-            "0190c2a4-7e1c-7000-8000-000000000001",
-            "alice",
-            &[Role::User],
-        )
-        .expect("issue")
-        .token;
-    // The bare primitive, from the same key, over the same signing input.
-    let (signing_input, _) = token.rsplit_once('.').expect("three parts");
-    let seed: [u8; 32] = key.seed().expose_secret().try_into().expect("32-byte seed");
-    let raw = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public = raw.verifying_key();
-    let signature = raw.sign(signing_input.as_bytes());
+    let eddsa = support::EdDsa::new();
 
     let time = |f: &mut dyn FnMut()| {
         let started = Instant::now();
@@ -63,22 +41,29 @@ fn main() {
     let mut verify = Vec::with_capacity(rounds);
     for round in 0..rounds + 1 {
         let s = time(&mut || {
-            black_box(raw.sign(black_box(signing_input.as_bytes())));
+            black_box(eddsa.raw.sign(black_box(eddsa.signing_input.as_bytes())));
         });
         let i = time(&mut || {
             black_box(
-                issuer
+                eddsa
+                    .issuer
                     .issue(black_box("0190c2a4"), "alice", &[Role::User])
                     .expect("issue"),
             );
         });
         let b = time(&mut || {
-            public
-                .verify(black_box(signing_input.as_bytes()), &signature)
+            eddsa
+                .public
+                .verify(black_box(eddsa.signing_input.as_bytes()), &eddsa.signature)
                 .expect("valid");
         });
         let v = time(&mut || {
-            black_box(verifier.verify(black_box(&token)).expect("valid"));
+            black_box(
+                eddsa
+                    .verifier
+                    .verify(black_box(&eddsa.token))
+                    .expect("valid"),
+            );
         });
         // The first round warms caches and the allocator; it is not counted.
         if round > 0 {
