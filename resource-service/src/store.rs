@@ -3,6 +3,7 @@
 //! rules (unique folded email, ages in range) in the schema, so a race between two replicas
 //! still ends in `EmailTaken`, never in two rows.
 
+mod batch;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -87,10 +88,19 @@ impl Store {
     }
 
     pub async fn get(&self, id: PersonId) -> Result<Person, Error> {
-        dispatch!(self, s => s.get(id.0).await)
-            .map_err(failed("failed to read a person"))?
-            .ok_or(Error::PersonNotFound(id))?
-            .into_person()
+        const CONTEXT: &str = "failed to read a person";
+        let row = match self {
+            Store::Sqlite(s) => s.get(id.0).await.map_err(failed(CONTEXT))?,
+            Store::Postgres(s) => s.read(id.0).await.map_err(|failure| match failure {
+                batch::Failure::Query(error) => {
+                    classify(database::is_unavailable(&error), error, CONTEXT)
+                }
+                batch::Failure::Abandoned => Error::StoreUnavailable(anyhow::anyhow!(
+                    "{CONTEXT}: the store is shutting down"
+                )),
+            })?,
+        };
+        row.ok_or(Error::PersonNotFound(id))?.into_person()
     }
 
     pub async fn create(&self, fields: &PersonFields) -> Result<Person, Error> {
@@ -147,14 +157,19 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 /// Turns a failed statement into an [`Error`], with `context` saying what was being done.
 fn failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| {
-        let unavailable = database::is_unavailable(&error);
-        let error = anyhow::Error::new(error).context(context);
-        if unavailable {
-            Error::StoreUnavailable(error)
-        } else {
-            Error::Unexpected(error)
-        }
+    move |error| classify(database::is_unavailable(&error), error, context)
+}
+
+/// A failed statement's [`Error`]: the store is unavailable, or something unexpected happened.
+fn classify<E>(unavailable: bool, error: E, context: &'static str) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let error = anyhow::Error::new(error).context(context);
+    if unavailable {
+        Error::StoreUnavailable(error)
+    } else {
+        Error::Unexpected(error)
     }
 }
 
@@ -171,7 +186,7 @@ fn write_failed(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
 
 /// A row as both databases return it. Public only because the bounds of the generic queries
 /// name it; nothing outside the store can build or read one.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct PersonRow {
     person_id: i64,
     name: String,

@@ -1,20 +1,37 @@
 //! What only PostgreSQL, the database every replica of a cluster shares, does differently:
 //! its pool, its migrations and how it locks the table while loading samples.
 
-use std::time::Duration;
+use std::{ops::Deref, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{Postgres, migrate::MigrateError, postgres::PgPoolOptions};
 
-use super::sql::SqlStore;
+use super::{
+    batch::{Read, Reads},
+    sql::SqlStore,
+};
 use crate::domain::PersonFields;
 
-pub type PostgresStore = SqlStore<Postgres>;
+/// The queries both databases share, and reads by id that share a query under load
+/// (`batch.rs`).
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    sql: SqlStore<Postgres>,
+    reads: Arc<Reads>,
+}
+
+impl Deref for PostgresStore {
+    type Target = SqlStore<Postgres>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.sql
+    }
+}
 
 /// How long a pooled connection may sit idle before it is pinged again before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-impl SqlStore<Postgres> {
+impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -38,11 +55,21 @@ impl SqlStore<Postgres> {
             .connect(url)
             .await
             .context("failed to connect to PostgreSQL")?;
+        let pool = database::MeteredPool::keeping_ready(pool, PING_IF_IDLE_FOR);
         Ok(Self {
-            pool: database::MeteredPool::keeping_ready(pool, PING_IF_IDLE_FOR),
+            reads: Reads::new(pool.clone()),
+            sql: SqlStore { pool },
         })
     }
 
+    /// The person `id`, from a query that began after this call did; possibly one shared
+    /// with other reads by id.
+    pub(super) async fn read(&self, id: i64) -> Read {
+        self.reads.get(id).await
+    }
+}
+
+impl SqlStore<Postgres> {
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         super::tolerant(sqlx::migrate!("./migrations/postgres"))
             .run(&self.pool)

@@ -37,6 +37,8 @@ store_suite!(
     sample_data_is_loaded_only_into_an_empty_table,
     a_walk_sees_every_existing_row_once_while_rows_are_inserted,
     a_closed_store_answers_that_it_is_unavailable,
+    many_reads_at_once_each_get_their_own_person,
+    a_read_after_a_write_sees_it_while_other_reads_run,
 );
 
 async fn a_created_person_can_be_read_back(store: Store) {
@@ -324,6 +326,118 @@ async fn a_closed_store_answers_that_it_is_unavailable(store: Store) {
     store.close().await;
     let read = store.get(p.id).await;
     assert!(matches!(read, Err(Error::StoreUnavailable(_))), "{read:?}");
+}
+
+async fn many_reads_at_once_each_get_their_own_person(store: Store) {
+    let mut persons = Vec::new();
+    for i in 0..5 {
+        let p = store
+            .create(&fields(
+                &format!("P{i}"),
+                &format!("p{i}@example.com"),
+                20 + i,
+            ))
+            .await
+            .unwrap();
+        persons.push(p);
+    }
+    let missing = PersonId(persons.last().unwrap().id.0 + 1000);
+    let reads = (0..120).map(|i| {
+        let store = store.clone();
+        let wanted = persons.get(i % 6).cloned();
+        let id = wanted.as_ref().map_or(missing, |p| p.id);
+        tokio::spawn(async move { (wanted, store.get(id).await) })
+    });
+    for read in futures::future::join_all(reads).await {
+        match read.unwrap() {
+            (Some(wanted), got) => assert_eq!(got.unwrap(), wanted),
+            (None, got) => assert!(matches!(got, Err(Error::PersonNotFound(id)) if id == missing)),
+        }
+    }
+}
+
+async fn a_read_after_a_write_sees_it_while_other_reads_run(store: Store) {
+    let p = store
+        .create(&fields("Ann", "ann@example.com", 30))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.get(p.id).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for age in 31..61 {
+        let updated = store
+            .update(p.id, &fields("Ann", "ann@example.com", age))
+            .await
+            .unwrap();
+        assert_eq!(store.get(p.id).await.unwrap(), updated);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
+/// Reads by id that wait together share one query: with a lock holding every query back,
+/// 40 reads put only two queries in front of PostgreSQL (not one per pooled connection), and
+/// once the lock goes every read gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_by_id_waiting_together_share_a_query_on_postgres() {
+    let url = crate::helpers::fresh_postgres_database().await;
+    let store = Store::connect(&url).await.unwrap();
+    let mut persons = Vec::new();
+    for i in 0..4 {
+        let p = store
+            .create(&fields(
+                &format!("P{i}"),
+                &format!("p{i}@example.com"),
+                20 + i,
+            ))
+            .await
+            .unwrap();
+        persons.push(p);
+    }
+    use sqlx::Connection as _;
+    let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE persons IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let reads: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let wanted = persons[i % persons.len()].clone();
+            tokio::spawn(async move { (store.get(wanted.id).await, wanted) })
+        })
+        .collect();
+    // Every read has had time to start its query or to queue behind one.
+    let mut most = 0;
+    for _ in 0..30 {
+        let (blocked,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%FROM persons WHERE person_id%'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        most = most.max(blocked);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    for read in reads {
+        let (got, wanted) = read.await.unwrap();
+        assert_eq!(got.unwrap(), wanted);
+    }
+    assert_eq!(most, 2, "queries waiting on the lock at once");
 }
 
 /// Every id the walk returned, page by page.
