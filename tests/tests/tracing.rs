@@ -286,6 +286,19 @@ async fn a_request_is_one_trace_in_every_service_in_spans_and_logs() {
         .await;
     assert_eq!(auth_span.name, "auth.v1.AuthService/GetMe");
 
+    // The gateway writes its log lines in chunks, the last when it stops, and sends its spans
+    // then.
+    gateway.process.terminate();
+    assert!(
+        gateway
+            .process
+            .wait_for_exit(e2e::DRAIN_GRACE)
+            .await
+            .success(),
+        "{}",
+        gateway.process.describe()
+    );
+
     // Every log line of each request carries its trace id; the services log their own span.
     let (trace_id, gateway_span_id) = logged_ids(&gateway.process, &persons_request);
     assert_eq!(
@@ -327,17 +340,7 @@ async fn a_request_is_one_trace_in_every_service_in_spans_and_logs() {
         );
     }
 
-    // The gateway sends its spans when it stops.
-    gateway.process.terminate();
-    assert!(
-        gateway
-            .process
-            .wait_for_exit(e2e::DRAIN_GRACE)
-            .await
-            .success(),
-        "{}",
-        gateway.process.describe()
-    );
+    // The gateway sent its spans when it stopped (above).
     let gateway_server = collector
         .wait_for("gateway", &persons_trace, SpanKind::Server)
         .await;
