@@ -17,12 +17,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- /proc --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid):
-    """utime + stime of one process, in seconds."""
+def cpu_seconds(pid, reaped=False):
+    """utime + stime of one process, in seconds; with `reaped`, also its children's that have
+    exited and been waited for (cutime + cstime)."""
     with open(f"/proc/{pid}/stat") as f:
         # The command name may hold spaces; the fields after its closing parenthesis do not.
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
 
 
 def children(pid):
@@ -186,8 +190,11 @@ class Meter:
     def sample(self):
         cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         if self.postmaster:
-            total = 0.0
-            for pid in [self.postmaster, *children(self.postmaster)]:
+            # The live backends' CPU, and through the postmaster's cutime/cstime, that of the
+            # backends that ended: a pool that closes an idle connection mid-window takes its
+            # backend's CPU out of the live sum (it once made PostgreSQL's share negative).
+            total = cpu_seconds(self.postmaster, reaped=True)
+            for pid in children(self.postmaster):
                 try:
                     total += cpu_seconds(pid)
                 except OSError:
