@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use resource_service::{
     Error,
-    domain::{ListQuery, NameFilter, PageSize, PersonId, sample_persons},
+    domain::{ListQuery, NameFilter, PageSize, Person, PersonId, sample_persons},
     store::Store,
 };
 
@@ -328,9 +328,10 @@ async fn a_closed_store_answers_that_it_is_unavailable(store: Store) {
     assert!(matches!(read, Err(Error::StoreUnavailable(_))), "{read:?}");
 }
 
-async fn many_reads_at_once_each_get_their_own_person(store: Store) {
+/// `count` persons named P0, P1, … with their own emails.
+async fn numbered_persons(store: &Store, count: i32) -> Vec<Person> {
     let mut persons = Vec::new();
-    for i in 0..5 {
+    for i in 0..count {
         let p = store
             .create(&fields(
                 &format!("P{i}"),
@@ -341,6 +342,11 @@ async fn many_reads_at_once_each_get_their_own_person(store: Store) {
             .unwrap();
         persons.push(p);
     }
+    persons
+}
+
+async fn many_reads_at_once_each_get_their_own_person(store: Store) {
+    let persons = numbered_persons(&store, 5).await;
     let missing = PersonId(persons.last().unwrap().id.0 + 1000);
     let reads = (0..120).map(|i| {
         let store = store.clone();
@@ -392,18 +398,7 @@ async fn a_read_after_a_write_sees_it_while_other_reads_run(store: Store) {
 async fn reads_by_id_waiting_together_share_a_query_on_postgres() {
     let url = crate::helpers::fresh_postgres_database().await;
     let store = Store::connect(&url).await.unwrap();
-    let mut persons = Vec::new();
-    for i in 0..4 {
-        let p = store
-            .create(&fields(
-                &format!("P{i}"),
-                &format!("p{i}@example.com"),
-                20 + i,
-            ))
-            .await
-            .unwrap();
-        persons.push(p);
-    }
+    let persons = numbered_persons(&store, 4).await;
     use sqlx::Connection as _;
     let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
