@@ -12,7 +12,7 @@
 //! The watcher also prunes expired rows.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -22,7 +22,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::Status;
 
-use crate::store::{Notified, Revocation, RevocationKind, Store, StoreError};
+use crate::store::{NewRevocation, Notified, Revocation, RevocationKind, Store, StoreError};
 
 /// Rows per snapshot page and per read of the watcher.
 const PAGE: u32 = 1_000;
@@ -56,6 +56,8 @@ struct Shared {
     stopping: watch::Sender<bool>,
     wake: Arc<Notify>,
     config: FeedConfig,
+    /// The replica's own view, made by the first [`Feed::local_view`].
+    view: OnceLock<Revocations>,
 }
 
 /// Revocations the watcher read, in `seq` order.
@@ -101,13 +103,30 @@ impl Feed {
                 stopping,
                 wake,
                 config,
+                view: OnceLock::new(),
             }),
         })
     }
 
-    /// Reads the table now rather than at the next poll: for code on this replica that has
-    /// just revoked (on PostgreSQL its own notification would wake it too, a moment later).
-    pub fn wake(&self) {
+    /// For code on this replica that has just committed these revocations: puts them in the
+    /// replica's own view at once, so its next call (on any connection) already refuses the
+    /// tokens, then wakes the watcher to read the table now rather than at the next poll and
+    /// tell every follower (on PostgreSQL its own notification would wake it too, a moment
+    /// later). The feed brings the same rows to the view again, which changes nothing.
+    pub fn revoked(&self, revocations: &[NewRevocation]) {
+        if let Some(view) = self.shared.view.get() {
+            let batch = pb::RevocationBatch {
+                revocations: revocations.iter().map(new_to_pb).collect(),
+                // No position: the view's cursor moves only with what the feed delivers, so
+                // a resumed stream skips nothing.
+                cursor: 0,
+                snapshot: false,
+                snapshot_done: false,
+                heartbeat_millis: 0,
+            };
+            // Not a sign that the view is current: only the feed can say that.
+            view.apply(&batch, false);
+        }
         self.shared.wake.notify_one();
     }
 
@@ -116,21 +135,27 @@ impl Feed {
         self.shared.stopping.send_replace(true);
     }
 
-    /// This replica's own view of revocations, fed in-process by a stream of its own feed, for
-    /// the layer that checks the tokens auth-service itself is called with. It stops following
-    /// when the server drains.
+    /// This replica's own view of revocations, for the layer that checks the tokens
+    /// auth-service itself is called with: fed in-process by a stream of its own feed, and at
+    /// once by [`Feed::revoked`] with what this replica revokes. It stops following when the
+    /// server drains. Every call returns the same view.
     pub fn local_view(&self) -> Revocations {
-        let revocations = Revocations::manual(RevocationConfig::new(Vec::new()));
-        let mut stream = self.watch(0);
-        let view = revocations.clone();
-        tokio::spawn(async move {
-            let mut synced = false;
-            while let Some(Ok(batch)) = stream.next().await {
-                synced |= !batch.snapshot || batch.snapshot_done;
-                view.apply(&batch, synced);
-            }
-        });
-        revocations
+        self.shared
+            .view
+            .get_or_init(|| {
+                let revocations = Revocations::manual(RevocationConfig::new(Vec::new()));
+                let mut stream = self.watch(0);
+                let view = revocations.clone();
+                tokio::spawn(async move {
+                    let mut synced = false;
+                    while let Some(Ok(batch)) = stream.next().await {
+                        synced |= !batch.snapshot || batch.snapshot_done;
+                        view.apply(&batch, synced);
+                    }
+                });
+                revocations
+            })
+            .clone()
     }
 
     /// A new stream: the snapshot after `after`, then changes and heartbeats until the
@@ -391,15 +416,28 @@ fn snapshot_failed(e: &StoreError) -> Status {
 }
 
 fn to_pb(revocation: &Revocation) -> pb::Revocation {
-    use pb::revocation::Subject;
-    let subject = match revocation.kind {
-        RevocationKind::Session => Subject::SessionId(revocation.subject.clone()),
-        RevocationKind::User => Subject::UserId(revocation.subject.clone()),
-    };
     pb::Revocation {
         seq: revocation.seq,
-        subject: Some(subject),
+        subject: Some(subject(revocation.kind, &revocation.subject)),
         not_before: revocation.not_before,
         expires_at: revocation.expires_at,
+    }
+}
+
+/// A revocation just written, whose `seq` only the table knows.
+fn new_to_pb(revocation: &NewRevocation) -> pb::Revocation {
+    pb::Revocation {
+        seq: 0,
+        subject: Some(subject(revocation.kind, &revocation.subject)),
+        not_before: revocation.not_before,
+        expires_at: revocation.expires_at,
+    }
+}
+
+fn subject(kind: RevocationKind, subject: &str) -> pb::revocation::Subject {
+    use pb::revocation::Subject;
+    match kind {
+        RevocationKind::Session => Subject::SessionId(subject.to_owned()),
+        RevocationKind::User => Subject::UserId(subject.to_owned()),
     }
 }

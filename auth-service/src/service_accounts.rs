@@ -258,16 +258,15 @@ impl Accounts {
             return Err(Error::ServiceAccountNotFound(id));
         }
         let now = unix_now();
-        self.store
-            .insert_revocations(&[NewRevocation {
-                kind: RevocationKind::User,
-                subject: id.subject(),
-                not_before: now,
-                // Its tokens live for the service-token lifetime, not the users'.
-                expires_at: now + self.service_token_ttl.as_secs() as i64 + LEEWAY_SECS as i64,
-            }])
-            .await?;
-        self.feed.wake();
+        let revocation = [NewRevocation {
+            kind: RevocationKind::User,
+            subject: id.subject(),
+            not_before: now,
+            // Its tokens live for the service-token lifetime, not the users'.
+            expires_at: now + self.service_token_ttl.as_secs() as i64 + LEEWAY_SECS as i64,
+        }];
+        self.store.insert_revocations(&revocation).await?;
+        self.feed.revoked(&revocation);
         Ok(())
     }
 }

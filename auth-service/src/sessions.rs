@@ -329,7 +329,7 @@ impl Accounts {
             })
             .collect();
         self.store.insert_revocations(&revocations).await?;
-        self.feed.wake();
+        self.feed.revoked(&revocations);
         self.store.delete_sessions(ids).await?;
         Ok(())
     }
@@ -337,15 +337,14 @@ impl Accounts {
     /// Revokes every token of the user issued up to now, then deletes every session.
     pub(crate) async fn end_every_session(&self, user: UserId) -> Result<(), Error> {
         let now = unix_now();
-        self.store
-            .insert_revocations(&[NewRevocation {
-                kind: RevocationKind::User,
-                subject: user.to_string(),
-                not_before: now,
-                expires_at: self.revocation_expiry(now),
-            }])
-            .await?;
-        self.feed.wake();
+        let revocation = [NewRevocation {
+            kind: RevocationKind::User,
+            subject: user.to_string(),
+            not_before: now,
+            expires_at: self.revocation_expiry(now),
+        }];
+        self.store.insert_revocations(&revocation).await?;
+        self.feed.revoked(&revocation);
         self.store.delete_user_sessions(user).await?;
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use auth_service::{
     Config,
+    feed::{Feed, FeedConfig},
     store::{self, NewRevocation, RevocationKind, Store},
 };
 use proto::auth::v1::{self as pb, revocation::Subject};
@@ -261,6 +262,15 @@ async fn a_sign_out_on_this_replica_is_pushed_at_once_not_at_the_next_poll() {
         .sign_out(authed(pb::SignOutRequest::default(), &token))
         .await
         .unwrap();
+    // The replica itself refuses the token from its next call on, before any feed has run.
+    let refused = app
+        .client
+        .clone()
+        .get_me(authed(pb::GetMeRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "token revoked");
     let change = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             let batch = stream.message().await.unwrap().expect("the stream goes on");
@@ -275,5 +285,90 @@ async fn a_sign_out_on_this_replica_is_pushed_at_once_not_at_the_next_poll() {
     eprintln!(
         "pushed {:?} after the sign-out call began",
         signed_out.elapsed()
+    );
+}
+
+/// The token of `sub`'s session `sid`, issued `iat`, as a verifier would hold it.
+fn claims(sub: &str, sid: &str, iat: i64) -> token::Claims {
+    token::Claims {
+        iss: "auth-service".into(),
+        aud: "persons".into(),
+        sub: sub.into(),
+        iat,
+        nbf: iat,
+        exp: iat + 900,
+        jti: uuid::Uuid::new_v4().to_string(),
+        roles: Vec::new(),
+        username: "bob".into(),
+        sid: Some(sid.into()),
+        client_id: None,
+    }
+}
+
+#[tokio::test]
+async fn what_a_replica_revokes_is_in_its_own_view_before_its_call_answers() {
+    let store = store::connect(&sqlite_url(), 2).await.unwrap();
+    // Polling once a minute: within the test only the replica's own doing reaches its view.
+    let feed = Feed::start(
+        store.clone(),
+        FeedConfig {
+            poll: Duration::from_secs(60),
+            heartbeat: Duration::from_millis(200),
+        },
+    )
+    .await
+    .unwrap();
+    let view = feed.local_view();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while !view.is_fresh() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = token::unix_now();
+    let (alice, bob) = (
+        claims("alice", "s-alice", now - 1),
+        claims("bob", "s-bob", now - 1),
+    );
+    assert_eq!(view.check(&alice), Ok(()));
+
+    let revocations = [
+        NewRevocation {
+            kind: RevocationKind::User,
+            subject: "alice".into(),
+            not_before: now,
+            expires_at: now + 900,
+        },
+        NewRevocation {
+            kind: RevocationKind::Session,
+            subject: "s-bob".into(),
+            not_before: now,
+            expires_at: now + 900,
+        },
+    ];
+    store.insert_revocations(&revocations).await.unwrap();
+    feed.revoked(&revocations);
+    // Nothing awaited since: no task of the feed has run, yet the view refuses both.
+    assert!(view.check(&alice).is_err(), "alice accepted");
+    assert!(view.check(&bob).is_err(), "bob accepted");
+    // Every call gets the same view.
+    assert!(feed.local_view().check(&bob).is_err());
+    // The feed brings the same rows a moment later and moves the cursor; nothing else changes.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while view.cursor() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed did not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view.len(), 2);
+    assert!(view.check(&alice).is_err(), "alice accepted");
+    assert_eq!(
+        view.check(&claims("alice", "s-new", now + 1)),
+        Ok(()),
+        "a token issued after the revocation is good"
     );
 }
