@@ -12,8 +12,13 @@ use token::{Claims, unix_now};
 /// hit can never grant more than a fresh verification would.
 #[derive(Clone)]
 pub struct TokenCache {
-    cache: Option<Cache<String, Entry>>,
+    cache: Option<Cache<String, Entry, Hasher>>,
 }
+
+/// Every call hashes its whole token (some 500 bytes) to look it up: foldhash does that several
+/// times faster than std's SipHash. Its per-process random seed is enough here: only verified
+/// tokens are ever inserted, so no caller can fill the table with colliding keys.
+type Hasher = foldhash::fast::RandomState;
 
 /// A verified token's claims and the key-removal count it was verified under.
 #[derive(Clone)]
@@ -44,7 +49,7 @@ impl TokenCache {
                 Cache::builder()
                     .max_capacity(capacity)
                     .expire_after(UntilExpiry)
-                    .build(),
+                    .build_with_hasher(Hasher::default()),
             ),
         }
     }

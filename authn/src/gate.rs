@@ -77,14 +77,14 @@ impl Gate {
         access: Access,
         headers: &HeaderMap,
     ) -> Result<Option<Arc<Claims>>, Status> {
-        let Some(token) = self.token(access, headers)? else {
-            return Ok(None);
-        };
-        let claims = match self.cached(token) {
-            Ok(claims) => Ok(claims),
-            Err(removals) => self.remember(token, removals, self.inner.keys.verify(token).await),
-        };
-        self.admit(access, claims).map(Some)
+        match self.check(access, headers) {
+            Check::Decided(decision) => decision,
+            Check::Verify { token, removals } => {
+                let verified = self.inner.keys.verify(token).await;
+                self.admit(access, self.remember(token, removals, verified))
+                    .map(Some)
+            }
+        }
     }
 
     /// [`Gate::authorize`] without waiting: a token naming a key id we do not have starts the
@@ -94,18 +94,29 @@ impl Gate {
         access: Access,
         headers: &HeaderMap,
     ) -> Result<Option<Arc<Claims>>, Status> {
-        let Some(token) = self.token(access, headers)? else {
-            return Ok(None);
+        match self.check(access, headers) {
+            Check::Decided(decision) => decision,
+            Check::Verify { token, removals } => {
+                let verified = self.inner.keys.verify_without_waiting(token);
+                self.admit(access, self.remember(token, removals, verified))
+                    .map(Some)
+            }
+        }
+    }
+
+    /// Everything [`Gate::authorize`] decides without verifying a signature: no token needed,
+    /// an unusable header, or a token found in the cache (then revocation and roles). Otherwise
+    /// the token to verify.
+    pub(crate) fn check<'h>(&self, access: Access, headers: &'h HeaderMap) -> Check<'h> {
+        let token = match self.token(access, headers) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Check::Decided(Ok(None)),
+            Err(status) => return Check::Decided(Err(status)),
         };
-        let claims = match self.cached(token) {
-            Ok(claims) => Ok(claims),
-            Err(removals) => self.remember(
-                token,
-                removals,
-                self.inner.keys.verify_without_waiting(token),
-            ),
-        };
-        self.admit(access, claims).map(Some)
+        match self.cached(token) {
+            Ok(claims) => Check::Decided(self.admit(access, Ok(claims)).map(Some)),
+            Err(removals) => Check::Verify { token, removals },
+        }
     }
 
     /// The token the call carries, if `access` needs one; `None` when the call may go on
@@ -183,6 +194,15 @@ impl Gate {
         verifications.record(Outcome::Ok);
         Ok(claims)
     }
+}
+
+/// What [`Gate::check`] found.
+pub(crate) enum Check<'h> {
+    /// The call's outcome: its caller (`None`: anonymous and allowed), or the refusal.
+    Decided(Result<Option<Arc<Claims>>, Status>),
+    /// A token the cache does not hold: its signature must be verified, under the key-removal
+    /// count read before.
+    Verify { token: &'h str, removals: u64 },
 }
 
 fn refused(refusal: Refusal) -> Status {

@@ -1,16 +1,17 @@
 //! The tower layer that authenticates and authorizes every gRPC call before its handler runs.
 
 use std::{
+    future::{Ready, ready},
     sync::Arc,
     task::{Context, Poll},
 };
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use http::{HeaderMap, Request, Response};
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{Gate, Keys, Policy, TokenCache, revocation::Revocations};
+use crate::{Gate, Keys, Policy, TokenCache, gate::Check, revocation::Revocations};
 
 /// Wraps a whole tonic server: `Server::builder().layer(AuthnLayer::new(..))`. Each method's
 /// rule comes from the [`Policy`]; a server whose methods all share one rule can use
@@ -63,6 +64,13 @@ pub struct Authn<S> {
     state: Arc<State>,
 }
 
+/// What [`Authn`] answers with: the inner service's future when the call was decided at once
+/// (a cached token, or no token needed), a refusal, or the wait for a signature to be verified.
+pub type AuthnFuture<F, E> = Either<
+    Either<F, Ready<Result<Response<Body>, E>>>,
+    BoxFuture<'static, Result<Response<Body>, E>>,
+>;
+
 impl<S, B> Service<Request<B>> for Authn<S>
 where
     S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
@@ -71,31 +79,46 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = AuthnFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone is the one that was not polled ready; keep the ready one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = self.state.clone();
-        Box::pin(async move {
-            let path = request.uri().path();
-            let Some(access) = state.policy.access(path) else {
-                return Ok(Status::unimplemented(format!("unknown method {path}")).into_http());
-            };
-            match state.gate.authorize(access, request.headers()).await {
-                Ok(Some(claims)) => {
+        let refuse = |status: Status| Either::Left(Either::Right(ready(Ok(status.into_http()))));
+        let path = request.uri().path();
+        let Some(access) = self.state.policy.access(path) else {
+            return refuse(Status::unimplemented(format!("unknown method {path}")));
+        };
+        match self.state.gate.check(access, request.headers()) {
+            // Decided without waiting (the common case: a token verified before): no task
+            // state of our own, the call goes straight on.
+            Check::Decided(Ok(claims)) => {
+                if let Some(claims) = claims {
                     request.extensions_mut().insert(claims);
-                    inner.call(request).await
                 }
-                Ok(None) => inner.call(request).await,
-                Err(status) => Ok(status.into_http()),
+                Either::Left(Either::Left(self.inner.call(request)))
             }
-        })
+            Check::Decided(Err(status)) => refuse(status),
+            Check::Verify { .. } => {
+                // The clone is the one that was not polled ready; keep the ready one for this
+                // call.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let state = self.state.clone();
+                Either::Right(Box::pin(async move {
+                    match state.gate.authorize(access, request.headers()).await {
+                        Ok(Some(claims)) => {
+                            request.extensions_mut().insert(claims);
+                            inner.call(request).await
+                        }
+                        Ok(None) => inner.call(request).await,
+                        Err(status) => Ok(status.into_http()),
+                    }
+                }))
+            }
+        }
     }
 }
 

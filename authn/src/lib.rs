@@ -37,7 +37,7 @@ pub use interceptor::AuthnInterceptor;
 pub use jwk::{jwk_from_proto, jwk_to_proto};
 pub use jwks::{JwksSource, JwksSourceConfig};
 pub use keys::{Keys, Refusal};
-pub use layer::{Authn, AuthnLayer, bearer_token};
+pub use layer::{Authn, AuthnFuture, AuthnLayer, bearer_token};
 pub use policy::{Access, Policy};
 pub use revocation::{
     REVOCATION_HEALTH_SERVICE, RevocationConfig, RevocationFollower, RevocationSet, Revocations,

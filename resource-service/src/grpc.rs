@@ -1,16 +1,26 @@
 //! The gRPC face of the service: who may call each RPC, and thin handlers that turn protobuf
 //! messages into domain values and back.
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use authn::{Access, Policy};
 use proto::person::v1::{
     CreatePersonRequest, DeletePersonRequest, DeletePersonResponse, GetPersonRequest,
     ListPersonsRequest, ListPersonsResponse, Person as PbPerson, UpdatePersonRequest,
-    person_service_server::{PersonService, SERVICE_NAME},
+    person_service_server::{PersonService, PersonServiceServer, SERVICE_NAME},
 };
 use token::{Claims, Role};
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    body::Body,
+    codegen::{BoxFuture, http},
+    service::Routes,
+};
+use tower::Service;
 
 use crate::{
     Error,
@@ -112,6 +122,50 @@ impl PersonService for Persons {
     }
 }
 
+/// The server's router: calls to the person service go straight to it, everything else (health,
+/// reflection) through tonic's general router, which would otherwise match every call's path
+/// against all of them.
+#[derive(Clone)]
+pub struct Services {
+    persons: PersonServiceServer<Persons>,
+    others: Routes,
+}
+
+/// The paths of the person service's methods start with this (`/{SERVICE_NAME}/`).
+const PERSONS_PREFIX: &str = "/person.v1.PersonService/";
+
+impl Services {
+    /// `others` serves every path outside the person service.
+    pub fn new(persons: Persons, others: Routes) -> Self {
+        Self {
+            persons: PersonServiceServer::new(persons),
+            others: others.prepare(),
+        }
+    }
+}
+
+impl Service<http::Request<Body>> for Services {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        std::task::ready!(Service::<http::Request<Body>>::poll_ready(
+            &mut self.persons,
+            cx
+        ))?;
+        Service::<http::Request<Body>>::poll_ready(&mut self.others, cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path().starts_with(PERSONS_PREFIX) {
+            self.persons.call(request)
+        } else {
+            Box::pin(self.others.call(request))
+        }
+    }
+}
+
 /// The verified caller's user id, for the audit log. `AuthnLayer` inserts the claims before
 /// any handler of a signed-in method runs.
 fn caller<T>(request: &Request<T>) -> String {
@@ -165,6 +219,11 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    #[test]
+    fn the_router_knows_the_person_service_by_its_name() {
+        assert_eq!(PERSONS_PREFIX, format!("/{SERVICE_NAME}/"));
+    }
 
     #[test]
     fn every_rpc_has_a_declared_policy_and_every_rule_names_an_rpc() {

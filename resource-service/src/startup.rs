@@ -8,7 +8,7 @@ use authn::{
     RevocationFollower, Revocations, TokenCache,
 };
 use ipnet::IpNet;
-use proto::person::v1::person_service_server::{PersonServiceServer, SERVICE_NAME};
+use proto::person::v1::person_service_server::SERVICE_NAME;
 use secrecy::ExposeSecret;
 use telemetry::{
     metrics::MetricsServer,
@@ -22,7 +22,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     config::{Settings, TokenKeys},
     domain::sample_persons,
-    grpc::{self, Persons},
+    grpc::{self, Persons, Services},
     store::Store,
 };
 
@@ -157,10 +157,10 @@ impl Application {
             .revocations
             .freshness()
             .map(|fresh| tokio::spawn(report_revocations(reporter.clone(), fresh)));
-        let routes = Routes::new(health)
+        let others = Routes::new(health)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(PersonServiceServer::new(Persons::new(self.store.clone())));
+            .add_service(reflection_v1alpha);
+        let routes = Services::new(Persons::new(self.store.clone()), others);
 
         let ready = tokio::spawn(report_ready(
             reporter.clone(),
@@ -176,7 +176,7 @@ impl Application {
             }
             telemetry::report_health(&reporter, SERVICE_NAME, ServingStatus::NotServing).await;
         };
-        let result = telemetry::serve_grpc(
+        let result = telemetry::serve_grpc_service(
             telemetry::GrpcLimits::default(),
             self.tls.as_ref(),
             self.listener,

@@ -4,14 +4,17 @@
 use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::Arc,
-    time::Duration,
+    task::{Poll, ready},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http::{HeaderName, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use ipnet::IpNet;
+use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
@@ -27,11 +30,16 @@ use tower::{
     Layer, Service, ServiceBuilder,
     layer::util::{Identity, Stack},
 };
-use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcCode, GrpcEosErrorsAsFailures,
+    GrpcErrorsAsFailures, GrpcFailureClass,
+};
 
 use crate::{
-    GrpcRequestSpan, GrpcTraceLayer, Rewrite, RewriteRequest, SetRequestId, TraceContextLayer,
-    grpc_trace_layer, metrics::GrpcMetricsLayer, request_id_layers, tls::ServerTls,
+    GrpcRequestSpan, REQUEST_ID, Rewrite, RewriteRequest, TraceContextLayer, is_valid_request_id,
+    metrics::{CallGuard, GrpcMetricsLayer},
+    new_request_id,
+    tls::ServerTls,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -96,33 +104,342 @@ impl RewriteRequest for ClientAddressLayer {
     }
 }
 
-/// Every layer a call passes before the service's own access check, outermost first.
-pub type GrpcLayers<B> = Stack<
-    PropagateRequestIdLayer,
-    Stack<
-        GrpcTraceLayer<B>,
-        Stack<
-            TraceContextLayer<GrpcRequestSpan>,
-            Stack<ClientAddressLayer, Stack<SetRequestId, Stack<GrpcMetricsLayer, Identity>>>,
-        >,
-    >,
->;
+/// Every layer a call passes before the service's own access check.
+pub type GrpcLayers = Stack<GrpcCallLayer, Identity>;
 
-/// The layers in front of every gRPC service of ours, outermost first: count and time the call
-/// (outermost, so refusals by any later layer are counted too), give the call a request id
-/// (so every later log line carries it), resolve the client address, read the caller's
-/// `traceparent` and make the call's span, enter that span (so refusals by the access check are
-/// logged too, with all of them), and echo the request id back. The service adds its access
-/// check (`authn::AuthnLayer`) after these.
-pub fn grpc_layers(trusted_peers: Vec<IpNet>) -> ServiceBuilder<GrpcLayers<tonic::body::Body>> {
-    let (set_request_id, propagate_request_id) = request_id_layers();
-    ServiceBuilder::new()
-        .layer(GrpcMetricsLayer::default())
-        .layer(set_request_id)
-        .layer(ClientAddressLayer::new(trusted_peers))
-        .layer(TraceContextLayer::new(GrpcRequestSpan))
-        .layer(grpc_trace_layer())
-        .layer(propagate_request_id)
+/// The layers in front of every gRPC service of ours: [`GrpcCallLayer`]. The service adds its
+/// access check (`authn::AuthnLayer`) after it.
+pub fn grpc_layers(trusted_peers: Vec<IpNet>) -> ServiceBuilder<GrpcLayers> {
+    ServiceBuilder::new().layer(GrpcCallLayer::new(trusted_peers))
+}
+
+/// What every gRPC call of ours passes before the service's access check, in this order: count
+/// and time the call (so refusals by the access check are counted too), give it a request id
+/// (the caller's if [`crate::is_valid_request_id`] accepts it, else a new one; so every later
+/// log line carries it), resolve the client address ([`ClientAddressLayer`]), read the caller's
+/// `traceparent` and make the call's span ([`TraceContextLayer`]), enter that span while the
+/// service works (so the access check's refusals are logged with all of them), log the calls
+/// that failed through no fault of the caller's, and echo the request id back.
+///
+/// One layer rather than a stack of them: one future and one body wrapper per call, the clock
+/// read once at its start, the request id looked up once. Its log lines are those of
+/// `tower_http`'s `TraceLayer`, under the same targets (`tower_http::trace::on_failure` at
+/// ERROR; `on_request`, `on_response` and `on_eos` at DEBUG), so log filters keep working.
+#[derive(Clone)]
+pub struct GrpcCallLayer {
+    shared: Arc<CallSettings>,
+}
+
+struct CallSettings {
+    metrics: GrpcMetricsLayer,
+    client: ClientAddressLayer,
+    trace: TraceContextLayer<GrpcRequestSpan>,
+    failures: GrpcErrorsAsFailures,
+}
+
+impl GrpcCallLayer {
+    /// `trusted_peers` are those whose forwarded client address is believed.
+    pub fn new(trusted_peers: Vec<IpNet>) -> Self {
+        Self {
+            shared: Arc::new(CallSettings {
+                metrics: GrpcMetricsLayer::default(),
+                client: ClientAddressLayer::new(trusted_peers),
+                trace: TraceContextLayer::new(GrpcRequestSpan),
+                failures: grpc_failures(),
+            }),
+        }
+    }
+}
+
+/// Which answers are failures of ours and logged as errors: not those the caller caused (bad
+/// input, no token, not found).
+fn grpc_failures() -> GrpcErrorsAsFailures {
+    GrpcErrorsAsFailures::new()
+        .with_success(GrpcCode::Cancelled)
+        .with_success(GrpcCode::InvalidArgument)
+        .with_success(GrpcCode::NotFound)
+        .with_success(GrpcCode::AlreadyExists)
+        .with_success(GrpcCode::PermissionDenied)
+        .with_success(GrpcCode::ResourceExhausted)
+        .with_success(GrpcCode::FailedPrecondition)
+        .with_success(GrpcCode::Unauthenticated)
+}
+
+impl<S> Layer<S> for GrpcCallLayer {
+    type Service = GrpcCall<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcCall {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`GrpcCallLayer`] wraps around the next one.
+#[derive(Clone)]
+pub struct GrpcCall<S> {
+    inner: S,
+    shared: Arc<CallSettings>,
+}
+
+/// The targets `tower_http`'s `TraceLayer` logs under.
+const ON_REQUEST: &str = "tower_http::trace::on_request";
+const ON_RESPONSE: &str = "tower_http::trace::on_response";
+const ON_EOS: &str = "tower_http::trace::on_eos";
+const ON_FAILURE: &str = "tower_http::trace::on_failure";
+
+impl<S, B, ResBody> Service<Request<B>> for GrpcCall<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: std::fmt::Display + 'static,
+    ResBody: http_body::Body,
+    ResBody::Error: std::fmt::Display + 'static,
+{
+    type Response = Response<CallBody<ResBody>>;
+    type Error = S::Error;
+    type Future = CallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let metrics = shared.metrics.begin(request.uri(), started);
+        let request_id = request_id(request.headers_mut());
+        shared.client.rewrite(&mut request);
+        let (span, trace) = shared.trace.start(&request);
+        request.extensions_mut().insert(trace);
+        let inner = {
+            let _entered = span.enter();
+            tracing::debug!(target: ON_REQUEST, "started processing request");
+            self.inner.call(request)
+        };
+        CallFuture {
+            inner,
+            span,
+            call: Some(Call {
+                started,
+                metrics,
+                request_id,
+                failures: shared.failures.clone(),
+            }),
+        }
+    }
+}
+
+/// The call's request id: the caller's `x-request-id` when [`is_valid_request_id`] accepts it
+/// (of several, the first), else a new one; either way then the only one in `headers`.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let mut sent = headers.get_all(REQUEST_ID).iter();
+    let first = sent
+        .next()
+        .filter(|id| is_valid_request_id(id.as_bytes()))
+        .cloned();
+    let several = sent.next().is_some();
+    match first {
+        Some(id) if !several => id,
+        first => {
+            let id = first.unwrap_or_else(new_request_id);
+            headers.insert(REQUEST_ID, id.clone());
+            id
+        }
+    }
+}
+
+/// What a call still has to do once its answer comes.
+struct Call {
+    started: Instant,
+    metrics: CallGuard,
+    request_id: HeaderValue,
+    failures: GrpcErrorsAsFailures,
+}
+
+pin_project! {
+    /// The answer of a [`GrpcCall`].
+    pub struct CallFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        call: Option<Call>,
+    }
+}
+
+impl<F, ResBody, E> Future for CallFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    E: std::fmt::Display + 'static,
+{
+    type Output = Result<Response<CallBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        let Call {
+            started,
+            mut metrics,
+            request_id,
+            failures,
+        } = this
+            .call
+            .take()
+            .expect("a CallFuture is not polled again after it answered");
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                metrics.failed();
+                failed(failures.classify_error(&error), started);
+                return Poll::Ready(Err(error));
+            }
+        };
+        let headers = response.headers_mut();
+        if !headers.contains_key(REQUEST_ID) {
+            // Never in HPACK's table: no two calls have the same id, so indexing it would only
+            // push useful entries out, on both ends.
+            let mut echoed = request_id;
+            echoed.set_sensitive(true);
+            headers.insert(REQUEST_ID, echoed);
+        }
+        metrics.response(response.headers());
+        tracing::debug!(
+            target: ON_RESPONSE,
+            latency = %Latency(started.elapsed()),
+            status = grpc_status(&response),
+            "finished processing request"
+        );
+        let eos = match failures.classify_response(&response) {
+            ClassifiedResponse::Ready(Ok(())) => None,
+            ClassifiedResponse::Ready(Err(failure)) => {
+                failed(failure, started);
+                None
+            }
+            ClassifiedResponse::RequiresEos(eos) => Some(eos),
+        };
+        drop(entered);
+        // The body logs only a failure in its trailers (and, at DEBUG, its end), in the span.
+        let span = std::mem::replace(this.span, tracing::Span::none());
+        Poll::Ready(Ok(response.map(|inner| CallBody {
+            inner,
+            metrics,
+            span,
+            started,
+            eos,
+        })))
+    }
+}
+
+/// A call's latency as `tower_http` logs it.
+struct Latency(Duration);
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
+/// `tower_http`'s "response failed" line, in the current span.
+fn failed(failure: GrpcFailureClass, started: Instant) {
+    tracing::error!(
+        target: ON_FAILURE,
+        classification = %failure,
+        latency = %Latency(started.elapsed()),
+        "response failed"
+    );
+}
+
+/// The gRPC code of a trailers-only answer (0 for an unreadable one), `None` when the code
+/// comes in the trailers; the HTTP status of an answer that is not gRPC.
+fn grpc_status<B>(response: &Response<B>) -> Option<i32> {
+    let grpc = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        grpc_code(response.headers())
+    } else {
+        Some(response.status().as_u16().into())
+    }
+}
+
+/// The `grpc-status` in `headers` as `tower_http` logs it: 0 when it is not a number.
+fn grpc_code(headers: &HeaderMap) -> Option<i32> {
+    let code = headers.get("grpc-status")?;
+    Some(
+        std::str::from_utf8(code.as_bytes())
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+pin_project! {
+    /// The response body of a [`GrpcCall`]: watched for the trailers that carry the code.
+    pub struct CallBody<B> {
+        #[pin]
+        inner: B,
+        metrics: CallGuard,
+        span: tracing::Span,
+        started: Instant,
+        eos: Option<GrpcEosErrorsAsFailures>,
+    }
+}
+
+impl<B> http_body::Body for CallBody<B>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display + 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        this.metrics.frame(frame.as_ref());
+        let trailers = match &frame {
+            Some(Ok(data_or_trailers)) => match data_or_trailers.trailers_ref() {
+                Some(trailers) => Some(trailers),
+                None => return Poll::Ready(frame),
+            },
+            Some(Err(error)) => {
+                if let Some(eos) = this.eos.take() {
+                    let failure = eos.classify_error(error);
+                    this.span.in_scope(|| failed(failure, *this.started));
+                }
+                return Poll::Ready(frame);
+            }
+            None => None,
+        };
+        if let Some(Err(failure)) = this.eos.take().map(|eos| eos.classify_eos(trailers)) {
+            this.span.in_scope(|| failed(failure, *this.started));
+        }
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            let status = trailers.and_then(grpc_code);
+            this.span.in_scope(|| {
+                tracing::debug!(
+                    target: ON_EOS,
+                    stream_duration = %Latency(this.started.elapsed()),
+                    status,
+                    "end of stream"
+                );
+            });
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Server reflection (v1 and v1alpha, for grpcurl and friends) that lists only `services` and
@@ -214,7 +531,31 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let service = layers.service(routes.prepare());
+    let routes = routes.prepare();
+    serve_grpc_service(limits, tls, listener, layers, routes, shutdown, draining).await
+}
+
+/// [`serve_grpc`] with a router of the service's own in place of tonic's [`Routes`]: a service
+/// that sends its busiest methods straight to their server saves the general router's work on
+/// every call.
+pub async fn serve_grpc_service<L, R, ResBody>(
+    limits: GrpcLimits,
+    tls: Option<&ServerTls>,
+    listener: TcpListener,
+    layers: ServiceBuilder<L>,
+    routes: R,
+    shutdown: impl Future<Output = ()>,
+    draining: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    L: Layer<R>,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send,
+    <L::Service as Service<Request<Body>>>::Error: Into<BoxError> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let service = layers.service(routes);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(limits.keepalive_interval * 3));
@@ -321,6 +662,98 @@ mod tests {
     #[test]
     fn without_a_tcp_peer_there_is_no_address() {
         assert_eq!(address(&gateway_trusted(), &Request::new(())), None);
+    }
+
+    /// What a subscriber at the default level (INFO) writes, line by line.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+        type Writer = Lines;
+
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// One call with request id `id` through our layers to a service that answers `code`, in
+    /// the headers (trailers-only, as tonic answers a unary error) or in the trailers; returns
+    /// the answer's headers and what was logged.
+    async fn call_answering(code: tonic::Code, in_trailers: bool) -> (http::HeaderMap, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(lines.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let service = grpc_layers(Vec::new()).service_fn(move |_: Request<Body>| async move {
+            let response = if in_trailers {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", (code as i32).into());
+                let frames = [Ok::<_, tonic::Status>(http_body::Frame::trailers(trailers))];
+                let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                let mut response = Response::new(Body::new(body));
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                response
+            } else {
+                tonic::Status::new(code, "answer").into_http()
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut request = Request::new(Body::empty());
+        request
+            .headers_mut()
+            .insert(crate::REQUEST_ID, "call-7".parse().unwrap());
+        let response = service.oneshot(request).await.unwrap();
+        let headers = response.headers().clone();
+        response.into_body().collect().await.unwrap();
+        (headers, lines.text())
+    }
+
+    #[tokio::test]
+    async fn the_request_id_is_echoed_and_never_indexed() {
+        let (headers, _) = call_answering(tonic::Code::Ok, true).await;
+        let echoed = &headers[crate::REQUEST_ID];
+        assert_eq!(echoed, "call-7");
+        // Unique to its call: in HPACK's table it would only push useful entries out.
+        assert!(echoed.is_sensitive());
+    }
+
+    #[tokio::test]
+    async fn our_failures_are_logged_in_the_calls_span_and_the_callers_are_not() {
+        for in_trailers in [false, true] {
+            let (_, logged) = call_answering(tonic::Code::Internal, in_trailers).await;
+            assert_eq!(logged.matches("response failed").count(), 1, "{logged}");
+            assert!(logged.contains("classification=Code: 13"), "{logged}");
+            assert!(logged.contains("request_id=\"call-7\""), "{logged}");
+            assert!(logged.contains("ERROR"), "{logged}");
+
+            let (_, logged) = call_answering(tonic::Code::NotFound, in_trailers).await;
+            assert_eq!(logged, "");
+        }
     }
 
     /// A server with a 300 ms handler timeout whose every call first waits `delay`, serving the

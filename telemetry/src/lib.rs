@@ -21,17 +21,16 @@ use std::{
 use http::{HeaderName, Request};
 use opentelemetry_sdk::trace::SdkTracer;
 use tower::{Layer, Service, layer::util::Stack};
-use tower_http::{
-    classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::TraceLayer,
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tracing::field::display;
 use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
 
 pub use grpc::{
-    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcLayers, GrpcLimits, bind, grpc_layers,
-    reflection, report_health, report_serving, serve_grpc,
+    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcCall, GrpcCallLayer, GrpcLayers,
+    GrpcLimits, bind, grpc_layers, reflection, report_health, report_serving, serve_grpc,
+    serve_grpc_service,
 };
 pub use trace_context::{
     MakeRequestSpan, TRACEPARENT, TRACESTATE, TraceContext, TraceContextLayer, request_span,
@@ -319,7 +318,7 @@ impl MakeRequestId for NewRequestId {
 /// A random UUID v4, hyphenated, as a header value. The bytes come from the thread's RNG (the one
 /// trace ids use) rather than `Uuid::new_v4`'s system call per id, and the text is written once,
 /// straight into the header value.
-fn new_request_id() -> http::HeaderValue {
+pub(crate) fn new_request_id() -> http::HeaderValue {
     let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = id.hyphenated().encode_lower(&mut text);
@@ -404,26 +403,6 @@ pub fn request_id_layers() -> (SetRequestId, PropagateRequestIdLayer) {
         ),
         PropagateRequestIdLayer::new(REQUEST_ID),
     )
-}
-
-pub type GrpcTraceLayer<B> =
-    TraceLayer<SharedClassifier<GrpcErrorsAsFailures>, fn(&Request<B>) -> tracing::Span>;
-
-/// Enters the span [`TraceContextLayer`] made for every gRPC call, so every log line of the call
-/// can be found by its request id and trace id in any service. Answers the caller caused (bad
-/// input, no token, not found) are not failures of ours and are not logged as errors.
-pub fn grpc_trace_layer<B>() -> GrpcTraceLayer<B> {
-    let classifier = GrpcErrorsAsFailures::new()
-        .with_success(GrpcCode::Cancelled)
-        .with_success(GrpcCode::InvalidArgument)
-        .with_success(GrpcCode::NotFound)
-        .with_success(GrpcCode::AlreadyExists)
-        .with_success(GrpcCode::PermissionDenied)
-        .with_success(GrpcCode::ResourceExhausted)
-        .with_success(GrpcCode::FailedPrecondition)
-        .with_success(GrpcCode::Unauthenticated);
-    TraceLayer::new(SharedClassifier::new(classifier))
-        .make_span_with(request_span::<B> as fn(&Request<B>) -> tracing::Span)
 }
 
 /// The span of every gRPC call: its method, its request id, its trace and span ids and, once

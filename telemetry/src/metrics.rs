@@ -20,6 +20,7 @@ use axum::{Router, http::header, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+pub(crate) use grpc::CallGuard;
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer, code_name};
 
 /// Latency buckets, in seconds, for every `*_seconds` histogram: from a cached token check (well

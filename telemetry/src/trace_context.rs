@@ -282,10 +282,12 @@ impl<M: Clone, S> Layer<S> for TraceContextLayer<M> {
     }
 }
 
-impl<M: MakeRequestSpan> RewriteRequest for TraceContextLayer<M> {
-    fn rewrite<B>(&self, request: &mut Request<B>) {
+impl<M: MakeRequestSpan> TraceContextLayer<M> {
+    /// The request's span and its place in the trace, without touching the request: for a layer
+    /// that keeps the span itself rather than in the extensions (`crate::grpc::GrpcCall`).
+    pub(crate) fn start<B>(&self, request: &Request<B>) -> (tracing::Span, TraceContext) {
         let incoming = incoming(request.headers());
-        let (span, trace) = if otlp::exporting() {
+        if otlp::exporting() {
             let span = self.make_span.make_span(request, None);
             let trace = exported(&span, incoming.as_ref()).unwrap_or_else(|| {
                 // The span is filtered out (no OpenTelemetry span behind it): ids of our own.
@@ -297,7 +299,13 @@ impl<M: MakeRequestSpan> RewriteRequest for TraceContextLayer<M> {
         } else {
             let trace = TraceContext::continue_or_start(incoming.as_ref());
             (self.make_span.make_span(request, Some(&trace)), trace)
-        };
+        }
+    }
+}
+
+impl<M: MakeRequestSpan> RewriteRequest for TraceContextLayer<M> {
+    fn rewrite<B>(&self, request: &mut Request<B>) {
+        let (span, trace) = self.start(request);
         let extensions = request.extensions_mut();
         extensions.insert(trace);
         extensions.insert(RequestSpan(span));

@@ -76,6 +76,21 @@ impl<S> Layer<S> for GrpcMetricsLayer {
     }
 }
 
+impl GrpcMetricsLayer {
+    /// Starts measuring a call to `uri` that began at `started`: for a layer that does more per
+    /// call than count it (`crate::grpc::GrpcCall`), so the call reads the clock once.
+    pub(crate) fn begin(&self, uri: &Uri, started: Instant) -> CallGuard {
+        let method = self.methods.get(uri.path());
+        let uri = method.is_none().then(|| uri.clone());
+        CallGuard(Some(Call {
+            methods: self.methods.clone(),
+            method,
+            uri,
+            started,
+        }))
+    }
+}
+
 #[derive(Default)]
 struct Methods {
     known: RwLock<HashMap<Box<str>, Arc<MethodMetrics>>>,
@@ -204,14 +219,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = self.methods.get(request.uri().path());
-        let uri = method.is_none().then(|| request.uri().clone());
-        let call = Call {
+        let layer = GrpcMetricsLayer {
             methods: self.methods.clone(),
-            method,
-            uri,
-            started: Instant::now(),
         };
+        let call = layer.begin(request.uri(), Instant::now());
         ResponseFuture {
             inner: self.inner.call(request),
             call: Some(call),
@@ -223,7 +234,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        call: Option<Call>,
+        call: Option<CallGuard>,
     }
 }
 
@@ -236,34 +247,56 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let call = this.call.take();
+        let mut call = this.call.take().unwrap_or(CallGuard(None));
         Poll::Ready(match result {
             Ok(response) => {
-                // A trailers-only answer carries its code in the headers: the call is over.
-                let call = match (call, status_code(response.headers())) {
-                    (Some(call), Some(code)) => {
-                        call.finish(code);
-                        None
-                    }
-                    (call, _) => call,
-                };
-                Ok(response.map(|inner| MetricsBody {
-                    inner,
-                    call: CallGuard(call),
-                }))
+                call.response(response.headers());
+                Ok(response.map(|inner| MetricsBody { inner, call }))
             }
             Err(error) => {
-                if let Some(call) = call {
-                    call.finish(UNKNOWN);
-                }
+                call.failed();
                 Err(error)
             }
         })
     }
 }
 
-/// Records a call still open when its body is dropped: the client went away.
-struct CallGuard(Option<Call>);
+/// A call being counted; records it, if still open when dropped, as `Canceled`: the client
+/// went away.
+pub(crate) struct CallGuard(Option<Call>);
+
+impl CallGuard {
+    /// A trailers-only answer carries its code in the headers: then the call is over.
+    pub(crate) fn response(&mut self, headers: &HeaderMap) {
+        if let Some(code) = status_code(headers)
+            && let Some(call) = self.0.take()
+        {
+            call.finish(code);
+        }
+    }
+
+    /// Watches the response body's frames for the trailers that carry the code.
+    pub(crate) fn frame<D, E>(&mut self, frame: Option<&Result<Frame<D>, E>>) {
+        let Some(call) = self.0.take() else {
+            return;
+        };
+        match frame {
+            Some(Ok(frame)) => match frame.trailers_ref().map(status_code) {
+                // Trailers without a status are a broken answer; gRPC clients read it so.
+                Some(code) => call.finish(code.unwrap_or(UNKNOWN)),
+                None => self.0 = Some(call),
+            },
+            Some(Err(_)) | None => call.finish(UNKNOWN),
+        }
+    }
+
+    /// The call failed without an answer.
+    pub(crate) fn failed(&mut self) {
+        if let Some(call) = self.0.take() {
+            call.finish(UNKNOWN);
+        }
+    }
+}
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
@@ -292,17 +325,7 @@ impl<B: Body> Body for MetricsBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(call) = this.call.0.take() {
-            match &frame {
-                Some(Ok(frame)) => match frame.trailers_ref().map(status_code) {
-                    // Trailers without a status are a broken answer; gRPC clients read it so.
-                    Some(code) => call.finish(code.unwrap_or(UNKNOWN)),
-                    None => this.call.0 = Some(call),
-                },
-                Some(Err(_)) => call.finish(UNKNOWN),
-                None => call.finish(UNKNOWN),
-            }
-        }
+        this.call.frame(frame.as_ref());
         Poll::Ready(frame)
     }
 
