@@ -80,15 +80,19 @@ impl GrpcMetricsLayer {
     /// Starts measuring a call to `uri` that began at `started`: for a layer that does more per
     /// call than count it (`crate::grpc::GrpcCall`), so the call reads the clock once.
     pub(crate) fn begin(&self, uri: &Uri, started: Instant) -> CallGuard {
-        let method = self.methods.get(uri.path());
-        let uri = method.is_none().then(|| uri.clone());
-        CallGuard(Some(Call {
-            methods: self.methods.clone(),
-            method,
-            uri,
-            started,
-        }))
+        begin(&self.methods, uri, started)
     }
+}
+
+fn begin(methods: &Arc<Methods>, uri: &Uri, started: Instant) -> CallGuard {
+    let method = methods.get(uri.path());
+    let uri = method.is_none().then(|| uri.clone());
+    CallGuard(Some(Call {
+        methods: methods.clone(),
+        method,
+        uri,
+        started,
+    }))
 }
 
 #[derive(Default)]
@@ -219,10 +223,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let layer = GrpcMetricsLayer {
-            methods: self.methods.clone(),
-        };
-        let call = layer.begin(request.uri(), Instant::now());
+        let call = begin(&self.methods, request.uri(), Instant::now());
         ResponseFuture {
             inner: self.inner.call(request),
             call: Some(call),
