@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod call_layer;
 pub mod client_addr;
 pub mod config;
 pub mod error;

@@ -1,21 +1,13 @@
 //! What a request may weigh at the gateway's edge, checked before any handler runs: the access
 //! token and the headers as a whole. Only the token and the request id (checked by
-//! `telemetry::request_id_layers`) are forwarded as metadata, so with these limits the gateway
+//! `crate::call_layer`) are forwarded as metadata, so with these limits the gateway
 //! never sends a backend more metadata than it accepts, and no client request can make a backend
 //! reset the HTTP/2 connection every caller shares.
 
-use std::{
-    future::{Ready, ready},
-    task::{Context, Poll},
-};
-
 use axum::{
-    extract::Request,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use futures::future::Either;
-use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -36,53 +28,11 @@ fn header_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
-/// Refuses an oversized token with 401 (checked first: it is the usual reason for big headers,
-/// and 401 tells the client what to fix) and oversized headers with 431, in the JSON error model.
-/// A plain tower layer rather than `axum::middleware::from_fn`, which clones and boxes the
-/// service behind it for every request.
-#[derive(Clone, Copy, Debug)]
-pub struct CheckHeadersLayer {
-    pub max_header_bytes: usize,
-}
-
-impl<S> Layer<S> for CheckHeadersLayer {
-    type Service = CheckHeaders<S>;
-
-    fn layer(&self, inner: S) -> CheckHeaders<S> {
-        CheckHeaders {
-            max_header_bytes: self.max_header_bytes,
-            inner,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct CheckHeaders<S> {
-    max_header_bytes: usize,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for CheckHeaders<S>
-where
-    S: Service<Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match refusal(request.headers(), self.max_header_bytes) {
-            Some(response) => Either::Left(ready(Ok(response))),
-            None => Either::Right(self.inner.call(request)),
-        }
-    }
-}
-
-fn refusal(headers: &HeaderMap, max_header_bytes: usize) -> Option<Response> {
+/// The answer to a request whose token or headers are too large, `None` for one within the
+/// limits: an oversized token is refused with 401 (checked first: it is the usual reason for big
+/// headers, and 401 tells the client what to fix), oversized headers with 431, in the JSON error
+/// model. Checked by [`crate::call_layer::HttpCallLayer`] before any handler runs.
+pub(crate) fn refusal(headers: &HeaderMap, max_header_bytes: usize) -> Option<Response> {
     if token_too_large(headers) {
         tracing::info!("refused an oversized access token");
         return Some(ApiError::unauthenticated("access token is too large", true).into_response());

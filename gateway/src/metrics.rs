@@ -9,18 +9,12 @@
 
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{Arc, OnceLock, RwLock},
-    task::{Context, Poll},
-    time::Instant,
+    time::Duration,
 };
 
-use axum::{
-    extract::{MatchedPath, Request},
-    http::{Method, Response},
-};
+use axum::{extract::MatchedPath, http::Method};
 use metrics::{Counter, Histogram, SharedString};
-use tower::{Layer, Service};
 
 use crate::backend::{Backend, ReplicaState};
 
@@ -31,7 +25,7 @@ const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other",
 ];
 
-fn method_index(method: &Method) -> usize {
+pub(crate) fn method_index(method: &Method) -> usize {
     match *method {
         Method::GET => 0,
         Method::POST => 1,
@@ -44,16 +38,17 @@ fn method_index(method: &Method) -> usize {
     }
 }
 
-/// The handles of one router; made with its [`TrackLayer`] in [`crate::app`], after the recorder
-/// is installed.
+/// The handles of one router; made with its [`crate::call_layer::HttpCallLayer`] in
+/// [`crate::app`], after the recorder is installed.
 #[derive(Default)]
-struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
     unmatched: OnceLock<Arc<RouteMetrics>>,
 }
 
 impl HttpMetrics {
-    fn route(&self, matched: Option<&MatchedPath>) -> Arc<RouteMetrics> {
+    /// The handles of the route `matched` names (of [`UNMATCHED`] when none).
+    pub(crate) fn route(&self, matched: Option<&MatchedPath>) -> Arc<RouteMetrics> {
         let Some(matched) = matched else {
             return self
                 .unmatched
@@ -78,7 +73,8 @@ impl HttpMetrics {
     }
 }
 
-struct RouteMetrics {
+/// The series of one route, per method and status.
+pub(crate) struct RouteMetrics {
     route: SharedString,
     by_answer: RwLock<HashMap<(usize, u16), (Counter, Histogram)>>,
 }
@@ -91,8 +87,10 @@ impl RouteMetrics {
         }
     }
 
-    fn record(&self, method: usize, status: u16, started: Instant) {
-        let seconds = started.elapsed().as_secs_f64();
+    /// Counts one answer with `status` to a request with `method` ([`method_index`]) that took
+    /// `latency`.
+    pub(crate) fn record(&self, method: usize, status: u16, latency: Duration) {
+        let seconds = latency.as_secs_f64();
         let key = (method, status);
         if let Some((count, duration)) = self
             .by_answer
@@ -118,85 +116,6 @@ impl RouteMetrics {
         });
         count.increment(1);
         duration.record(seconds);
-    }
-}
-
-/// The layer that counts and times every request, answered by a route or not: a plain tower
-/// layer rather than `axum::middleware::from_fn`, which clones and boxes the whole stack behind
-/// it for every request.
-#[derive(Clone, Default)]
-pub struct TrackLayer {
-    metrics: Arc<HttpMetrics>,
-}
-
-impl<S> Layer<S> for TrackLayer {
-    type Service = Track<S>;
-
-    fn layer(&self, inner: S) -> Track<S> {
-        Track {
-            metrics: self.metrics.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Track<S> {
-    metrics: Arc<HttpMetrics>,
-    inner: S,
-}
-
-impl<S, B, RB> Service<Request<B>> for Track<S>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = TrackFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = method_index(request.method());
-        let route = self
-            .metrics
-            .route(request.extensions().get::<MatchedPath>());
-        TrackFuture {
-            inner: self.inner.call(request),
-            route,
-            method,
-            started,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    pub struct TrackFuture<F> {
-        #[pin]
-        inner: F,
-        route: Arc<RouteMetrics>,
-        method: usize,
-        started: Instant,
-    }
-}
-
-impl<F, E, RB> Future for TrackFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            this.route
-                .record(*this.method, response.status().as_u16(), *this.started);
-        }
-        Poll::Ready(result)
     }
 }
 

@@ -19,22 +19,17 @@ use std::{
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath},
+    extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
     routing::{MethodRouter, delete, get, post, put},
 };
 use serde::{Deserialize, Deserializer, de};
-use telemetry::{MakeRequestSpan, TraceContext, TraceContextLayer, trace_context::SpanIds};
 use tower::{Layer, Service, ServiceBuilder};
-use tower_http::{
-    cors::{AllowCredentials, AllowOrigin, CorsLayer},
-    set_header::SetResponseHeaderLayer,
-    trace::{DefaultOnResponse, TraceLayer},
-};
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 
-use crate::{config::Cors, error::ApiError, limits, metrics, page, state::AppState};
+use crate::{call_layer::HttpCallLayer, config::Cors, error::ApiError, page, state::AppState};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -177,42 +172,20 @@ pub fn app(state: AppState) -> Router {
     for (_, path, handler) in table() {
         router = router.route(path, handler);
     }
-    let (set_request_id, propagate_request_id) = telemetry::request_id_layers();
     // Every layer in one `Router::layer` call: each call wraps every route in a boxed service of
     // its own, and axum clones a route's whole chain of boxes for every request it serves.
     //
-    // Outermost first: metrics see every answer, refusals by the limits included (and the
-    // route's template, which axum sets before these layers run); the request id must exist
-    // before the span that records it (and the trace) is made, and is echoed on every response,
-    // even those the timeout or CORS layers produce.
+    // Outermost first: the call layer counts, logs and answers with the request id and the
+    // security headers every request, those CORS answers and the deadline refuses included (and
+    // sees the route's template, which axum sets before these layers run). CORS stays outside the
+    // deadline, so a timed-out cross-origin request's 503 still carries its CORS headers.
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(metrics::TrackLayer::default())
-                .layer(set_request_id)
-                .layer(TraceContextLayer::new(HttpRequestSpan))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(telemetry::request_span::<axum::body::Body>)
-                        // One line per request at the default level: status and latency.
-                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-                )
-                .layer(propagate_request_id)
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                ))
-                // Before any handler, so nothing oversized reaches one, let alone a backend.
-                .layer(limits::CheckHeadersLayer {
-                    max_header_bytes: settings.max_header_bytes,
-                })
+                .layer(HttpCallLayer::new(settings.max_header_bytes))
                 .option_layer(cors(&settings.cors, &settings.cookie_origins))
                 .layer(DeadlineLayer {
                     limit: settings.request_timeout,
@@ -293,44 +266,6 @@ fn whole<T: TryFrom<i64>>(number: &serde_json::Number) -> Result<T, String> {
 /// The services mark the last page with an empty token; the API leaves the token out.
 pub fn next_page(token: String) -> Option<String> {
     Some(token).filter(|t| !t.is_empty())
-}
-
-/// The span of every HTTP request: method, path, request id, trace and span ids. Exported, it is
-/// a server span named after the route (`GET /api/persons/{id}`).
-#[derive(Clone, Copy, Debug)]
-struct HttpRequestSpan;
-
-impl MakeRequestSpan for HttpRequestSpan {
-    fn make_span<B>(
-        &self,
-        request: &axum::http::Request<B>,
-        trace: Option<&TraceContext>,
-    ) -> tracing::Span {
-        let request_id = request
-            .headers()
-            .get(telemetry::REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        let ids = telemetry::trace_context::span_fields(trace);
-        let otel_name = telemetry::otlp::exporting().then(|| {
-            let route = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("unmatched", MatchedPath::as_str);
-            format!("{} {route}", request.method())
-        });
-        tracing::info_span!(
-            "request",
-            // As `&str`, which the JSON log copies as it is, rather than formatted with `%`.
-            method = request.method().as_str(),
-            path = request.uri().path(),
-            request_id,
-            trace_id = ids.as_ref().map(SpanIds::trace_id),
-            span_id = ids.as_ref().map(SpanIds::span_id),
-            otel.name = otel_name,
-            otel.kind = otel_name.is_some().then_some("server"),
-        )
-    }
 }
 
 /// Bounds every request, backend retries included, and answers in the API's error model. A
