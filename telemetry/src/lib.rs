@@ -5,6 +5,7 @@
 
 mod grpc;
 mod json_log;
+mod log_filter;
 mod log_writer;
 pub mod metrics;
 pub mod otlp;
@@ -62,7 +63,9 @@ where
             .with_tracked_inactivity(false)
             .with_filter(not_the_exporters_own())
     });
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry()
+        .with(log_filter::LogFilter::new(filter))
+        .with(otel);
     let result = if json {
         registry
             .with(
