@@ -11,9 +11,19 @@ impl Email {
     /// By the one rule every service shares (the `email` crate); the refusal never repeats the
     /// address.
     pub fn parse(address: String) -> Result<Self, Invalid> {
-        email::check(&address)
-            .map(|address| Self(address.to_owned()))
-            .map_err(|e| Invalid(e.to_string()))
+        match email::check(&address) {
+            // Already without surrounding whitespace: kept as it came, without a copy.
+            Ok(checked) if checked.len() == address.len() => Ok(Self(address)),
+            Ok(checked) => Ok(Self(checked.to_owned())),
+            Err(e) => Err(Invalid(e.to_string())),
+        }
+    }
+
+    /// An address read back from our own store, which holds only addresses that passed
+    /// [`Email::parse`] on the way in (both stores write through it): not checked again on
+    /// every read.
+    pub fn stored(address: String) -> Self {
+        Self(address)
     }
 
     /// The form uniqueness is enforced on (a unique index in both stores).
@@ -40,5 +50,17 @@ mod tests {
         );
         let refusal = Email::parse("<svg/onload=alert(1)>@ex.com".into()).unwrap_err();
         assert_eq!(refusal.0, "not a valid email address");
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_dropped() {
+        assert_eq!(
+            Email::parse(" ann@example.com\n".into()).unwrap().as_ref(),
+            "ann@example.com"
+        );
+        assert_eq!(
+            Email::parse("ann@example.com".into()).unwrap().as_ref(),
+            "ann@example.com"
+        );
     }
 }

@@ -10,20 +10,24 @@ impl PersonName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(name: String) -> Result<Self, Invalid> {
-        let name = name.trim();
-        if name.is_empty() {
+        let trimmed = name.trim();
+        if trimmed.is_empty() {
             return Err(Invalid("name must not be empty".into()));
         }
-        if name.chars().count() > Self::MAX_CHARS {
+        if trimmed.chars().count() > Self::MAX_CHARS {
             return Err(Invalid(format!(
                 "name must be at most {} characters",
                 Self::MAX_CHARS
             )));
         }
-        if name.chars().any(char::is_control) {
+        if trimmed.chars().any(char::is_control) {
             return Err(Invalid("name must not contain control characters".into()));
         }
-        Ok(Self(name.to_owned()))
+        // Already trimmed (every name read back from the store): kept without a copy.
+        if trimmed.len() == name.len() {
+            return Ok(Self(name));
+        }
+        Ok(Self(trimmed.to_owned()))
     }
 
     /// The form the name filter matches against: lower-cased in Rust, so SQLite and PostgreSQL
