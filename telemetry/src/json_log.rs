@@ -1,10 +1,9 @@
 //! The `LOG_FORMAT=json` line: the same object `tracing_subscriber`'s JSON format writes with
 //! `flatten_event(true)` and `with_current_span(true)` (timestamp, level, the event's fields,
 //! target, the current span and the list of spans), written without its cost per line. That
-//! format stores every span's fields as a JSON object when the span is made and parses it back
-//! into a map, twice per line (for `span` and for `spans`), to add the span's name; here a span
-//! keeps its fields as they were given and they are written as JSON only into a line. The gateway
-//! writes one such line per request and every call makes a span, so this is on the hot path.
+//! format parses every span's stored fields back into a map, twice per line (for `span` and for
+//! `spans`), to add the span's name; here the stored JSON object is copied as it is and the name
+//! appended to it. The gateway writes one such line per request, so this is on the hot path.
 //!
 //! A span's fields come in the order they were recorded rather than sorted by name; the objects
 //! are otherwise the same (tested against `tracing_subscriber`'s format below).
@@ -159,13 +158,11 @@ fn digits(out: &mut [u8], mut n: u64) {
     }
 }
 
-/// How [`JsonLines`] stores a span's fields: as they were given, each name and value copied into
-/// one string, and turned into the JSON object `tracing_subscriber`'s
-/// [`JsonFields`](tracing_subscriber::fmt::format::JsonFields) stores only when a line is written
-/// in the span. Every call makes a span, and at the default level most spans end without a line.
-/// Values given as `Debug` or `Display` are formatted when the span is made (they are only
-/// borrowed), but not escaped until a line needs them. The fields come in the order they were
-/// first given rather than by name.
+/// How [`JsonLines`] stores a span's fields: the JSON object `tracing_subscriber`'s
+/// [`JsonFields`](tracing_subscriber::fmt::format::JsonFields) stores, written as the
+/// fields are visited. `JsonFields` gathers them into a map of `serde_json::Value`s first (a
+/// `String` for each formatted value) and serializes the map, for every span; the gateway makes
+/// one per request. Here the fields come in the order they are given rather than by name.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonSpanFields;
 
@@ -175,31 +172,35 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        writer.write_str(&stored_fields(fields)?)
+        writer.write_str(&json_object(fields)?)
     }
 
-    /// Fields recorded on a span that has some already are added after them; when the line is
-    /// written, a field recorded again shows its last value, as with `JsonFields`.
+    /// Fields recorded on a span that has some already are merged as `JsonFields` does: a
+    /// field recorded again gets its new value.
     fn add_fields(
         &self,
         current: &'writer mut FormattedFields<Self>,
         fields: &span::Record<'_>,
     ) -> fmt::Result {
-        let added = stored_fields(fields)?;
-        current.fields.push_str(&added);
+        let added = json_object(fields)?;
+        if current.fields.is_empty() {
+            current.fields = added;
+            return Ok(());
+        }
+        let parse = |text: &str| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .map_err(|_| fmt::Error)
+        };
+        let mut merged = parse(&current.fields)?;
+        merged.extend(parse(&added)?);
+        current.fields = serde_json::to_string(&merged).map_err(|_| fmt::Error)?;
         Ok(())
     }
 }
 
-/// How a stored value is written into the JSON object.
-const JSON: u8 = b'j';
-/// Text, written as a JSON string.
-const TEXT: u8 = b't';
-
-/// `fields` as [`JsonSpanFields`] stores them: for each, its kind ([`JSON`] or [`TEXT`]), then
-/// its name and its value, each as eight hex digits of length and the bytes.
-fn stored_fields<R: RecordFields>(fields: R) -> Result<String, fmt::Error> {
-    let mut visitor = StoringVisitor {
+/// `fields` as one JSON object, each value as `JsonFields` writes it.
+fn json_object<R: RecordFields>(fields: R) -> Result<String, fmt::Error> {
+    let mut visitor = ObjectVisitor {
         out: Vec::with_capacity(256),
         failed: false,
     };
@@ -207,131 +208,75 @@ fn stored_fields<R: RecordFields>(fields: R) -> Result<String, fmt::Error> {
     if visitor.failed {
         return Err(fmt::Error);
     }
-    String::from_utf8(visitor.out).map_err(|_| fmt::Error)
+    let mut out = visitor.out;
+    if out.is_empty() {
+        out.push(b'{');
+    }
+    out.push(b'}');
+    String::from_utf8(out).map_err(|_| fmt::Error)
 }
 
-/// The width of a stored length.
-const LENGTH_DIGITS: usize = 8;
-
-/// Stores each field it visits (see [`stored_fields`]).
-struct StoringVisitor {
+/// Writes each field as a member of a JSON object (the opening brace before the first).
+struct ObjectVisitor {
     out: Vec<u8>,
     failed: bool,
 }
 
-impl StoringVisitor {
-    /// One field: `value` writes its bytes, whose length is filled in after.
-    fn field(&mut self, kind: u8, name: &str, value: impl FnOnce(&mut Vec<u8>) -> bool) {
+impl ObjectVisitor {
+    fn member(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) {
         if self.failed {
             return;
         }
-        self.out.push(kind);
-        self.length(name.len());
-        self.out.extend_from_slice(name.as_bytes());
-        let at = self.out.len();
-        self.out.extend_from_slice(&[b'0'; LENGTH_DIGITS]);
-        let written = value(&mut self.out);
-        let length = self.out.len() - at - LENGTH_DIGITS;
-        self.failed = !written || u32::try_from(length).is_err();
-        hex_length(&mut self.out[at..at + LENGTH_DIGITS], length);
-    }
-
-    fn length(&mut self, length: usize) {
-        self.failed |= u32::try_from(length).is_err();
-        let mut digits = [0; LENGTH_DIGITS];
-        hex_length(&mut digits, length);
-        self.out.extend_from_slice(&digits);
-    }
-
-    fn json(&mut self, field: &Field, value: impl serde::Serialize) {
-        self.field(JSON, field.name(), |out| {
-            serde_json::to_writer(out, &value).is_ok()
+        self.out.push(if self.out.is_empty() { b'{' } else { b',' });
+        let written = serde_json::to_writer(&mut self.out, name).and_then(|()| {
+            self.out.push(b':');
+            value(&mut self.out)
         });
+        self.failed = written.is_err();
     }
 
-    fn text(&mut self, name: &str, text: &str) {
-        self.field(TEXT, name, |out| {
-            out.extend_from_slice(text.as_bytes());
-            true
-        });
+    fn serialized(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.member(field.name(), |out| serde_json::to_writer(out, &value));
     }
 }
 
-/// `length` as lowercase hex digits, as many as `out` is long.
-fn hex_length(out: &mut [u8], mut length: usize) {
-    for digit in out.iter_mut().rev() {
-        *digit = b"0123456789abcdef"[length % 16];
-        length /= 16;
-    }
-}
-
-impl Visit for StoringVisitor {
+impl Visit for ObjectVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.json(field, value);
+        self.serialized(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.json(field, value);
+        self.serialized(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.json(field, value);
+        self.serialized(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.json(field, value);
+        self.serialized(field, value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field.name(), value);
+        self.serialized(field, value);
     }
 
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.json(field, value);
+        self.serialized(field, value);
     }
 
-    /// As text; `log.` fields (the `log` crate's metadata, shown elsewhere) left out and a raw
-    /// identifier's `r#` dropped, as `JsonFields` does.
+    /// As text, straight into the escaped string; `log.` fields (the `log` crate's metadata,
+    /// shown elsewhere) left out and a raw identifier's `r#` dropped, as `JsonFields` does.
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let name = field.name();
         if name.starts_with("log.") {
             return;
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
-        self.field(TEXT, name, |out| {
-            use std::io::Write as _;
-            write!(out, "{value:?}").is_ok()
+        self.member(name, |out| {
+            (&mut serde_json::Serializer::new(out)).collect_str(&format_args!("{value:?}"))
         });
     }
-}
-
-/// One stored field: its kind, name and value.
-struct StoredField<'a> {
-    kind: u8,
-    name: &'a str,
-    value: &'a str,
-}
-
-/// The fields [`stored_fields`] stored in `stored`, in order; `None` where it is cut short.
-fn read_stored(mut stored: &str) -> impl Iterator<Item = Option<StoredField<'_>>> {
-    fn part<'a>(stored: &mut &'a str) -> Option<&'a str> {
-        let length = usize::from_str_radix(stored.get(..LENGTH_DIGITS)?, 16).ok()?;
-        let part = stored.get(LENGTH_DIGITS..LENGTH_DIGITS + length)?;
-        *stored = &stored[LENGTH_DIGITS + length..];
-        Some(part)
-    }
-    std::iter::from_fn(move || {
-        let kind = *stored.as_bytes().first()?;
-        stored = &stored[1..];
-        let field = part(&mut stored).and_then(|name| {
-            let value = part(&mut stored)?;
-            Some(StoredField { kind, name, value })
-        });
-        if field.is_none() {
-            stored = "";
-        }
-        Some(field)
-    })
 }
 
 /// A span as the JSON format shows it: its recorded fields and its `name`.
@@ -340,29 +285,16 @@ where
     S: for<'a> LookupSpan<'a>,
 {
     let extensions = span.extensions();
+    // `JsonSpanFields` stores a JSON object; anything else (never seen) is left out.
     let stored = extensions
         .get::<FormattedFields<JsonSpanFields>>()
-        .map_or("", |fields| fields.fields.as_str());
+        .map(|fields| fields.fields.trim())
+        .filter(|fields| fields.starts_with('{') && fields.ends_with('}'))
+        .map(|fields| fields[1..fields.len() - 1].trim())
+        .unwrap_or("");
     writer.write_char('{')?;
-    for (n, field) in read_stored(stored).enumerate() {
-        let field = field.ok_or(fmt::Error)?;
-        // A field recorded again is shown once, where it was first given, with its last value.
-        let mut earlier = read_stored(stored).take(n).flatten();
-        if earlier.any(|earlier| earlier.name == field.name) {
-            continue;
-        }
-        let last = read_stored(stored)
-            .skip(n + 1)
-            .flatten()
-            .filter(|later| later.name == field.name)
-            .last()
-            .unwrap_or(field);
-        json_string(writer, last.name)?;
-        writer.write_char(':')?;
-        match last.kind {
-            JSON => writer.write_str(last.value)?,
-            _ => json_string(writer, last.value)?,
-        }
+    if !stored.is_empty() {
+        writer.write_str(stored)?;
         writer.write_char(',')?;
     }
     writer.write_str("\"name\":")?;
@@ -428,17 +360,7 @@ mod tests {
         let _request = request.enter();
         request.record("trace_id", "a8a867d172a2195cdafd64a56eb1915e");
         tracing::info!(status = 200u64, latency = %"3 ms", "finished processing request");
-        let call = tracing::warn_span!(
-            "backend call",
-            backend = "resource",
-            n = -3i64,
-            ok = true,
-            note = "a \"quoted\" \\ note\nwith ünïcode\t",
-            shown = ?["x", "y\""],
-            ratio = 0.25,
-            count = 7u64,
-            r#type = "raw identifier",
-        );
+        let call = tracing::warn_span!("backend call", backend = "resource", n = -3i64, ok = true);
         // Recorded again: the new value replaces the first.
         call.record("n", -4i64);
         let _call = call.enter();
