@@ -23,11 +23,12 @@ use axum::{
 use futures::future::Either;
 use pin_project_lite::pin_project;
 use telemetry::{
-    MakeRequestSpan, NewRequestId, REQUEST_ID, TraceContext, TraceContextLayer,
+    MakeRequestSpan, REQUEST_ID, TraceContext, TraceContextLayer,
+    access_log::{Latency, ON_REQUEST, ON_RESPONSE, failed},
     trace_context::{RequestSpan, SpanIds},
 };
 use tower::{Layer, Service};
-use tower_http::{classify::ServerErrorsFailureClass, request_id::MakeRequestId};
+use tower_http::classify::ServerErrorsFailureClass;
 
 use crate::{
     limits,
@@ -88,11 +89,6 @@ pub struct HttpCall<S> {
     shared: Arc<CallSettings>,
 }
 
-/// The targets `tower_http`'s `TraceLayer` logs under.
-const ON_REQUEST: &str = "tower_http::trace::on_request";
-const ON_RESPONSE: &str = "tower_http::trace::on_response";
-const ON_FAILURE: &str = "tower_http::trace::on_failure";
-
 impl<S, B> Service<Request<B>> for HttpCall<S>
 where
     S: Service<Request<B>, Response = Response>,
@@ -113,7 +109,7 @@ where
         let route = shared
             .metrics
             .route(request.extensions().get::<MatchedPath>());
-        let request_id = request_id(request.headers_mut());
+        let request_id = telemetry::request_id(request.headers_mut());
         let span = start_trace(&shared.trace, &mut request);
         let inner = {
             let _entered = span.enter();
@@ -135,33 +131,6 @@ where
             }),
         }
     }
-}
-
-/// The request's id: the caller's `x-request-id` when [`telemetry::is_valid_request_id`]
-/// accepts the first one, else a new one; either way then the only one in `headers`, where the
-/// span and the backend calls read it.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let mut sent = headers.get_all(REQUEST_ID).iter();
-    let first = sent
-        .next()
-        .filter(|id| telemetry::is_valid_request_id(id.as_bytes()))
-        .cloned();
-    let several = sent.next().is_some();
-    match first {
-        Some(id) if !several => id,
-        first => {
-            let id = first.unwrap_or_else(new_request_id);
-            headers.insert(REQUEST_ID, id.clone());
-            id
-        }
-    }
-}
-
-fn new_request_id() -> HeaderValue {
-    NewRequestId
-        .make_request_id(&Request::new(()))
-        .map(|id| id.into_header_value())
-        .expect("NewRequestId always makes an id")
 }
 
 /// Puts the request's [`TraceContext`] into its extensions (handlers pass it on to the backends)
@@ -259,25 +228,6 @@ where
         route.record(method, status.as_u16(), latency);
         Poll::Ready(Ok(response))
     }
-}
-
-/// A request's latency as `tower_http` logs it.
-struct Latency(Duration);
-
-impl std::fmt::Display for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ms", self.0.as_millis())
-    }
-}
-
-/// `tower_http`'s "response failed" line, in the current span.
-fn failed(failure: ServerErrorsFailureClass, latency: Duration) {
-    tracing::error!(
-        target: ON_FAILURE,
-        classification = %failure,
-        latency = %Latency(latency),
-        "response failed"
-    );
 }
 
 /// The span of every HTTP request: method, path, request id, trace and span ids. Exported, it is

@@ -32,13 +32,14 @@ use tower::{
 };
 use tower_http::classify::{
     ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcCode, GrpcEosErrorsAsFailures,
-    GrpcErrorsAsFailures, GrpcFailureClass,
+    GrpcErrorsAsFailures,
 };
 
 use crate::{
-    GrpcRequestSpan, REQUEST_ID, Rewrite, RewriteRequest, TraceContextLayer, is_valid_request_id,
+    GrpcRequestSpan, REQUEST_ID, Rewrite, RewriteRequest, TraceContextLayer,
+    access_log::{Latency, ON_EOS, ON_REQUEST, ON_RESPONSE, failed},
     metrics::{CallGuard, GrpcMetricsLayer},
-    new_request_id,
+    request_id,
     tls::ServerTls,
 };
 
@@ -183,12 +184,6 @@ pub struct GrpcCall<S> {
     shared: Arc<CallSettings>,
 }
 
-/// The targets `tower_http`'s `TraceLayer` logs under.
-const ON_REQUEST: &str = "tower_http::trace::on_request";
-const ON_RESPONSE: &str = "tower_http::trace::on_response";
-const ON_EOS: &str = "tower_http::trace::on_eos";
-const ON_FAILURE: &str = "tower_http::trace::on_failure";
-
 impl<S, B, ResBody> Service<Request<B>> for GrpcCall<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -226,25 +221,6 @@ where
                 request_id,
                 failures: shared.failures.clone(),
             }),
-        }
-    }
-}
-
-/// The call's request id: the caller's `x-request-id` when [`is_valid_request_id`] accepts it
-/// (of several, the first), else a new one; either way then the only one in `headers`.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let mut sent = headers.get_all(REQUEST_ID).iter();
-    let first = sent
-        .next()
-        .filter(|id| is_valid_request_id(id.as_bytes()))
-        .cloned();
-    let several = sent.next().is_some();
-    match first {
-        Some(id) if !several => id,
-        first => {
-            let id = first.unwrap_or_else(new_request_id);
-            headers.insert(REQUEST_ID, id.clone());
-            id
         }
     }
 }
@@ -291,7 +267,7 @@ where
             Ok(response) => response,
             Err(error) => {
                 metrics.failed();
-                failed(failures.classify_error(&error), started);
+                failed(failures.classify_error(&error), started.elapsed());
                 return Poll::Ready(Err(error));
             }
         };
@@ -313,7 +289,7 @@ where
         let eos = match failures.classify_response(&response) {
             ClassifiedResponse::Ready(Ok(())) => None,
             ClassifiedResponse::Ready(Err(failure)) => {
-                failed(failure, started);
+                failed(failure, started.elapsed());
                 None
             }
             ClassifiedResponse::RequiresEos(eos) => Some(eos),
@@ -329,25 +305,6 @@ where
             eos,
         })))
     }
-}
-
-/// A call's latency as `tower_http` logs it.
-struct Latency(Duration);
-
-impl std::fmt::Display for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ms", self.0.as_millis())
-    }
-}
-
-/// `tower_http`'s "response failed" line, in the current span.
-fn failed(failure: GrpcFailureClass, started: Instant) {
-    tracing::error!(
-        target: ON_FAILURE,
-        classification = %failure,
-        latency = %Latency(started.elapsed()),
-        "response failed"
-    );
 }
 
 /// The gRPC code of a trailers-only answer (0 for an unreadable one), `None` when the code
@@ -410,14 +367,16 @@ where
             Some(Err(error)) => {
                 if let Some(eos) = this.eos.take() {
                     let failure = eos.classify_error(error);
-                    this.span.in_scope(|| failed(failure, *this.started));
+                    this.span
+                        .in_scope(|| failed(failure, this.started.elapsed()));
                 }
                 return Poll::Ready(frame);
             }
             None => None,
         };
         if let Some(Err(failure)) = this.eos.take().map(|eos| eos.classify_eos(trailers)) {
-            this.span.in_scope(|| failed(failure, *this.started));
+            this.span
+                .in_scope(|| failed(failure, this.started.elapsed()));
         }
         if tracing::level_enabled!(tracing::Level::DEBUG) {
             let status = trailers.and_then(grpc_code);

@@ -3,6 +3,7 @@
 //! ([`trace_context`]), span export to an OpenTelemetry collector when configured ([`otlp`]),
 //! Prometheus metrics ([`metrics`]), and waiting for the signal to stop.
 
+pub mod access_log;
 mod grpc;
 mod json_log;
 mod log_filter;
@@ -21,10 +22,7 @@ use std::{
 
 use http::{HeaderName, Request};
 use opentelemetry_sdk::trace::SdkTracer;
-use tower::{Layer, Service, layer::util::Stack};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower::Service;
 use tracing::field::display;
 use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
 
@@ -308,13 +306,23 @@ pub fn is_valid_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Generates a UUID v4 request id where the caller sent none.
-#[derive(Clone, Copy, Default)]
-pub struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(new_request_id()))
+/// A request's id: the caller's the caller's `x-request-id` when [`is_valid_request_id`] accepts it
+/// (of several, the first), else a new one; either way then the only one in `headers`, where
+/// spans and backend calls read it. The gRPC call layer and the gateway's HTTP call layer use it.
+pub fn request_id(headers: &mut http::HeaderMap) -> http::HeaderValue {
+    let mut sent = headers.get_all(REQUEST_ID).iter();
+    let first = sent
+        .next()
+        .filter(|id| is_valid_request_id(id.as_bytes()))
+        .cloned();
+    let several = sent.next().is_some();
+    match first {
+        Some(id) if !several => id,
+        first => {
+            let id = first.unwrap_or_else(new_request_id);
+            headers.insert(REQUEST_ID, id.clone());
+            id
+        }
     }
 }
 
@@ -326,34 +334,6 @@ pub(crate) fn new_request_id() -> http::HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = id.hyphenated().encode_lower(&mut text);
     http::HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
-}
-
-/// Removes a caller's request id that [`is_valid_request_id`] refuses, so the
-/// [`SetRequestIdLayer`] behind it generates a fresh one; of several, only the first is kept.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropInvalidRequestIdLayer;
-
-impl<S> Layer<S> for DropInvalidRequestIdLayer {
-    type Service = Rewrite<Self, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Rewrite::new(*self, inner)
-    }
-}
-
-impl RewriteRequest for DropInvalidRequestIdLayer {
-    fn rewrite<B>(&self, request: &mut Request<B>) {
-        let headers = request.headers_mut();
-        match headers.get(REQUEST_ID).cloned() {
-            Some(id) if is_valid_request_id(id.as_bytes()) => {
-                headers.insert(REQUEST_ID, id);
-            }
-            Some(_) => {
-                headers.remove(REQUEST_ID);
-            }
-            None => {}
-        }
-    }
 }
 
 /// A rule that adjusts every request before the service behind it sees it.
@@ -391,21 +371,6 @@ where
         self.rule.rewrite(&mut request);
         self.inner.call(request)
     }
-}
-
-/// Checks the caller's `x-request-id`, then generates one where none (or no acceptable one) came.
-pub type SetRequestId = Stack<SetRequestIdLayer<NewRequestId>, DropInvalidRequestIdLayer>;
-
-/// Keeps the caller's `x-request-id` if [`is_valid_request_id`] accepts it (or makes one) and
-/// echoes it in the response.
-pub fn request_id_layers() -> (SetRequestId, PropagateRequestIdLayer) {
-    (
-        Stack::new(
-            SetRequestIdLayer::new(REQUEST_ID, NewRequestId),
-            DropInvalidRequestIdLayer,
-        ),
-        PropagateRequestIdLayer::new(REQUEST_ID),
-    )
 }
 
 /// The span of every gRPC call: its method, its request id, its trace and span ids and, once
@@ -480,56 +445,49 @@ impl std::fmt::Display for ClientIp {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
-
-    use tower::{ServiceBuilder, ServiceExt};
-
     use super::*;
 
-    /// The request id the layers hand the service, and the one they echo to the caller.
-    async fn ids(sent: Option<&[u8]>) -> (String, String) {
-        let (set, propagate) = request_id_layers();
-        let service = ServiceBuilder::new()
-            .layer(set)
-            .layer(propagate)
-            .service_fn(|request: Request<()>| async move {
-                let seen = request.headers()[REQUEST_ID].to_str().unwrap().to_owned();
-                Ok::<_, Infallible>(http::Response::new(seen))
-            });
-        let mut request = Request::new(());
-        if let Some(sent) = sent {
-            let value = http::HeaderValue::from_bytes(sent).unwrap();
-            request.headers_mut().insert(REQUEST_ID, value);
+    /// The id [`request_id`] returns for the `x-request-id` values `sent`, and the values it
+    /// leaves in the headers.
+    fn ids(sent: &[&[u8]]) -> (String, Vec<String>) {
+        let mut headers = http::HeaderMap::new();
+        for value in sent {
+            headers.append(REQUEST_ID, http::HeaderValue::from_bytes(value).unwrap());
         }
-        let response = service.oneshot(request).await.unwrap();
-        let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
-        (response.into_body(), echoed)
+        let id = request_id(&mut headers).to_str().unwrap().to_owned();
+        let left = headers
+            .get_all(REQUEST_ID)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        (id, left)
     }
 
-    #[tokio::test]
-    async fn a_request_id_of_allowed_characters_is_kept() {
+    #[test]
+    fn a_request_id_of_allowed_characters_is_kept() {
         let id = "0190c1d2-7a3b.trace_01:span";
-        assert_eq!(
-            ids(Some(id.as_bytes())).await,
-            (id.to_owned(), id.to_owned())
-        );
+        assert_eq!(ids(&[id.as_bytes()]), (id.to_owned(), vec![id.to_owned()]));
     }
 
-    #[tokio::test]
-    async fn an_oversized_or_odd_request_id_is_replaced_by_a_generated_one() {
+    #[test]
+    fn an_oversized_or_odd_request_id_is_replaced_by_a_generated_one() {
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         for sent in [long.as_bytes(), b"a b", b"x\"y", b"caf\xc3\xa9", b""] {
-            let (seen, echoed) = ids(Some(sent)).await;
-            assert_ne!(seen.as_bytes(), sent);
-            assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
-            assert_eq!(echoed, seen);
+            let (id, left) = ids(&[sent]);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+            assert_eq!(left, [id]);
         }
     }
 
-    #[tokio::test]
-    async fn a_request_without_an_id_gets_one() {
-        let (seen, _) = ids(None).await;
-        assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+    #[test]
+    fn a_request_without_an_id_gets_one_and_of_several_the_first_is_kept() {
+        let (id, left) = ids(&[]);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert_eq!(left, [id]);
+        assert_eq!(
+            ids(&[b"first", b"second"]),
+            ("first".to_owned(), vec!["first".to_owned()])
+        );
     }
 
     #[test]
