@@ -10,6 +10,8 @@ mod log_filter;
 mod log_writer;
 pub mod metrics;
 pub mod otlp;
+#[cfg(test)]
+mod test_writer;
 pub mod tls;
 pub mod trace_context;
 

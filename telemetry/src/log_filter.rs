@@ -74,36 +74,10 @@ impl<S: Subscriber> Layer<S> for LogFilter {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-    };
-
-    use tracing_subscriber::{fmt, fmt::MakeWriter, prelude::*};
+    use tracing_subscriber::{fmt, prelude::*};
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-
-        fn make_writer(&'a self) -> Buffer {
-            self.clone()
-        }
-    }
+    use crate::test_writer::Buffer;
 
     /// The messages logged by [`emit`] under `directives`.
     fn logged(directives: &str) -> Vec<String> {
