@@ -244,14 +244,24 @@ def memory_report(rss_at_start, peak_rss, workers):
     return lines
 
 
+def workers_text(args):
+    if args.worker_threads == "auto":
+        return "the runtime's default worker threads, one per CPU"
+    if args.worker_threads == "1":
+        return "one async worker thread, as deploy/ runs them"
+    return f"{args.worker_threads} async worker threads"
+
+
 def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg,
            floor):
     signin = tokens["signin"]
     settings = "".join(f" --auth-env {e}" for e in args.auth_env)
+    if args.worker_threads != "1":
+        settings += f" --worker-threads {args.worker_threads}"
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with "
         f"`scripts/bench{' --smoke' if args.smoke else ''}{' --storm-only' if args.storm_only else ''}"
-        f"{settings}` ({profile} build): {args.rounds} "
+        f"{settings}` ({profile} build; each of our services on {workers_text(args)}): {args.rounds} "
         f"interleaved round(s) of {args.duration} s per target, {args.connections} connections, "
         f"{args.threads} load threads; GET one person by id, one PostgreSQL read per request. "
         f"{os.cpu_count()} CPUs; load average {load_before} before, {load_after} after "
@@ -390,6 +400,10 @@ def parse_args():
     parser.add_argument("--auth-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra environment variable for auth-service, e.g. "
                              "AUTH_HASH_PRIORITY=normal (repeatable)")
+    parser.add_argument("--worker-threads", default="1", metavar="N|auto",
+                        help="async worker threads of each of our services (*_WORKER_THREADS): 1 "
+                             "as deploy/ runs them (one per CPU a pod requests, each requesting "
+                             "under one), or auto for the runtime's default of one per CPU")
     parser.add_argument("--out", default=None,
                         help="where to write the report (default bench/results.md, "
                              "bench/results-smoke.md with --smoke)")
@@ -400,6 +414,10 @@ def parse_args():
         args.token_connections = 4
     if args.storm_only:
         args.rounds = 0
+    if args.worker_threads != "auto" and not (args.worker_threads.isdigit()
+                                              and 1 <= int(args.worker_threads) <= 1024):
+        parser.error(f"--worker-threads takes a number from 1 to 1024 or auto, "
+                     f"not {args.worker_threads!r}")
     for entry in args.auth_env:
         if "=" not in entry or not entry.startswith("AUTH_"):
             parser.error(f"--auth-env takes AUTH_NAME=VALUE, not {entry!r}")
@@ -513,6 +531,8 @@ def main():
         pg.start()
         stack = Stack(procs, pg, bin_dir)
         stack.auth_env = dict(entry.split("=", 1) for entry in args.auth_env)
+        if args.worker_threads != "auto":
+            stack.worker_threads = int(args.worker_threads)
         stack.start()
         meter = Meter(stack)
         load_before = "{:.1f}".format(os.getloadavg()[0])

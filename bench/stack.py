@@ -249,6 +249,8 @@ class Stack:
         self.signer = None
         self.probe_tokens = None
         self.auth_env = {}
+        # Each service's async worker threads (*_WORKER_THREADS); None: the runtime's default.
+        self.worker_threads = None
         self.admin = None
         # Each service's VmRSS in KiB once it is ready, before the first sign-up or sign-in.
         self.rss_at_start = {}
@@ -261,11 +263,17 @@ class Stack:
         auth_url = f"http://127.0.0.1:{self.ports['auth']}"
         resource_url = f"http://127.0.0.1:{self.ports['resource']}"
         logs = {"LOG_FORMAT": "json", "RUST_LOG": "info"}
+
+        def workers(prefix):
+            if self.worker_threads is None:
+                return {}
+            return {f"{prefix}_WORKER_THREADS": str(self.worker_threads)}
         self.admin = {"username": "admin", "password": secrets.token_urlsafe(18)}
 
         log("starting auth-service, resource-service and the gateway")
         self.procs.spawn("auth-service", [os.path.join(self.bin_dir, "auth-service")], {
             **logs,
+            **workers("AUTH"),
             "AUTH_GRPC_ADDR": f"127.0.0.1:{self.ports['auth']}",
             "AUTH_DATABASE_URL": auth_db,
             "AUTH_BOOTSTRAP_ADMIN_USERNAME": self.admin["username"],
@@ -281,6 +289,7 @@ class Stack:
                    ["auth-service"])
         self.procs.spawn("resource-service", [os.path.join(self.bin_dir, "resource-service")], {
             **logs,
+            **workers("RESOURCE"),
             "RESOURCE_GRPC_ADDR": f"127.0.0.1:{self.ports['resource']}",
             "RESOURCE_DATABASE_URL": resource_db,
             "RESOURCE_AUTH_URL": auth_url,
@@ -290,6 +299,7 @@ class Stack:
                    ["auth-service", "resource-service"])
         self.procs.spawn("gateway", [os.path.join(self.bin_dir, "gateway")], {
             **logs,
+            **workers("GATEWAY"),
             "GATEWAY_HTTP_ADDR": f"127.0.0.1:{self.ports['gateway']}",
             "GATEWAY_AUTH_URL": auth_url,
             "GATEWAY_RESOURCE_URL": resource_url,

@@ -35,6 +35,16 @@ pub struct Config {
     #[arg(long, env = "AUTH_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Threads that run the gRPC server and its database calls (password hashing has its own, `AUTH_HASH_WORKERS`) (tokio workers); unset: one per CPU the process may use (affinity
+    /// mask and cgroup CPU quota). Fewer cost less CPU per request where other busy processes
+    /// share the CPUs; deploy/ sets one per CPU the pod requests.
+    #[arg(
+        long,
+        env = "AUTH_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(settings::MAX_WORKER_THREADS))
+    )]
+    pub worker_threads: Option<u16>,
+
     /// A PEM certificate chain (the server's certificate first): with `AUTH_TLS_KEY_FILE`, the
     /// gRPC port serves only TLS. Read at start; a renewed certificate needs a restart.
     #[arg(long, env = "AUTH_TLS_CERT_FILE")]
@@ -264,6 +274,13 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub trusted_peers: Vec<IpNet>,
     pub feed: FeedConfig,
+}
+
+impl settings::WorkerThreads for Config {
+    fn worker_threads(&self) -> Option<std::num::NonZeroUsize> {
+        self.worker_threads
+            .and_then(|n| std::num::NonZeroUsize::new(n.into()))
+    }
 }
 
 impl TryFrom<Config> for Settings {
@@ -697,6 +714,7 @@ impl Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            worker_threads: None,
             tls_cert_file: None,
             tls_key_file: None,
             health_addr: None,

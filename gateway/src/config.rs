@@ -26,6 +26,16 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Threads that run the HTTP server and its calls to the backends (tokio workers); unset: one per CPU the process may use (affinity
+    /// mask and cgroup CPU quota). Fewer cost less CPU per request where other busy processes
+    /// share the CPUs; deploy/ sets one per CPU the pod requests.
+    #[arg(
+        long,
+        env = "GATEWAY_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(settings::MAX_WORKER_THREADS))
+    )]
+    pub worker_threads: Option<u16>,
+
     /// auth-service replicas: comma-separated URLs; a host name is re-resolved periodically and
     /// each address it yields is one replica (a Kubernetes headless Service).
     #[arg(
@@ -122,6 +132,7 @@ impl Config {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            worker_threads: None,
             auth_urls,
             resource_urls,
             tls_ca_file: None,
@@ -187,6 +198,13 @@ pub enum Cors {
     Any,
     /// Exactly these `scheme://host[:port]` origins, as browsers send them.
     Origins(Vec<HeaderValue>),
+}
+
+impl settings::WorkerThreads for Config {
+    fn worker_threads(&self) -> Option<std::num::NonZeroUsize> {
+        self.worker_threads
+            .and_then(|n| std::num::NonZeroUsize::new(n.into()))
+    }
 }
 
 impl TryFrom<Config> for Settings {

@@ -3,8 +3,7 @@ use gateway::{Application, Config, Settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     telemetry::run_service_with::<Config, Settings, _>(
         "gateway",
         telemetry::LogLines::Buffered,
@@ -14,5 +13,4 @@ async fn main() -> std::process::ExitCode {
             app.run_until_stopped(telemetry::shutdown_signal()).await
         },
     )
-    .await
 }

@@ -26,6 +26,16 @@ pub struct Config {
     #[arg(long, env = "RESOURCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Threads that run the gRPC server and its database calls (tokio workers); unset: one per CPU the process may use (affinity
+    /// mask and cgroup CPU quota). Fewer cost less CPU per request where other busy processes
+    /// share the CPUs; deploy/ sets one per CPU the pod requests.
+    #[arg(
+        long,
+        env = "RESOURCE_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(settings::MAX_WORKER_THREADS))
+    )]
+    pub worker_threads: Option<u16>,
+
     /// A PEM certificate chain (the server's certificate first): with `RESOURCE_TLS_KEY_FILE`, the
     /// gRPC port serves only TLS. Read at start; a renewed certificate needs a restart.
     #[arg(long, env = "RESOURCE_TLS_CERT_FILE")]
@@ -182,6 +192,13 @@ pub enum TokenKeys {
     /// Ed25519 keys fetched from these auth-service replicas.
     Jwks(Vec<String>),
     Hs256(Hs256Secret),
+}
+
+impl settings::WorkerThreads for Config {
+    fn worker_threads(&self) -> Option<std::num::NonZeroUsize> {
+        self.worker_threads
+            .and_then(|n| std::num::NonZeroUsize::new(n.into()))
+    }
 }
 
 impl TryFrom<Config> for Settings {
@@ -382,6 +399,7 @@ impl Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            worker_threads: None,
             tls_cert_file: None,
             tls_key_file: None,
             health_addr: None,

@@ -3,10 +3,10 @@
 //! Each service's `config.rs` has a clap `Config` (flags, and the environment variables Kubernetes
 //! sets) and a `Settings` built from it once by `TryFrom<Config>`, which checks everything that
 //! can be checked without a network and derives every value the service uses. Failures are one
-//! [`ConfigError`] naming the setting; [`load`] prints it on one line and exits with `EX_USAGE`
+//! [`ConfigError`] naming the setting; [`validate`] prints it on one line and exits with `EX_USAGE`
 //! before any port is bound. Secrets may come as a value or as a mounted file ([`secret`]).
 
-use std::{path::Path, process::ExitCode};
+use std::{num::NonZeroUsize, path::Path, process::ExitCode};
 
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -32,18 +32,29 @@ impl ConfigError {
 /// `sysexits.h`' EX_USAGE: the configuration is unusable, restarting will not help.
 pub const EX_USAGE: u8 = 64;
 
-/// Parses the command line and environment, then validates. On a bad setting prints
+/// Validates the parsed command line and environment. On a bad setting prints
 /// `invalid configuration: …` and returns the exit code to leave with.
-pub fn load<C, S>() -> Result<S, ExitCode>
+pub fn validate<C, S>(config: C) -> Result<S, ExitCode>
 where
-    C: clap::Parser,
     S: TryFrom<C, Error = ConfigError>,
 {
-    S::try_from(C::parse()).map_err(|error| {
+    S::try_from(config).map_err(|error| {
         eprintln!("invalid configuration: {error}");
         ExitCode::from(EX_USAGE)
     })
 }
+
+/// The threads that run a service's requests, as its `Config` sets them: read from the flags and
+/// environment before the runtime starts, so the runtime can be built with them.
+pub trait WorkerThreads {
+    /// `None`: one per CPU the process may use (its affinity mask and cgroup CPU quota).
+    fn worker_threads(&self) -> Option<NonZeroUsize> {
+        None
+    }
+}
+
+/// The most worker threads a setting accepts: more only adds threads that wait.
+pub const MAX_WORKER_THREADS: u16 = 1024;
 
 /// A secret given either as a value (`value`, from `setting`) or as the path of a file holding it
 /// (`file`, from `file_setting`), as Kubernetes mounts a Secret. One trailing newline is dropped

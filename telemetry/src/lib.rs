@@ -133,27 +133,53 @@ pub enum LogLines {
     Buffered,
 }
 
-/// A service's whole `main`: logging (and span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set),
-/// then settings from flags and environment (on a bad one, one line and exit code 64 before
-/// anything starts), then `run` until it returns; an error is logged with its cause chain and
-/// fails the exit code. The last spans are sent before the process exits.
-pub async fn run_service<C, S, F>(service: &str, run: impl FnOnce(S) -> F) -> std::process::ExitCode
+/// A service's whole `main`: its flags and environment parsed (clap reports a bad flag itself),
+/// the tokio runtime built with the worker threads they set, logging (and span export when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set), then the settings validated (on a bad one, one line and
+/// exit code 64 before anything starts), then `run` until it returns; an error is logged with its
+/// cause chain and fails the exit code. The last spans are sent before the process exits.
+pub fn run_service<C, S, F>(service: &str, run: impl FnOnce(S) -> F) -> std::process::ExitCode
 where
-    C: clap::Parser,
+    C: clap::Parser + settings::WorkerThreads,
     S: TryFrom<C, Error = settings::ConfigError>,
     F: Future<Output = anyhow::Result<()>>,
 {
-    run_service_with::<C, S, F>(service, LogLines::Direct, run).await
+    run_service_with::<C, S, F>(service, LogLines::Direct, run)
 }
 
 /// [`run_service`], with the log lines written as `lines` says.
-pub async fn run_service_with<C, S, F>(
+pub fn run_service_with<C, S, F>(
     service: &str,
     lines: LogLines,
     run: impl FnOnce(S) -> F,
 ) -> std::process::ExitCode
 where
-    C: clap::Parser,
+    C: clap::Parser + settings::WorkerThreads,
+    S: TryFrom<C, Error = settings::ConfigError>,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let config = C::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = config.worker_threads() {
+        runtime.worker_threads(threads.get());
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(serve(service, lines, config, run)),
+        Err(error) => {
+            eprintln!("{service}: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve<C, S, F>(
+    service: &str,
+    lines: LogLines,
+    config: C,
+    run: impl FnOnce(S) -> F,
+) -> std::process::ExitCode
+where
     S: TryFrom<C, Error = settings::ConfigError>,
     F: Future<Output = anyhow::Result<()>>,
 {
@@ -188,7 +214,7 @@ where
             "exporting spans to an OpenTelemetry collector over OTLP/gRPC"
         );
     }
-    let settings = match settings::load::<C, S>() {
+    let settings = match settings::validate::<C, S>(config) {
         Ok(settings) => settings,
         Err(code) => return code,
     };

@@ -113,6 +113,9 @@ pub struct Settings {
     pub credentials: Option<settings::ClientCredentials>,
 }
 
+/// The runtime's default: one worker thread per CPU.
+impl settings::WorkerThreads for Config {}
+
 impl TryFrom<Config> for Settings {
     type Error = ConfigError;
 

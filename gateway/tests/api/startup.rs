@@ -1,20 +1,15 @@
 //! The gateway binary refuses an unusable configuration before binding a port: one line naming
-//! the setting, and exit code 64 (EX_USAGE).
+//! the setting, and exit code 64 (EX_USAGE); and runs its requests on the worker threads it is
+//! given.
 
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-#[test]
-fn an_unusable_setting_stops_the_binary_with_one_line_and_exit_code_64() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-a-proxy")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the gateway binary starts");
+/// Waits up to 20 s for `child` to exit (killing it otherwise: the binary accepted what it should
+/// have refused); its exit status and standard error.
+fn exit_of(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the gateway") {
@@ -27,6 +22,19 @@ fn an_unusable_setting_stops_the_binary_with_one_line_and_exit_code_64() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("stderr");
+    (status, stderr)
+}
+
+#[test]
+fn an_unusable_setting_stops_the_binary_with_one_line_and_exit_code_64() {
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-a-proxy")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gateway binary starts");
+    let (status, stderr) = exit_of(child);
     assert_eq!(status.code(), Some(64), "{stderr}");
     let line = stderr
         .lines()
@@ -34,4 +42,70 @@ fn an_unusable_setting_stops_the_binary_with_one_line_and_exit_code_64() {
         .unwrap_or_else(|| panic!("no configuration error in {stderr:?}"));
     assert!(line.contains("GATEWAY_TRUSTED_PROXIES"), "{line}");
     assert!(line.contains("not-a-proxy"), "{line}");
+}
+
+/// The threads named as tokio names its runtime's (`tokio-rt-worker`; `tokio-runtime-worker`, cut
+/// to 15 bytes, in older versions), from `/proc`. The idle gateway runs nothing on tokio's
+/// blocking pool, so these are its workers.
+#[cfg(target_os = "linux")]
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tokio-r") && name.contains("-w"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_runtime_runs_as_many_worker_threads_as_set() {
+    // One more than the default (one per CPU), so the setting is what made them.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = cpus + 1;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_AUTH_URL", "http://127.0.0.1:9")
+        .env("GATEWAY_RESOURCE_URL", "http://127.0.0.1:9")
+        .env("GATEWAY_WORKER_THREADS", wanted.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    let started = Instant::now();
+    let mut workers = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        workers = runtime_workers(child.id());
+        if workers >= wanted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Settled: the runtime starts all its workers at once and never more.
+    std::thread::sleep(Duration::from_millis(200));
+    workers = workers.max(runtime_workers(child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(workers, wanted);
+}
+
+/// Refused by the flag parser before anything starts: its message names the flag and the value,
+/// and the exit code is the parser's (2).
+#[test]
+fn worker_threads_out_of_range_stop_the_binary_naming_the_setting() {
+    for value in ["0", "1025", "many"] {
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
+            .env("GATEWAY_WORKER_THREADS", value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary starts");
+        let (status, stderr) = exit_of(child);
+        assert_eq!(status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--worker-threads"), "{value}: {stderr}");
+        assert!(stderr.contains(value), "{value}: {stderr}");
+    }
 }
