@@ -27,8 +27,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
 
     /// Threads that run the HTTP server and its calls to the backends (tokio workers); unset: one per CPU the process may use (affinity
-    /// mask and cgroup CPU quota). Fewer cost less CPU per request where other busy processes
-    /// share the CPUs; deploy/ sets one per CPU the pod requests.
+    /// mask and cgroup CPU quota); 1 runs everything on the main thread. Fewer cost less CPU per
+    /// request where other busy processes share the CPUs; deploy/ sets one per CPU the pod
+    /// requests.
     #[arg(
         long,
         env = "GATEWAY_WORKER_THREADS",

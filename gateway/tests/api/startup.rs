@@ -109,3 +109,52 @@ fn worker_threads_out_of_range_stop_the_binary_naming_the_setting() {
         assert!(stderr.contains(value), "{value}: {stderr}");
     }
 }
+
+/// One worker thread is tokio's current-thread scheduler: no worker threads beside the main one,
+/// which serves requests itself.
+#[cfg(target_os = "linux")]
+#[test]
+fn one_worker_thread_serves_on_the_main_thread() {
+    use std::io::{Read as _, Write as _};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("GATEWAY_AUTH_URL", "http://127.0.0.1:9")
+        .env("GATEWAY_RESOURCE_URL", "http://127.0.0.1:9")
+        .env("GATEWAY_WORKER_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    let started = Instant::now();
+    let answer = loop {
+        let attempt = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(
+                b"GET /healthz HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n",
+            )?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match attempt {
+            Ok(answer) => break answer,
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => {
+                let _ = child.kill();
+                panic!("the gateway did not answer on port {port}: {error}");
+            }
+        }
+    };
+    let workers = runtime_workers(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(workers, 0);
+}
