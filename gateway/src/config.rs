@@ -26,10 +26,10 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
-    /// Threads that run the HTTP server and its calls to the backends (tokio workers); unset: one per CPU the process may use (affinity
-    /// mask and cgroup CPU quota); 1 runs everything on the main thread. Fewer cost less CPU per
-    /// request where other busy processes share the CPUs; deploy/ sets one per CPU the pod
-    /// requests.
+    /// Threads that run the HTTP server and its calls to the backends (tokio workers); unset: one
+    /// per CPU the process may use (affinity mask and cgroup CPU quota); 1 runs everything on the
+    /// main thread. Fewer cost less CPU per request where other busy processes share the CPUs;
+    /// deploy/ sets one per CPU the pod requests.
     #[arg(
         long,
         env = "GATEWAY_WORKER_THREADS",

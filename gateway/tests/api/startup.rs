@@ -7,6 +7,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The gateway binary on `addr` with `settings`, its standard error piped; backends that do not
+/// answer unless `settings` name others.
+fn gateway(addr: &str, settings: &[(&str, &str)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_HTTP_ADDR", addr)
+        .env("GATEWAY_AUTH_URL", "http://127.0.0.1:9")
+        .env("GATEWAY_RESOURCE_URL", "http://127.0.0.1:9")
+        .envs(settings.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gateway binary starts")
+}
+
 /// Waits up to 20 s for `child` to exit (killing it otherwise: the binary accepted what it should
 /// have refused); its exit status and standard error.
 fn exit_of(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
@@ -27,13 +41,10 @@ fn exit_of(mut child: std::process::Child) -> (std::process::ExitStatus, String)
 
 #[test]
 fn an_unusable_setting_stops_the_binary_with_one_line_and_exit_code_64() {
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-a-proxy")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the gateway binary starts");
+    let child = gateway(
+        "127.0.0.1:0",
+        &[("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-a-proxy")],
+    );
     let (status, stderr) = exit_of(child);
     assert_eq!(status.code(), Some(64), "{stderr}");
     let line = stderr
@@ -65,15 +76,10 @@ fn the_runtime_runs_as_many_worker_threads_as_set() {
     // One more than the default (one per CPU), so the setting is what made them.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = cpus + 1;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("GATEWAY_AUTH_URL", "http://127.0.0.1:9")
-        .env("GATEWAY_RESOURCE_URL", "http://127.0.0.1:9")
-        .env("GATEWAY_WORKER_THREADS", wanted.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the gateway binary starts");
+    let mut child = gateway(
+        "127.0.0.1:0",
+        &[("GATEWAY_WORKER_THREADS", &wanted.to_string())],
+    );
     let started = Instant::now();
     let mut workers = 0;
     while started.elapsed() < Duration::from_secs(20) {
@@ -96,13 +102,7 @@ fn the_runtime_runs_as_many_worker_threads_as_set() {
 #[test]
 fn worker_threads_out_of_range_stop_the_binary_naming_the_setting() {
     for value in ["0", "1025", "many"] {
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
-            .env("GATEWAY_WORKER_THREADS", value)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gateway binary starts");
+        let child = gateway("127.0.0.1:0", &[("GATEWAY_WORKER_THREADS", value)]);
         let (status, stderr) = exit_of(child);
         assert_eq!(status.code(), Some(2), "{value}: {stderr}");
         assert!(stderr.contains("--worker-threads"), "{value}: {stderr}");
@@ -121,15 +121,10 @@ fn one_worker_thread_serves_on_the_main_thread() {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("GATEWAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("GATEWAY_AUTH_URL", "http://127.0.0.1:9")
-        .env("GATEWAY_RESOURCE_URL", "http://127.0.0.1:9")
-        .env("GATEWAY_WORKER_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the gateway binary starts");
+    let mut child = gateway(
+        &format!("127.0.0.1:{port}"),
+        &[("GATEWAY_WORKER_THREADS", "1")],
+    );
     let started = Instant::now();
     let answer = loop {
         let attempt = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
