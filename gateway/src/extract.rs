@@ -134,17 +134,54 @@ impl Caller {
 }
 
 /// `axum::Json` with JSON errors: malformed JSON, wrong types and missing fields are 400, a
-/// missing content type 415, an oversized body 413.
+/// missing content type 415, an oversized body 413. The body must be a JSON object, as every
+/// request body in the API's description is (serde would otherwise read an array as a struct's
+/// fields in order).
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(json_rejection(&JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| bytes_rejection(&rejection))?;
+        object(&body)?;
+        match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
+    }
+}
+
+/// `application/json` or any `application/*+json`, as `axum::Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|name| name == "json"))
+        })
+}
+
+/// Refuses a body whose JSON is an array: the rest (objects, and the wrong types serde names)
+/// is left to the deserializer.
+fn object(body: &[u8]) -> Result<(), ApiError> {
+    match body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        Some(b'[') => Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object, got an array",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -187,6 +224,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if body.is_empty() {
             return Ok(Self(T::default()));
         }
+        object(&body)?;
         serde_json::from_slice(&body)
             .map(Self)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))

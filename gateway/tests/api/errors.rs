@@ -70,6 +70,47 @@ async fn a_body_without_a_json_content_type_is_a_415() {
     assert_eq!(response.error_code(), "unsupported_media_type");
 }
 
+/// serde would read an array as a struct's fields in order; the API's bodies are objects.
+#[tokio::test]
+async fn an_array_body_is_a_400_with_or_without_a_required_body() {
+    let gateway = gateway_without_backends().await;
+    for (path, body) in [
+        ("/api/auth/signin", r#"["ann", "a password"]"#),
+        ("/api/auth/signin", " \n[]"),
+        ("/api/auth/refresh", "[]"),
+        ("/api/auth/signout", r#"["a refresh token"]"#),
+    ] {
+        let response = gateway.post_raw(path, Some("application/json"), body).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert_eq!(response.error_code(), "invalid_argument", "{path} {body}");
+        let message = response.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("expected a JSON object"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn a_json_content_type_with_parameters_or_a_json_suffix_is_accepted() {
+    let gateway = gateway_without_backends().await;
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ] {
+        let response = gateway
+            .post_raw(
+                "/api/auth/signin",
+                Some(content_type),
+                r#"{"username": "ann", "password": "a password"}"#,
+            )
+            .await;
+        // Read and passed on: no backend answers here.
+        assert_eq!(
+            response.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{content_type}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_a_413() {
     let gateway = gateway_without_backends().await;
