@@ -35,8 +35,8 @@ pub struct Config {
     #[arg(long, env = "AUTH_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
-    /// Threads that run the gRPC server and its database calls (password hashing has its own,
-    /// `AUTH_HASH_WORKERS`) (tokio workers); unset: one per CPU the process may use (affinity mask
+    /// Threads that run the gRPC server and its database calls (tokio workers; password hashing
+    /// has its own, `AUTH_HASH_WORKERS`); unset: one per CPU the process may use (affinity mask
     /// and cgroup CPU quota); 1 runs everything on the main thread. Fewer cost less CPU per request
     /// where other busy processes share the CPUs; deploy/ sets one per CPU the pod requests.
     #[arg(
