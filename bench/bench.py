@@ -10,13 +10,16 @@ admits) and the flood of refusals a closed loop of 32 clients makes, refresh and
 client-credentials throughput per core of auth-service CPU beside Keycloak's published sizing,
 each service's memory, and the login storm. Before the stack starts, the cost of issuing and
 verifying an EdDSA token beside the bare Ed25519 operations (token/examples/floor.rs, which
-alternates them in short batches so that their ratios survive a shared machine). It prints one
+alternates them in short batches so that their ratios survive a shared machine), and the
+sign-out lag: how long after a sign-out every resource-service replica refuses the token
+(tests/benches/sign_out_lag.rs, on a stack of its own and the same database). It prints one
 markdown report and writes it to bench/results.md; every process and the cluster are stopped on
 exit, however it exits.
 
 `--smoke` runs one very short round of everything on the debug build and fails unless every
 target answered with 200s (or grpc-status 0), every sign-in, refresh and grant row got successful
-answers, and the report was written; it checks that the suite works, never its figures.
+answers, the sign-out lag benchmark ran (two sign-outs), and the report was written; it checks
+that the suite works, never its figures.
 """
 
 
@@ -118,6 +121,56 @@ def measure_floor(bin_dir, args):
     if line is None:
         raise BenchError(f"the floor example printed no FLOOR_JSON line:\n{out}")
     return json.loads(line.split(" ", 1)[1])
+
+
+# The sessions issue's promise: a signed-out token is refused everywhere within a second.
+SIGN_OUT_LAG_TARGET_MS = 1000
+SIGN_OUT_LAG_ROWS = [("answered", "the sign-out answered (204)"),
+                     ("one_replica", "refused by one replica"),
+                     ("every_replica", "refused by every replica")]
+
+
+def measure_sign_out_lag(args, pg, profile):
+    """tests/benches/sign_out_lag.rs on this PostgreSQL, with a stack of its own (two
+    auth-service and two resource-service replicas, one gateway): `cargo bench` on the release
+    build, its `cargo test` form (the same program, a looser bound) on the debug build."""
+    # --workspace resolves features as the build above did, so nothing is built twice.
+    cargo = (["cargo", "bench", "--quiet", "--workspace", "--bench", "sign_out_lag"]
+             if profile == "release" else
+             ["cargo", "test", "--quiet", "--workspace", "--bench", "sign_out_lag"])
+    out = subprocess.run([*cargo, "--", "--sign-outs", str(args.sign_outs)], cwd=ROOT,
+                         env={**os.environ, "DATABASE_URL": pg.url}, capture_output=True,
+                         text=True, timeout=3600, check=False)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("SIGN_OUT_LAG_JSON ")), None)
+    if out.returncode != 0 or line is None:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
+        raise BenchError(f"the sign-out lag benchmark failed ({out.returncode}):\n{tail}")
+    return json.loads(line.split(" ", 1)[1])
+
+
+def sign_out_lag_report(lag):
+    worst = lag["every_replica"]["max_ms"]
+    lines = [
+        "",
+        f"Sign-out lag (tests/benches/sign_out_lag.rs, run before the stack above starts, with "
+        f"its own on the same PostgreSQL: 2 auth-service replicas, {lag['replicas']} "
+        f"resource-service replicas and a gateway): {lag['sign_outs']} sign-outs one after "
+        f"another, each of a session whose token every resource replica had verified and "
+        f"cached; from sending "
+        f"`POST /api/auth/signout` until the replica answers `UNAUTHENTICATED`, asked every "
+        f"{lag['poll_ms']:g} ms.",
+        "",
+        "| sign-outs | p50 | p99 | max |",
+        "|---|---|---|---|",
+    ]
+    for key, label in SIGN_OUT_LAG_ROWS:
+        r = lag[key]
+        lines.append(f"| {label} | {fmt_us(r['p50_ms'] * 1000)} | {fmt_us(r['p99_ms'] * 1000)} "
+                     f"| {fmt_us(r['max_ms'] * 1000)} |")
+    lines += ["", f"Every replica refused every signed-out token within "
+                  f"{SIGN_OUT_LAG_TARGET_MS / 1000:g} s (the sessions' promise): "
+                  f"{met(worst <= SIGN_OUT_LAG_TARGET_MS)} (slowest {fmt_us(worst * 1000)})."]
+    return lines
 
 
 def floor_report(floor):
@@ -253,7 +306,7 @@ def workers_text(args):
 
 
 def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg,
-           floor):
+           floor, lag):
     signin = tokens["signin"]
     settings = "".join(f" --auth-env {e}" for e in args.auth_env)
     if args.worker_threads != "1":
@@ -296,6 +349,8 @@ def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_aft
         ]
     if floor:
         lines += floor_report(floor)
+    if lag:
+        lines += sign_out_lag_report(lag)
     lines += token_report(args, signin, tokens["flood"], tokens["refresh"], tokens["grants"],
                           tokens["workers"], owns_pg)
     lines += memory_report(tokens["rss_at_start"], peak_rss, tokens["workers"])
@@ -404,6 +459,8 @@ def parse_args():
                         help="async worker threads of each of our services (*_WORKER_THREADS): 1 "
                              "as deploy/ runs them (one per CPU a pod requests, each requesting "
                              "under one), or auto for the runtime's default of one per CPU")
+    parser.add_argument("--sign-outs", type=int, default=300,
+                        help="sign-outs of the sign-out lag benchmark (0 skips it)")
     parser.add_argument("--out", default=None,
                         help="where to write the report (default bench/results.md, "
                              "bench/results-smoke.md with --smoke)")
@@ -412,8 +469,11 @@ def parse_args():
         args.rounds, args.duration, args.connections, args.threads = 1, 2, 4, 1
         args.signin_duration, args.storm_duration, args.token_duration = 2, 2, 2
         args.token_connections = 4
+        args.sign_outs = min(args.sign_outs, 2)
     if args.storm_only:
-        args.rounds = 0
+        args.rounds, args.sign_outs = 0, 0
+    if args.sign_outs < 0:
+        parser.error("--sign-outs takes 0 (skip) or more")
     if args.worker_threads != "auto" and not (args.worker_threads.isdigit()
                                               and 1 <= int(args.worker_threads) <= 1024):
         parser.error(f"--worker-threads takes a number from 1 to 1024 or auto, "
@@ -425,9 +485,13 @@ def parse_args():
     return args
 
 
-def smoke_check(rounds, tokens, storm, out):
+def smoke_check(rounds, tokens, storm, lag, out):
     problems = []
     labels = [FLOOR_ROWS]
+    if lag is None or lag["sign_outs"] < 1:
+        problems.append("the sign-out lag benchmark did not run")
+    else:
+        labels += [f"| {label} |" for _, label in SIGN_OUT_LAG_ROWS]
     for key, label, _ in READ_TARGETS:
         for r in rounds:
             if r[key]["requests"] == 0 or r[key]["failed"]:
@@ -529,6 +593,15 @@ def main():
     pg = Postgres()
     try:
         pg.start()
+        lag = None
+        if args.sign_outs:
+            log(f"sign-out lag: {args.sign_outs} sign-outs (tests/benches/sign_out_lag.rs)")
+            lag_started = time.monotonic()
+            lag = measure_sign_out_lag(args, pg, profile)
+            every = lag["every_replica"]
+            log(f"  refused by every replica: p50 {every['p50_ms']:.1f} ms, p99 "
+                f"{every['p99_ms']:.1f} ms, max {every['max_ms']:.1f} ms "
+                f"({time.monotonic() - lag_started:.0f} s with the build)")
         stack = Stack(procs, pg, bin_dir)
         stack.auth_env = dict(entry.split("=", 1) for entry in args.auth_env)
         if args.worker_threads != "auto":
@@ -556,13 +629,13 @@ def main():
         load_after = "{:.1f}".format(os.getloadavg()[0])
 
         text = report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after,
-                      pg.cluster_dir is not None, floor)
+                      pg.cluster_dir is not None, floor, lag)
         with open(args.out, "w") as f:
             f.write(text)
         print(text)
         log(f"written to {os.path.relpath(args.out, ROOT)} ({time.monotonic() - started:.0f} s)")
         if args.smoke:
-            problems = smoke_check(rounds, tokens, storm, args.out)
+            problems = smoke_check(rounds, tokens, storm, lag, args.out)
             if problems:
                 raise BenchError("the smoke run failed:\n  " + "\n  ".join(problems))
             log("smoke run: every target answered")

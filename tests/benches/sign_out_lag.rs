@@ -13,7 +13,8 @@
 //! sign-outs against the release binaries (`DATABASE_URL` names a PostgreSQL superuser; each run
 //! creates its own databases). Under `cargo test` (scripts/test) it runs 5 against the debug
 //! binaries and asserts only a generous bound, so the harness cannot rot. `-- --sign-outs N`
-//! overrides the count.
+//! overrides the count. `scripts/bench` runs it too (release build, 300 sign-outs; 2 with
+//! `--smoke`) and reports the `SIGN_OUT_LAG_JSON` line it prints beside its table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -155,6 +156,26 @@ async fn main() {
     row("sign-out answered (204)", &responses);
     row("refused by one replica", &per_replica);
     row("refused by every replica", &lags);
+    // The same figures for scripts/bench, which runs this benchmark and reports it.
+    let figures = |values: &[Duration]| {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        serde_json::json!({
+            "p50_ms": ms(percentile(values, 50.0)),
+            "p99_ms": ms(percentile(values, 99.0)),
+            "max_ms": ms(*values.last().unwrap()),
+        })
+    };
+    println!(
+        "SIGN_OUT_LAG_JSON {}",
+        serde_json::json!({
+            "sign_outs": count,
+            "replicas": clients.len(),
+            "poll_ms": POLL.as_secs_f64() * 1000.0,
+            "answered": figures(&responses),
+            "one_replica": figures(&per_replica),
+            "every_replica": figures(&lags),
+        })
+    );
     let worst = *lags.last().unwrap();
     assert!(
         worst < bound,
