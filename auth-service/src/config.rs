@@ -172,9 +172,9 @@ pub struct Config {
     #[arg(long, env = "AUTH_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
 
-    /// Password hashes computed at once, each in 19 MiB of its own. Defaults to the CPUs the
-    /// process may use, fewer if the cgroup memory limit has no room for them (64 MiB base +
-    /// 19 MiB per worker); more than fit under the limit refuse to start.
+    /// Password hashes computed at once, each in 19 MiB of its own. Defaults to one fewer than
+    /// the CPUs the process may use (at least one), fewer if the cgroup memory limit has no room
+    /// for them (64 MiB base + 19 MiB per worker); more than fit under the limit refuse to start.
     #[arg(long, env = "AUTH_HASH_WORKERS")]
     pub hash_workers: Option<usize>,
 
