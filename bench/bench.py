@@ -130,6 +130,22 @@ SIGN_OUT_LAG_ROWS = [("answered", "the sign-out answered (204)"),
                      ("every_replica", "refused by every replica")]
 
 
+# Where `--readme` puts the report: between these lines of the README.
+README = os.path.join(ROOT, "README.md")
+README_START = "<!-- scripts/bench --readme: its report starts here -->"
+README_END = "<!-- scripts/bench --readme: its report ends here -->"
+
+
+def with_report(readme, text):
+    """`readme` with the report between its markers replaced by `text`."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start or readme.count(README_START) + readme.count(README_END) != 2:
+        raise BenchError(f"README.md needs one line {README_START!r} and, after it, one line "
+                         f"{README_END!r} around the report")
+    head = readme[:start + len(README_START)]
+    return f"{head}\n{text.rstrip()}\n{readme[end:]}"
+
+
 def measure_sign_out_lag(args, pg, profile):
     """tests/benches/sign_out_lag.rs on this PostgreSQL, with a stack of its own (two
     auth-service and two resource-service replicas, one gateway): `cargo bench` on the release
@@ -461,6 +477,8 @@ def parse_args():
                              "under one), or auto for the runtime's default of one per CPU")
     parser.add_argument("--sign-outs", type=int, default=300,
                         help="sign-outs of the sign-out lag benchmark (0 skips it)")
+    parser.add_argument("--readme", action="store_true",
+                        help="also put the report into README.md, between its markers")
     parser.add_argument("--out", default=None,
                         help="where to write the report (default bench/results.md, "
                              "bench/results-smoke.md with --smoke)")
@@ -472,6 +490,8 @@ def parse_args():
         args.sign_outs = min(args.sign_outs, 2)
     if args.storm_only:
         args.rounds, args.sign_outs = 0, 0
+    if args.readme and args.smoke:
+        parser.error("--readme takes a full run's report, not --smoke's")
     if args.sign_outs < 0:
         parser.error("--sign-outs takes 0 (skip) or more")
     if args.worker_threads != "auto" and not (args.worker_threads.isdigit()
@@ -634,6 +654,14 @@ def main():
             f.write(text)
         print(text)
         log(f"written to {os.path.relpath(args.out, ROOT)} ({time.monotonic() - started:.0f} s)")
+        with open(README) as f:
+            readme = f.read()
+        # Checked on every run, so that a README edit cannot break --readme unnoticed.
+        updated = with_report(readme, text)
+        if args.readme:
+            with open(README, "w") as f:
+                f.write(updated)
+            log("and into README.md")
         if args.smoke:
             problems = smoke_check(rounds, tokens, storm, lag, args.out)
             if problems:
