@@ -170,7 +170,13 @@ where
             builder.worker_threads(threads.get());
             builder
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
+        None => {
+            if let Some(problem) = tokio_worker_threads_problem() {
+                eprintln!("invalid configuration: {problem}");
+                return std::process::ExitCode::from(settings::EX_USAGE);
+            }
+            tokio::runtime::Builder::new_multi_thread()
+        }
     };
     runtime.enable_all();
     match runtime.build() {
@@ -179,6 +185,19 @@ where
             eprintln!("{service}: cannot start the async runtime: {error}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// What is wrong with `TOKIO_WORKER_THREADS`, if anything: without a worker-thread setting of
+/// ours the runtime takes its count from there, and panics on anything but a whole number from 1.
+fn tokio_worker_threads_problem() -> Option<String> {
+    let value = std::env::var_os("TOKIO_WORKER_THREADS")?;
+    match value.to_str().map(str::parse::<usize>) {
+        Some(Ok(threads)) if threads > 0 => None,
+        _ => Some(format!(
+            "TOKIO_WORKER_THREADS must be a whole number from 1, not {value:?} (or leave it unset \
+             and use --worker-threads)"
+        )),
     }
 }
 

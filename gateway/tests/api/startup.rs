@@ -110,6 +110,20 @@ fn worker_threads_out_of_range_stop_the_binary_naming_the_setting() {
     }
 }
 
+/// Without a worker-thread setting the runtime reads tokio's own `TOKIO_WORKER_THREADS`, which it
+/// would panic on when unusable: the binary stops with a usage error naming it instead, and a
+/// setting of ours, which takes precedence, makes it irrelevant.
+#[test]
+fn an_unusable_tokio_worker_threads_stops_the_binary_naming_it() {
+    for value in ["0", "many"] {
+        let child = gateway("127.0.0.1:0", &[("TOKIO_WORKER_THREADS", value)]);
+        let (status, stderr) = exit_of(child);
+        assert_eq!(status.code(), Some(64), "{value}: {stderr}");
+        assert!(stderr.contains("TOKIO_WORKER_THREADS"), "{value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{value}: {stderr}");
+    }
+}
+
 /// One worker thread is tokio's current-thread scheduler: no worker threads beside the main one,
 /// which serves requests itself.
 #[cfg(target_os = "linux")]
