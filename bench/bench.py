@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 
-from load import (READ_TARGETS, Meter, measure_client_credentials, measure_read,
+from load import (READ_TARGETS, STORM_SETTLE_S, Meter, measure_client_credentials, measure_read,
                   measure_refresh, measure_signin, measure_storm, peak_rss_kib, percentile)
 from stack import BENCH, ROOT, BenchError, Postgres, Processes, Stack, build, ensure_tools, log
 
@@ -321,6 +321,68 @@ def workers_text(args):
     return f"{args.worker_threads} async worker threads"
 
 
+def storm_rows(storm):
+    """(label, the quiet windows' results, the storms' results) of reads and each probed call."""
+    pairs = storm["pairs"]
+    rows = [("reads (GetPerson via resource-service)", [p["idle"] for p in pairs],
+             [p["storm"] for p in pairs])]
+    for key, label in PROBE_CALLS:
+        rows.append((label, [p["calls"]["idle"][key] for p in pairs],
+                     [p["calls"]["storm"][key] for p in pairs]))
+    return rows
+
+
+def storm_report(args, storm):
+    pairs = storm["pairs"]
+
+    def med(results, key):
+        return statistics.median(r[key] for r in results)
+
+    lines = [
+        "",
+        f"Login storm: {len(pairs)} pair(s) of {args.storm_duration}-second windows, each a quiet "
+        f"window and then one of sign-ins at {storm['rate']:,.0f}/s ({args.storm_factor:g}× the "
+        f"sign-in capacity above, at least {args.storm_min_rate:.0f}/s), the next pair "
+        f"{STORM_SETTLE_S} s after a storm, while {args.storm_read_connections} connections read "
+        f"through the gateway, each "
+        f"pausing {args.storm_read_delay_ms} ms between reads. Each sign-in is a new connection. "
+        f"Each storm is compared with the quiet window just before it; the figures are medians "
+        f"over the windows.",
+        "",
+        "| reads | req/s | p50 | p99 |",
+        "|---|---|---|---|",
+    ]
+    for name, label in [("idle", "alone"), ("storm", "during the storm")]:
+        results = [p[name] for p in pairs]
+        lines.append(f"| {label} | {med(results, 'rps'):,.0f} | {fmt_us(med(results, 'p50_us'))} "
+                     f"| {fmt_us(med(results, 'p99_us'))} |")
+    lines += [
+        "",
+        f"auth-service's other calls through the gateway, each on one connection every "
+        f"{args.storm_probe_interval_ms} ms (bench/probe.py), alone and during the storm; the "
+        f"last column is the median over the pairs of the storm's p99 over the p99 alone just "
+        f"before it (with their range):",
+        "",
+        "| call | calls alone / storm | p50 alone | p99 alone | p50 storm | p99 storm | p99 ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, idle, busy in storm_rows(storm):
+        ratios = [b["p99_us"] / max(i["p99_us"], 1) for i, b in zip(idle, busy)]
+        lines.append(f"| {label} | {sum(r['requests'] for r in idle)} / "
+                     f"{sum(r['requests'] for r in busy)} "
+                     f"| {fmt_us(med(idle, 'p50_us'))} | {fmt_us(med(idle, 'p99_us'))} "
+                     f"| {fmt_us(med(busy, 'p50_us'))} | {fmt_us(med(busy, 'p99_us'))} "
+                     f"| {fmt_ratio(ratios)} |")
+    for n, pair in enumerate(pairs):
+        for when in ["idle", "storm"]:
+            for key, label in PROBE_CALLS:
+                bad = {s: c for s, c in pair["calls"][when][key]["statuses"].items() if s != "200"}
+                if bad:
+                    lines.append(f"\n{label} ({'alone' if when == 'idle' else 'storm'}, pair "
+                                 f"{n + 1}) answered other than 200: {bad}")
+    return lines
+
+
 def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_after, owns_pg,
            floor, lag):
     signin = tokens["signin"]
@@ -370,45 +432,7 @@ def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_aft
     lines += token_report(args, signin, tokens["flood"], tokens["refresh"], tokens["grants"],
                           tokens["workers"], owns_pg)
     lines += memory_report(tokens["rss_at_start"], peak_rss, tokens["workers"])
-    lines += [
-        "",
-        f"Login storm: {args.storm_duration} s of sign-ins at {storm['rate']:,.0f}/s "
-        f"({args.storm_factor:g}× the sign-in capacity above, at least "
-        f"{args.storm_min_rate:.0f}/s) while "
-        f"{args.storm_read_connections} connections read through the gateway, each pausing "
-        f"{args.storm_read_delay_ms} ms between reads. Each sign-in is a new connection.",
-        "",
-        "| reads | req/s | p50 | p99 |",
-        "|---|---|---|---|",
-    ]
-    for name in ["idle", "storm"]:
-        r = storm[name]
-        lines.append(f"| {'alone' if name == 'idle' else 'during the storm'} | {r['rps']:,.0f} "
-                     f"| {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} |")
-    calls = storm["calls"]
-    lines += [
-        "",
-        f"auth-service's other calls through the gateway, each on one connection every "
-        f"{args.storm_probe_interval_ms} ms (bench/probe.py), alone and during the storm; the "
-        f"last column is the storm's p99 over the p99 alone:",
-        "",
-        "| call | calls alone / storm | p50 alone | p99 alone | p50 storm | p99 storm | p99 ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    rows = [("reads (GetPerson via resource-service)", storm["idle"], storm["storm"])] + [
-        (label, calls["idle"][key], calls["storm"][key])
-        for key, label in PROBE_CALLS]
-    for label, idle, busy in rows:
-        lines.append(f"| {label} | {idle['requests']} / {busy['requests']} "
-                     f"| {fmt_us(idle['p50_us'])} | {fmt_us(idle['p99_us'])} "
-                     f"| {fmt_us(busy['p50_us'])} | {fmt_us(busy['p99_us'])} "
-                     f"| {busy['p99_us'] / max(idle['p99_us'], 1):.2f}× |")
-    for when in ["idle", "storm"]:
-        for key, label in PROBE_CALLS:
-            bad = {s: n for s, n in calls[when][key]["statuses"].items() if s != "200"}
-            if bad:
-                lines.append(f"\n{label} ({'alone' if when == 'idle' else 'storm'}) answered "
-                             f"other than 200: {bad}")
+    lines += storm_report(args, storm)
     lines += ["", "| sign-ins | count | share | p50 | p99 |", "|---|---|---|---|---|"]
     sent = max(storm["sent"], 1)
     names = {200: "accepted (200)", 429: "refused (429)", 0: "transport error"}
@@ -420,7 +444,9 @@ def report(args, profile, rounds, tokens, storm, peak_rss, load_before, load_aft
     if storm["skipped"]:
         lines.append(f"| not sent (client had 512 waiting) | {storm['skipped']} | | | |")
     accepted = len(storm["by_status"].get(200, []))
-    lines += ["", f"Of the sign-ins sent during the storm, {accepted / args.storm_duration:,.1f}/s were accepted."]
+    storm_seconds = args.storm_duration * len(storm["pairs"])
+    lines += ["", f"Of the sign-ins sent during the storms, {accepted / storm_seconds:,.1f}/s "
+                  f"were accepted."]
     if not storm["by_status"].get(429):
         lines[-1] += (" None was refused: the hash queue never filled, so the server kept up "
                       "with this rate; raise `--storm-factor` to see refusals.")
@@ -453,7 +479,10 @@ def parse_args():
                         help="seconds of the refresh round and of the client-credentials round")
     parser.add_argument("--token-connections", type=int, default=16,
                         help="connections (and refresh sessions) of those rounds")
-    parser.add_argument("--storm-duration", type=int, default=20)
+    parser.add_argument("--storm-duration", type=int, default=10,
+                        help="seconds of each quiet window and each storm")
+    parser.add_argument("--storm-pairs", type=int, default=3,
+                        help="pairs of a quiet window and a storm, one after the other")
     parser.add_argument("--storm-read-connections", type=int, default=8)
     parser.add_argument("--storm-read-delay-ms", type=int, default=5)
     parser.add_argument("--storm-factor", type=float, default=2.0,
@@ -487,11 +516,14 @@ def parse_args():
         args.rounds, args.duration, args.connections, args.threads = 1, 2, 4, 1
         args.signin_duration, args.storm_duration, args.token_duration = 2, 2, 2
         args.token_connections = 4
+        args.storm_pairs = 1
         args.sign_outs = min(args.sign_outs, 2)
     if args.storm_only:
         args.rounds, args.sign_outs = 0, 0
     if args.readme and args.smoke:
         parser.error("--readme takes a full run's report, not --smoke's")
+    if args.storm_pairs < 1:
+        parser.error("--storm-pairs takes 1 or more")
     if args.sign_outs < 0:
         parser.error("--sign-outs takes 0 (skip) or more")
     if args.worker_threads != "auto" and not (args.worker_threads.isdigit()
@@ -535,16 +567,16 @@ def smoke_check(rounds, tokens, storm, lag, out):
     for name, kib in tokens["rss_at_start"].items():
         if kib <= 0:
             problems.append(f"no RSS read for {name} at start")
-    for name in ["idle", "storm"]:
-        r = storm[name]
-        if r["requests"] == 0 or r["errors"]["status"]:
-            problems.append(f"storm reads ({name}): {r['requests']} answers, "
-                            f"{r['errors']['status']} not 200")
-    for name in ["idle", "storm"]:
-        for key, label in PROBE_CALLS:
-            r = storm["calls"][name][key]
-            if r["requests"] == 0 or r["statuses"].get("200", 0) != r["requests"]:
-                problems.append(f"{label} ({name}): statuses {r['statuses']}")
+    for pair in storm["pairs"]:
+        for name in ["idle", "storm"]:
+            r = pair[name]
+            if r["requests"] == 0 or r["errors"]["status"]:
+                problems.append(f"storm reads ({name}): {r['requests']} answers, "
+                                f"{r['errors']['status']} not 200")
+            for key, label in PROBE_CALLS:
+                r = pair["calls"][name][key]
+                if r["requests"] == 0 or r["statuses"].get("200", 0) != r["requests"]:
+                    problems.append(f"{label} ({name}): statuses {r['statuses']}")
     if not (storm["by_status"].get(200) or storm["by_status"].get(429)):
         problems.append(f"storm sign-ins: none answered 200 or 429 ({list(storm['by_status'])})")
     with open(out) as f:

@@ -311,33 +311,48 @@ def finish_probe(stack, probe, timeout):
     return results
 
 
+# Seconds between a storm and the next quiet window: accepted sign-ins wait about a second.
+STORM_SETTLE_S = 3
+
+
 def measure_storm(stack, args, signin_rps):
     """Paced reads through the gateway and paced calls of auth-service's JWKS, refresh and
     introspection alone, then the same during a sign-in flood at twice the measured sign-in
-    throughput."""
+    throughput: `args.storm_pairs` such pairs of windows one after the other, so that each
+    storm is compared with the quiet window just before it rather than with one minutes away
+    (the machine's speed drifts). After each storm the queued sign-ins get `STORM_SETTLE_S` to
+    finish before the next quiet window starts."""
     reads_env = {"WRK_AUTH": stack.token, "WRK_DELAY_MS": str(args.storm_read_delay_ms)}
     url = stack.url("gateway", f"/api/persons/{PERSON_ID}")
-    probe = start_probe(stack, args)
-    idle = run_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
-    idle_calls = finish_probe(stack, probe, args.storm_duration + 60)
     rate = args.storm_rate or max(args.storm_factor * signin_rps, args.storm_min_rate)
-    reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
-    probe = start_probe(stack, args)
-    try:
-        flood, skipped = asyncio.run(
-            signin_flood(stack.ports["gateway"], stack.signer, rate, args.storm_duration))
-        stdout, stderr = reads.communicate(timeout=args.storm_duration + 60)
-        storm_calls = finish_probe(stack, probe, args.storm_duration + 60)
-    finally:
-        for proc in [reads, probe]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    storm = parse_wrk(subprocess.CompletedProcess(reads.args, reads.returncode, stdout, stderr))
+    pairs, flood, skipped = [], [], 0
+    for n in range(args.storm_pairs):
+        if n:
+            time.sleep(STORM_SETTLE_S)
+        probe = start_probe(stack, args)
+        idle = run_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
+        idle_calls = finish_probe(stack, probe, args.storm_duration + 60)
+        reads = start_wrk(url, args.storm_read_connections, 1, args.storm_duration, reads_env)
+        probe = start_probe(stack, args)
+        try:
+            sent, not_sent = asyncio.run(
+                signin_flood(stack.ports["gateway"], stack.signer, rate, args.storm_duration))
+            stdout, stderr = reads.communicate(timeout=args.storm_duration + 60)
+            storm_calls = finish_probe(stack, probe, args.storm_duration + 60)
+        finally:
+            for proc in [reads, probe]:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        storm = parse_wrk(subprocess.CompletedProcess(reads.args, reads.returncode, stdout, stderr))
+        flood += sent
+        skipped += not_sent
+        pairs.append({"idle": idle, "storm": storm,
+                      "calls": {"idle": idle_calls, "storm": storm_calls}})
     by_status = {}
     for status, seconds in flood:
         by_status.setdefault(status, []).append(seconds * 1e6)
     for values in by_status.values():
         values.sort()
-    return {"idle": idle, "storm": storm, "rate": rate, "sent": len(flood), "skipped": skipped,
-            "by_status": by_status, "calls": {"idle": idle_calls, "storm": storm_calls}}
+    return {"pairs": pairs, "rate": rate, "sent": len(flood), "skipped": skipped,
+            "by_status": by_status}
