@@ -147,8 +147,8 @@ def with_report(readme, text):
 
 
 def measure_sign_out_lag(args, pg, profile):
-    """tests/benches/sign_out_lag.rs on this PostgreSQL, with a stack of its own (two
-    auth-service and two resource-service replicas, one gateway): `cargo bench` on the release
+    """tests/benches/sign_out_lag.rs on this PostgreSQL, with a stack of its own (auth-service
+    and resource-service replicas, a gateway): `cargo bench` on the release
     build, its `cargo test` form (the same program, a looser bound) on the debug build."""
     # --workspace resolves features as the build above did, so nothing is built twice.
     cargo = (["cargo", "bench", "--quiet", "--workspace", "--bench", "sign_out_lag"]
@@ -169,8 +169,9 @@ def sign_out_lag_report(lag):
     lines = [
         "",
         f"Sign-out lag (tests/benches/sign_out_lag.rs, run before the stack above starts, with "
-        f"its own on the same PostgreSQL: 2 auth-service replicas, {lag['replicas']} "
-        f"resource-service replicas and a gateway): {lag['sign_outs']} sign-outs one after "
+        f"its own on the same PostgreSQL: {lag['auth_replicas']} auth-service replicas, "
+        f"{lag['replicas']} resource-service replicas and a gateway): {lag['sign_outs']} "
+        f"sign-outs one after "
         f"another, each of a session whose token every resource replica had verified and "
         f"cached; from sending "
         f"`POST /api/auth/signout` until the replica answers `UNAUTHENTICATED`, asked every "

@@ -158,17 +158,18 @@ async fn main() {
     row("refused by every replica", &lags);
     // The same figures for scripts/bench, which runs this benchmark and reports it.
     let figures = |values: &[Duration]| {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let millis = |d: Duration| d.as_secs_f64() * 1000.0;
         serde_json::json!({
-            "p50_ms": ms(percentile(values, 50.0)),
-            "p99_ms": ms(percentile(values, 99.0)),
-            "max_ms": ms(*values.last().unwrap()),
+            "p50_ms": millis(percentile(values, 50.0)),
+            "p99_ms": millis(percentile(values, 99.0)),
+            "max_ms": millis(*values.last().unwrap()),
         })
     };
     println!(
         "SIGN_OUT_LAG_JSON {}",
         serde_json::json!({
             "sign_outs": count,
+            "auth_replicas": stack.auth.len(),
             "replicas": clients.len(),
             "poll_ms": POLL.as_secs_f64() * 1000.0,
             "answered": figures(&responses),

@@ -111,8 +111,7 @@ fn worker_threads_out_of_range_stop_the_binary_naming_the_setting() {
 }
 
 /// Without a worker-thread setting the runtime reads tokio's own `TOKIO_WORKER_THREADS`, which it
-/// would panic on when unusable: the binary stops with a usage error naming it instead, and a
-/// setting of ours, which takes precedence, makes it irrelevant.
+/// would panic on when unusable: the binary stops with a usage error naming it instead.
 #[test]
 fn an_unusable_tokio_worker_threads_stops_the_binary_naming_it() {
     for value in ["0", "many"] {
