@@ -195,8 +195,8 @@ def floor_report(floor):
         "",
         f"Crypto at the floor: {floor['rounds']} rounds, each timing {floor['batch']} calls of "
         "the bare Ed25519 signature, issuing a token, the bare verification and verifying a "
-        "token (the cache-miss path: signature, claims, audience and expiry), one batch after "
-        "the other; the ratio is the median of the per-round ratios (token/examples/floor.rs, "
+        "token (the cache-miss path: signature, claims, audience and expiry), each twice per "
+        "round in mirrored order; the ratio is the median of the per-round ratios (token/examples/floor.rs, "
         "run before the stack starts).",
         "",
         "| operation | µs per call (median) | bare Ed25519 | ratio | target | met |",

@@ -2,7 +2,8 @@
 //! underneath ("crypto at the floor"), for `scripts/bench`. Criterion measures one function for
 //! seconds before the next, so on a shared machine a change of load between the two skews their
 //! ratio (medians swung 2× between runs). Here the four operations take turns in short batches,
-//! so each ratio compares batches run back to back, and the median of those ratios is reported.
+//! each twice per round in mirrored order (so a drift of the machine's speed within a round
+//! weighs on both sides of a ratio alike), and the median of the per-round ratios is reported.
 //!
 //!   cargo run --release -p token --example floor            # 300 rounds of 100 calls each
 //!   cargo run --release -p token --example floor -- 20 10   # rounds, calls per batch
@@ -35,44 +36,50 @@ fn main() {
         }
         started.elapsed().as_secs_f64() * 1e6 / batch as f64
     };
-    let mut sign = Vec::with_capacity(rounds);
-    let mut issue = Vec::with_capacity(rounds);
-    let mut bare_verify = Vec::with_capacity(rounds);
-    let mut verify = Vec::with_capacity(rounds);
-    for round in 0..rounds + 1 {
-        let s = time(&mut || {
+    let ops: [&mut dyn FnMut(); 4] = [
+        &mut || {
             black_box(eddsa.raw.sign(black_box(eddsa.signing_input.as_bytes())));
-        });
-        let i = time(&mut || {
+        },
+        &mut || {
             black_box(
                 eddsa
                     .issuer
                     .issue(black_box("0190c2a4"), "alice", &[Role::User])
                     .expect("issue"),
             );
-        });
-        let b = time(&mut || {
+        },
+        &mut || {
             eddsa
                 .public
                 .verify(black_box(eddsa.signing_input.as_bytes()), &eddsa.signature)
                 .expect("valid");
-        });
-        let v = time(&mut || {
+        },
+        &mut || {
             black_box(
                 eddsa
                     .verifier
                     .verify(black_box(&eddsa.token))
                     .expect("valid"),
             );
-        });
+        },
+    ];
+    // Per operation (sign, issue, bare verify, verify), its µs per call in each round.
+    let mut per_round: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    for round in 0..rounds + 1 {
+        // Each operation twice, in mirrored order (0 1 2 3 3 2 1 0), so that a machine speeding
+        // up or slowing down during the round weighs on both sides of each ratio alike.
+        let mut us = [0.0; 4];
+        for op in [0, 1, 2, 3, 3, 2, 1, 0] {
+            us[op] += time(&mut *ops[op]) / 2.0;
+        }
         // The first round warms caches and the allocator; it is not counted.
         if round > 0 {
-            sign.push(s);
-            issue.push(i);
-            bare_verify.push(b);
-            verify.push(v);
+            for (op, value) in us.into_iter().enumerate() {
+                per_round[op].push(value);
+            }
         }
     }
+    let [sign, issue, bare_verify, verify] = per_round;
     let issue_ratio: Vec<f64> = issue.iter().zip(&sign).map(|(i, s)| i / s).collect();
     let verify_ratio: Vec<f64> = verify
         .iter()
