@@ -662,7 +662,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = user_caller(&request, "change a password")?.clone();
-        let client = origin(&request).client();
+        let origin = origin(&request);
         let req = request.into_inner();
         if req.current_password.is_empty() {
             let invalid = Invalid("current_password is required".to_owned());
@@ -674,7 +674,7 @@ impl AuthService for AuthGrpc {
                 &caller,
                 SecretString::from(req.current_password),
                 new,
-                client,
+                &origin,
             )
             .await
             .map_err(status)?;

@@ -13,7 +13,7 @@ use crate::{
     error::Error,
     refresh_token::RefreshToken,
     store::{NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Session},
-    throttle::Client,
+    throttle::{Origin, Subject, ThrottleError},
 };
 
 /// The longest user agent kept for the session list; the rest is cut.
@@ -192,22 +192,58 @@ impl Accounts {
 
     /// Changes the caller's password after checking the current one, and ends every other
     /// session of the caller.
+    ///
+    /// The check of the current password is a sign-in as far as guessing goes: it passes the
+    /// same throttle, under the same account and client, so a stolen access token cannot be
+    /// used to try passwords faster than the sign-in page allows.
     pub async fn change_password(
         &self,
         caller: &Claims,
         current: SecretString,
         new: Password,
-        client: Option<Client>,
+        origin: &Origin,
     ) -> Result<(), Error> {
         let id: UserId = caller.sub.parse().map_err(|_| Error::AccountGone)?;
+        let client = origin.client();
         let hash = self
             .store
             .password_hash(id)
             .await?
             .ok_or(Error::AccountGone)?;
-        if !self.hasher.verify(current, Some(hash), client).await? {
+        let attempt = match self
+            .throttle
+            .begin_sign_in(Subject::account(id), origin, &current)
+            .await
+        {
+            Ok(attempt) => attempt,
+            Err(ThrottleError::Refused { limit, retry_after }) => {
+                tracing::warn!(
+                    user_id = %id,
+                    client = %origin.client_key(),
+                    limit,
+                    retry_after_secs = retry_after.as_secs(),
+                    "password change throttled"
+                );
+                return Err(Error::SignInThrottled(retry_after));
+            }
+            Err(ThrottleError::Store(e)) => return Err(e.into()),
+        };
+        let matches = match self.hasher.verify(current, Some(hash), client).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                // Not a password check, so not a failure to count.
+                if let Err(error) = self.throttle.sign_in_abandoned(&attempt).await {
+                    tracing::warn!(error.cause_chain = ?error, "failed to take back a password check");
+                }
+                return Err(e.into());
+            }
+        };
+        if !matches {
             tracing::info!(user_id = %id, "password change refused: wrong current password");
             return Err(Error::WrongCurrentPassword);
+        }
+        if let Err(error) = self.throttle.sign_in_succeeded(&attempt).await {
+            tracing::warn!(error.cause_chain = ?error, "failed to clear failed sign-ins");
         }
         let hash = self.hasher.hash(new.secret().clone(), client).await?;
         if !self.store.set_password_hash(id, &hash).await? {

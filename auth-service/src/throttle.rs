@@ -94,7 +94,7 @@ impl Origin {
     }
 
     /// The client as stored: its text, or `unknown` (one shared bucket) without an address.
-    fn client_key(&self) -> String {
+    pub(crate) fn client_key(&self) -> String {
         self.client()
             .map_or_else(|| "unknown".to_owned(), |c| c.to_string())
     }

@@ -143,6 +143,66 @@ async fn ten_failures_from_one_client_across_replicas_throttle_the_eleventh_sign
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+/// A password change from `client`, as the gateway sends it for a signed-in caller.
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    client: &str,
+) -> Result<(), Status> {
+    let mut request = from(
+        pb::ChangePasswordRequest {
+            current_password: current.into(),
+            new_password: "a brand new passphrase".into(),
+        },
+        client,
+        &fresh_id(),
+    );
+    let authorization = format!("Bearer {token}").parse().unwrap();
+    request
+        .metadata_mut()
+        .insert("authorization", authorization);
+    app.client.clone().change_password(request).await.map(drop)
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_in_password_changes_count_as_failed_sign_ins() {
+    let app = spawn_with(Config::for_tests()).await;
+    // The attacker holds a stolen access token and guesses the current password with it.
+    let stolen = app.user_token("alice").await;
+    let attacker = "203.0.113.9";
+    for i in 0..10 {
+        let error = change_password(&app, &stolen, WRONG, attacker)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Code::PermissionDenied,
+            "attempt {i}: {error:?}"
+        );
+    }
+    // The eleventh guess is refused before any hashing, even the right one, and so is a
+    // sign-in from the same client: one count for both ways of trying a password.
+    throttled(
+        &change_password(&app, &stolen, PASSWORD, attacker)
+            .await
+            .unwrap_err(),
+    );
+    throttled(
+        &sign_in(&app, "alice", PASSWORD, attacker, &fresh_id())
+            .await
+            .unwrap_err(),
+    );
+    // The owner on another client is not held back, and the right password clears its count.
+    let owner = "198.51.100.21";
+    change_password(&app, &stolen, WRONG, owner)
+        .await
+        .unwrap_err();
+    change_password(&app, &stolen, PASSWORD, owner)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn only_an_admin_may_clear_a_sign_in_throttle() {
     let app = spawn_with(Config::for_tests()).await;
