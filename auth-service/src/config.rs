@@ -284,22 +284,24 @@ impl settings::WorkerThreads for Config {
     }
 }
 
+/// The longest lifetime `AUTH_ACCESS_TOKEN_TTL` and `AUTH_SERVICE_TOKEN_TTL` accept. A revocation
+/// is kept this long (plus the verifiers' leeway) whatever the settings are now, since tokens
+/// issued before a lifetime was shortened live as long as it was when they were issued.
+pub const LONGEST_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 impl TryFrom<Config> for Settings {
     type Error = ConfigError;
 
     fn try_from(config: Config) -> Result<Self, ConfigError> {
         // Access tokens are only recalled by expiry, so they must be short-lived.
-        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&config.access_token_ttl)
-        {
+        if !(Duration::from_secs(10)..=LONGEST_TOKEN_TTL).contains(&config.access_token_ttl) {
             return Err(ConfigError::new(
                 "AUTH_ACCESS_TOKEN_TTL",
                 "must be between 10s and 1h",
             ));
         }
         // Service tokens are revoked through the feed, but a bound keeps a lost one short-lived.
-        if !(Duration::from_secs(10)..=Duration::from_secs(3600))
-            .contains(&config.service_token_ttl)
-        {
+        if !(Duration::from_secs(10)..=LONGEST_TOKEN_TTL).contains(&config.service_token_ttl) {
             return Err(ConfigError::new(
                 "AUTH_SERVICE_TOKEN_TTL",
                 "must be between 10s and 1h",

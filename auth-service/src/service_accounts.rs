@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use token::{Claims, Issued, LEEWAY_SECS, Role, unix_now};
+use token::{Claims, Issued, Role, unix_now};
 
 use crate::{
     accounts::{Accounts, client_text},
@@ -262,8 +262,7 @@ impl Accounts {
             kind: RevocationKind::User,
             subject: id.subject(),
             not_before: now,
-            // Its tokens live for the service-token lifetime, not the users'.
-            expires_at: now + self.service_token_ttl.as_secs() as i64 + LEEWAY_SECS as i64,
+            expires_at: Accounts::revocation_expiry(now),
         }];
         self.store.insert_revocations(&revocation).await?;
         self.feed.revoked(&revocation);

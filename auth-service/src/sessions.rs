@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{Accounts, ClientInfo, SessionTokens},
+    config::LONGEST_TOKEN_TTL,
     domain::{Password, User, UserId},
     error::Error,
     refresh_token::RefreshToken,
@@ -38,9 +39,11 @@ fn address(info: &ClientInfo) -> String {
 
 impl Accounts {
     /// Until when a revocation written now must be kept: the longest an access token issued
-    /// up to now can still be accepted (its lifetime plus the verifiers' clock leeway).
-    fn revocation_expiry(&self, now: i64) -> i64 {
-        now + self.keys.current().issuer.ttl().as_secs() as i64 + LEEWAY_SECS as i64
+    /// up to now can still be accepted. That is the longest lifetime the settings allow, not the
+    /// one set now: a token issued before `AUTH_ACCESS_TOKEN_TTL` was lowered (or by a replica
+    /// not yet restarted with the new value) lives as long as it was issued for.
+    pub(crate) fn revocation_expiry(now: i64) -> i64 {
+        now + LONGEST_TOKEN_TTL.as_secs() as i64 + LEEWAY_SECS as i64
     }
 
     fn issue(&self, user: &User, sid: &str) -> Result<token::Issued, Error> {
@@ -361,7 +364,7 @@ impl Accounts {
                 kind: RevocationKind::Session,
                 subject: id.clone(),
                 not_before: now,
-                expires_at: self.revocation_expiry(now),
+                expires_at: Self::revocation_expiry(now),
             })
             .collect();
         self.store.insert_revocations(&revocations).await?;
@@ -377,7 +380,7 @@ impl Accounts {
             kind: RevocationKind::User,
             subject: user.to_string(),
             not_before: now,
-            expires_at: self.revocation_expiry(now),
+            expires_at: Self::revocation_expiry(now),
         }];
         self.store.insert_revocations(&revocation).await?;
         self.feed.revoked(&revocation);

@@ -7,7 +7,9 @@ use proto::auth::v1 as pb;
 use token::{Audience, Hs256Secret, Issuer, SigningKey, unix_now};
 use tonic::{Code, Request, Status};
 
-use crate::helpers::{PASSWORD, TestApp, authed, spawn_app_with_admin, spawn_with, with_admin};
+use crate::helpers::{
+    KEK, PASSWORD, TestApp, authed, spawn_app_with_admin, spawn_with, with_admin,
+};
 
 pub async fn refresh(app: &TestApp, token: &str) -> Result<pb::RefreshResponse, Status> {
     app.client
@@ -620,4 +622,56 @@ async fn validate_token_reports_active_claims_or_only_inactive() {
         .await
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_sign_out_stays_in_the_feed_until_tokens_issued_before_the_lifetime_was_shortened_expire()
+{
+    // Two replicas on one database: one still issuing hour-long tokens, one already restarted
+    // with ten-second ones, as during a rolling change of AUTH_ACCESS_TOKEN_TTL.
+    let file = std::env::temp_dir().join(format!("auth-ttl-{}.db", uuid::Uuid::new_v4()));
+    let config = |ttl: u64| {
+        let mut config = Config::for_tests();
+        config.database_url = Some(format!("sqlite://{}", file.display()).into());
+        config.key_encryption_key = Some(KEK.into());
+        config.access_token_ttl = Duration::from_secs(ttl);
+        config
+    };
+    let long = spawn_with(config(3600)).await;
+    let short = spawn_with(config(10)).await;
+    long.sign_up("alice", "alice@example.com").await.unwrap();
+    let signed_in = long.sign_in("alice", PASSWORD).await.unwrap();
+    let expires_at = signed_in.expires_at.unwrap().seconds;
+
+    sign_out(
+        &short,
+        authed(
+            pb::SignOutRequest {
+                refresh_token: None,
+                all: false,
+            },
+            &signed_in.access_token,
+        ),
+    )
+    .await
+    .unwrap();
+
+    let mut feed = short
+        .client
+        .clone()
+        .watch_revocations(pb::WatchRevocationsRequest { after: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = feed.message().await.unwrap().unwrap();
+    let [revocation] = &snapshot.revocations[..] else {
+        panic!("one revocation expected: {snapshot:?}");
+    };
+    // Verifiers accept a token up to the leeway past its expiry, and forget a revocation at its
+    // own: it must not go first.
+    assert!(
+        revocation.expires_at >= expires_at + token::LEEWAY_SECS as i64,
+        "the revocation lapses at {} while the token is valid until {expires_at}",
+        revocation.expires_at
+    );
 }
