@@ -3,6 +3,8 @@
 //! revocation is written before the session rows go, so a failure in between never leaves a
 //! valid token for an ended session.
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 use token::{Claims, LEEWAY_SECS, unix_now};
 use uuid::Uuid;
@@ -55,6 +57,54 @@ impl Accounts {
             .map_err(anyhow::Error::new)?)
     }
 
+    /// Issues an access token in session `sid` for `user`, then reads the account again and
+    /// returns the token only if it still stands; `None` if the account is gone or disabled.
+    ///
+    /// Disabling a user or taking a role away stores the change first and writes the user's
+    /// revocation after it. So a change that lands before the second read is seen there, and one
+    /// that lands after it writes a `not_before` no earlier than this token's `iat`, which the
+    /// revocation covers: no token outlives a disable or a demotion that raced its issuing.
+    /// Changed roles are issued again.
+    ///
+    /// For a `new_session`: a token whose `iat` falls in the second of a user revocation (signing
+    /// in again right after signing out everywhere) would be refused with it, so then this waits
+    /// for the next second and issues again. An older session needs no such wait: every user
+    /// revocation ends all the user's sessions, so its refresh fails anyway.
+    async fn issue_checked(
+        &self,
+        user: &User,
+        sid: &str,
+        new_session: bool,
+    ) -> Result<Option<token::Issued>, Error> {
+        let mut user = user.clone();
+        // Each pass follows a change that landed meanwhile; more than a few means the account
+        // is being changed continuously, and the caller may try again.
+        for _ in 0..3 {
+            let access = self.issue(&user, sid)?;
+            let now = match self.store.find_user(user.id).await? {
+                Some(now) if !now.disabled => now,
+                _ => return Ok(None),
+            };
+            if now.roles != user.roles || now.username != user.username {
+                user = now;
+                continue;
+            }
+            if !new_session {
+                return Ok(Some(access));
+            }
+            let iat = access.claims.iat;
+            match self.store.revoked_through(&user.id.to_string()).await? {
+                Some(through) if through >= iat => {
+                    let wait =
+                        Duration::from_secs((through + 1 - unix_now()).max(0).unsigned_abs());
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(Some(access)),
+            }
+        }
+        Err(Error::Busy)
+    }
+
     /// Stores a new session for `user` and issues its first tokens; ends the oldest sessions
     /// beyond the per-user cap.
     pub(crate) async fn start_session(
@@ -76,7 +126,11 @@ impl Accounts {
             user_agent: user_agent(info),
         };
         self.store.insert_session(&session).await?;
-        let access = self.issue(user, &session.id)?;
+        let Some(access) = self.issue_checked(user, &session.id, true).await? else {
+            // Disabled or deleted while signing in: the session goes with the account's others.
+            self.end_sessions(std::slice::from_ref(&session.id)).await?;
+            return Err(Error::AccountDisabled);
+        };
         let stored = self.store.user_sessions_oldest_first(user.id).await?;
         if stored.len() > self.sessions.max_per_user {
             let excess = stored.len() - self.sessions.max_per_user;
@@ -148,7 +202,9 @@ impl Accounts {
             Some(user) if !user.disabled => user,
             _ => return Err(Error::RefreshRefused),
         };
-        let access = self.issue(&user, &session_id)?;
+        let Some(access) = self.issue_checked(&user, &session_id, false).await? else {
+            return Err(Error::RefreshRefused);
+        };
         Ok(SessionTokens {
             access,
             refresh,

@@ -675,3 +675,91 @@ async fn a_sign_out_stays_in_the_feed_until_tokens_issued_before_the_lifetime_wa
         revocation.expires_at
     );
 }
+
+#[tokio::test]
+async fn a_sign_in_whose_password_check_outlasts_a_disable_gets_no_live_token() {
+    // One hashing worker with a queue of sign-ins ahead: the victim's password is read, then
+    // checked more than a second later, and the admin disables the account in between. Its
+    // token, if any, would carry an `iat` in a later second than the disable's revocation.
+    let mut config = with_admin(Config::for_tests());
+    config.hash_workers = Some(1);
+    config.hash_queue = 256;
+    // Sign-ins in flight count as failures until their password matches.
+    config.signin_account_max_failures = 1000;
+    let app = spawn_with(config).await;
+    let admin = app.admin_token().await;
+    let (victim, _) = signed_in(&app, "mallory").await;
+    app.sign_up("filler", "filler@example.com").await.unwrap();
+    let started = std::time::Instant::now();
+    app.sign_in("filler", PASSWORD).await.unwrap();
+    let one_hash = started.elapsed().max(Duration::from_millis(1));
+    let fillers = (Duration::from_millis(1500).as_millis() / one_hash.as_millis()).max(1) + 1;
+    let queue: Vec<_> = (0..fillers)
+        .map(|i| {
+            let client = app.client.clone();
+            // Each from a client of its own, under the per-client limits.
+            let mut request = Request::new(pb::SignInRequest {
+                login: "filler".into(),
+                password: PASSWORD.into(),
+            });
+            let address = format!("10.9.{}.{}", i / 250, i % 250 + 1);
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", address.parse().unwrap());
+            tokio::spawn(async move { client.clone().sign_in(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sign_in = {
+        let app_client = app.client.clone();
+        tokio::spawn(async move {
+            app_client
+                .clone()
+                .sign_in(pb::SignInRequest {
+                    login: "mallory".into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    set_disabled(&app, &admin, &victim, true).await.unwrap();
+    match sign_in.await.unwrap() {
+        Ok(answer) => assert!(
+            !active(&app, &admin, &answer.into_inner().access_token).await,
+            "a disabled account's sign-in got a live token"
+        ),
+        Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),
+    }
+    for filler in queue {
+        filler.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_right_after_signing_out_everywhere_gets_a_live_token() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    signed_in(&app, "carol").await;
+    // Several rounds, so some sign-ins fall in the same second as the revocation before them.
+    for round in 0..3 {
+        let session = app.sign_in("carol", PASSWORD).await.unwrap();
+        sign_out(
+            &app,
+            authed(
+                pb::SignOutRequest {
+                    refresh_token: None,
+                    all: true,
+                },
+                &session.access_token,
+            ),
+        )
+        .await
+        .unwrap();
+        let next = app.sign_in("carol", PASSWORD).await.unwrap();
+        assert!(
+            active(&app, &admin, &next.access_token).await,
+            "round {round}: the new session's token is refused with the old ones"
+        );
+    }
+}
