@@ -214,8 +214,24 @@ impl Accounts {
 
     /// Ends the session named by `by`, or every session of its user with `all`. Ending what
     /// has already ended is not an error.
+    ///
+    /// Ending one session accepts whatever still names it. Ending every session of the user
+    /// (`all`) takes a credential that still works: a refresh token that would refresh (or a
+    /// retry of one within the grace window), or an access token of a session that is still
+    /// live, expired or not; a leaked old credential must not sign its owner out everywhere.
     pub async fn sign_out(&self, by: SignOutBy<'_>, all: bool) -> Result<(), Error> {
         let (user, sid) = match by {
+            SignOutBy::RefreshToken(token) if all => {
+                let grace = self.sessions.refresh_grace.as_secs() as i64;
+                match self
+                    .store
+                    .find_live_session_by_token(&token.hash(), unix_now(), grace)
+                    .await?
+                {
+                    Some((sid, user)) => (user, Some(sid)),
+                    None => return Err(Error::RefreshRefused),
+                }
+            }
             SignOutBy::RefreshToken(token) => {
                 match self.store.find_session_by_token(&token.hash()).await? {
                     Some((sid, user)) => (user, Some(sid)),
@@ -236,6 +252,24 @@ impl Accounts {
                     ));
                 }
                 let user = claims.sub.parse().map_err(|_| Error::InvalidAccessToken)?;
+                if all {
+                    let live = match &claims.sid {
+                        Some(sid) => self
+                            .store
+                            .list_sessions(user, unix_now())
+                            .await?
+                            .iter()
+                            .any(|s| &s.id == sid),
+                        None => false,
+                    };
+                    let revoked = self
+                        .store
+                        .is_revoked(claims.sid.as_deref(), &claims.sub, claims.iat, unix_now())
+                        .await?;
+                    if !live || revoked {
+                        return Err(Error::InvalidAccessToken);
+                    }
+                }
                 (user, claims.sid)
             }
         };

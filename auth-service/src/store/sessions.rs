@@ -257,6 +257,39 @@ impl Store {
             .transpose()
     }
 
+    /// Like [`Store::find_session_by_token`], but only while the token still works at `now`: the
+    /// current token of a session that has not expired, or the previous one within `grace`
+    /// seconds of its rotation (a retry), and the user not disabled.
+    pub async fn find_live_session_by_token(
+        &self,
+        hash: &[u8],
+        now: i64,
+        grace: i64,
+    ) -> Result<Option<(String, UserId)>, StoreError> {
+        let row = on_backend!(self, db => {
+            sqlx::query_as::<_, SpendRow>(SELECT_SESSION_BY_TOKEN)
+                .bind(hash)
+                .fetch_optional(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to look up session"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let current = row.token_hash == hash
+            || row
+                .rotated_at
+                .is_some_and(|rotated_at| now - rotated_at <= grace);
+        let live = current
+            && row.expires_at > now
+            && row.absolute_expires_at > now
+            && row.disabled_at.is_none();
+        if !live {
+            return Ok(None);
+        }
+        Ok(Some((row.id.clone(), user_id(&row.user_id)?)))
+    }
+
     /// The user's sessions that are still live at `now`, most recently used first.
     pub async fn list_sessions(&self, user: UserId, now: i64) -> Result<Vec<Session>, StoreError> {
         let sql = format!(

@@ -763,3 +763,44 @@ async fn a_sign_in_right_after_signing_out_everywhere_gets_a_live_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn only_a_credential_that_still_works_signs_out_everywhere() {
+    let mut config = with_admin(Config::for_tests());
+    config.refresh_grace = Duration::ZERO;
+    let app = spawn_with(config).await;
+    let admin = app.admin_token().await;
+    let (_, ended) = signed_in(&app, "kate").await;
+    let live = app.sign_in("kate", PASSWORD).await.unwrap();
+    let everywhere = |refresh_token: Option<String>, access: Option<&str>| {
+        let message = pb::SignOutRequest {
+            refresh_token,
+            all: true,
+        };
+        match access {
+            Some(token) => authed(message, token),
+            None => Request::new(message),
+        }
+    };
+    // One session signed out: its access token no longer speaks for the user.
+    sign_out(
+        &app,
+        authed(pb::SignOutRequest::default(), &ended.access_token),
+    )
+    .await
+    .unwrap();
+    let stale = sign_out(&app, everywhere(None, Some(&ended.access_token))).await;
+    assert_eq!(stale.unwrap_err().code(), Code::Unauthenticated);
+    // A refresh token spent past the grace window neither.
+    let rotated = refresh(&app, &live.refresh_token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let spent = sign_out(&app, everywhere(Some(live.refresh_token.clone()), None)).await;
+    assert_eq!(spent.unwrap_err().code(), Code::Unauthenticated);
+    assert!(active(&app, &admin, &rotated.access_token).await);
+    // The session's current refresh token does.
+    let newest = refresh(&app, &rotated.refresh_token).await.unwrap();
+    sign_out(&app, everywhere(Some(newest.refresh_token.clone()), None))
+        .await
+        .unwrap();
+    assert!(!active(&app, &admin, &newest.access_token).await);
+}
