@@ -194,3 +194,66 @@ async fn no_client_secret_or_client_token_reaches_the_log() {
         assert_eq!(logs.lines_with(secret), Vec::<String>::new());
     }
 }
+
+// One thread, so the server's tasks log to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn only_a_token_claiming_admin_that_the_database_denies_is_a_security_event() {
+    use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
+
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let secret = "an HS256 secret of at least 32 bytes!";
+    let mut config = auth_service::Config::for_tests();
+    config.token_alg = token::Algorithm::HS256;
+    config.hs256_secret = Some(secret.into());
+    let app = helpers::spawn_with(config).await;
+    let token = app.user_token("alice").await;
+    let list_users = |token: String| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .list_users(helpers::authed(
+                    proto::auth::v1::ListUsersRequest::default(),
+                    &token,
+                ))
+                .await
+        }
+    };
+    // A user asking for another user's sessions (which takes the admin role) is refused like
+    // any call beyond their roles.
+    let bob = app.sign_up("bob", "bob@example.com").await.unwrap();
+    let refused = app
+        .client
+        .clone()
+        .list_sessions(helpers::authed(
+            proto::auth::v1::ListSessionsRequest { user_id: bob.id },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(logs.lines_with("security").len(), 0);
+
+    // A token that claims the admin role the database does not grant is news.
+    let key = || SigningKey::Hs256(Hs256Secret::new(secret.as_bytes()).unwrap());
+    let verifier = token::Verifier::for_keys([&key()], &Audience::default());
+    let mut claims = verifier.verify(&token).unwrap();
+    claims.roles.push(Role::Admin);
+    let issuer = Issuer::new(
+        key(),
+        Audience::default(),
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    let claimed = issuer.sign(&claims).unwrap();
+    let refused = list_users(claimed).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let events = logs.lines_with("no longer grants");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("WARN") && events[0].contains("security"));
+}
