@@ -164,6 +164,8 @@ fn grpc_failures() -> GrpcErrorsAsFailures {
         .with_success(GrpcCode::ResourceExhausted)
         .with_success(GrpcCode::FailedPrecondition)
         .with_success(GrpcCode::Unauthenticated)
+        // A method no service here has: the caller's mistake.
+        .with_success(GrpcCode::Unimplemented)
 }
 
 impl<S> Layer<S> for GrpcCallLayer {
@@ -272,6 +274,7 @@ where
             }
         };
         let headers = response.headers_mut();
+        undecodable_is_invalid_argument(headers);
         if !headers.contains_key(REQUEST_ID) {
             // Never in HPACK's table: no two calls have the same id, so indexing it would only
             // push useful entries out, on both ends.
@@ -304,6 +307,31 @@ where
             started,
             eos,
         })))
+    }
+}
+
+/// tonic answers a request whose message does not decode with INTERNAL ("failed to decode
+/// Protobuf message: " and the message type, field and problem), as the gRPC spec files parse
+/// errors. For a server that is the caller's bad input, not a fault of its own: so it is logged,
+/// counted and alerted on as INVALID_ARGUMENT, with a message that names none of our types. (A
+/// unary call's refusal is trailers-only: the status travels in the headers.)
+fn undecodable_is_invalid_argument(headers: &mut HeaderMap) {
+    const TONIC_PREFIX: &[u8] = b"failed to decode Protobuf message";
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"13");
+    let undecodable = headers.get("grpc-message").is_some_and(|message| {
+        percent_encoding::percent_decode(message.as_bytes())
+            .collect::<Vec<u8>>()
+            .starts_with(TONIC_PREFIX)
+    });
+    if internal && undecodable {
+        headers.insert("grpc-status", HeaderValue::from_static("3"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("the%20request%20is%20not%20a%20valid%20protobuf%20message"),
+        );
+        headers.remove("grpc-status-details-bin");
     }
 }
 
@@ -710,8 +738,11 @@ mod tests {
             assert!(logged.contains("request_id=\"call-7\""), "{logged}");
             assert!(logged.contains("ERROR"), "{logged}");
 
-            let (_, logged) = call_answering(tonic::Code::NotFound, in_trailers).await;
-            assert_eq!(logged, "");
+            // The caller's mistakes, an unknown method among them.
+            for code in [tonic::Code::NotFound, tonic::Code::Unimplemented] {
+                let (_, logged) = call_answering(code, in_trailers).await;
+                assert_eq!(logged, "", "{code:?}");
+            }
         }
     }
 
