@@ -151,13 +151,15 @@ impl PasswordHasher {
     ) -> Result<String, HashError> {
         let admitted = self.admit(client)?;
         self.run(admitted, move |memory| {
-            memory.hash(password.expose_secret().as_bytes())
+            memory.hash(normalized(password.expose_secret()).as_bytes())
         })
         .await
     }
 
     /// Whether `password` matches `hash`. With no hash (unknown user) a dummy hash is checked
-    /// and the answer is `false`, taking the same time as a wrong password.
+    /// and the answer is `false`, taking the same time as a wrong password. A password whose
+    /// [`normalized`] form differs from what was typed, and does not match in that form, is
+    /// also tried as typed: hashes made before passwords were normalised are of those bytes.
     pub async fn verify(
         &self,
         password: SecretString,
@@ -180,7 +182,10 @@ impl PasswordHasher {
         let matches = self
             .run(admitted, move |memory| {
                 let hash = hash.as_deref().unwrap_or(&dummy);
-                memory.verify(password.expose_secret().as_bytes(), hash)
+                let typed = password.expose_secret();
+                let normal = normalized(typed);
+                Ok(memory.verify(normal.as_bytes(), hash)?
+                    || (normal != typed && memory.verify(typed.as_bytes(), hash)?))
             })
             .await?;
         Ok(known && matches)
@@ -221,6 +226,13 @@ impl PasswordHasher {
     }
 }
 
+/// What a password is hashed as: its NFKC form (NIST SP 800-63B §5.1.1.2), so the same password
+/// typed where characters are composed differently (macOS keyboards send `é` decomposed, most
+/// others composed) or in full-width forms still matches.
+fn normalized(password: &str) -> std::borrow::Cow<'_, str> {
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(password)
+}
+
 fn duration_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -243,6 +255,50 @@ mod tests {
         assert!(
             !hasher
                 .verify("wrong horse".into(), Some(hash), None)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_matches_however_its_characters_are_composed() {
+        let hasher = PasswordHasher::new(1, 2, 3).unwrap();
+        // "pässwörd-ﬁ" decomposed (as macOS types it, with the ligature), and composed.
+        let decomposed = "pa\u{308}sswo\u{308}rd-\u{fb01}";
+        let composed = "p\u{e4}ssw\u{f6}rd-fi";
+        let hash = hasher.hash(decomposed.into(), None).await.unwrap();
+        for typed in [decomposed, composed] {
+            assert!(
+                hasher
+                    .verify(typed.into(), Some(hash.clone()), None)
+                    .await
+                    .unwrap(),
+                "{typed:?}"
+            );
+        }
+        assert!(
+            !hasher
+                .verify("passwords-fi".into(), Some(hash), None)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_the_password_as_typed_still_verifies() {
+        // As hashed before passwords were normalised.
+        let typed = "pa\u{308}sswo\u{308}rd";
+        let hash = memory::Memory::new().hash(typed.as_bytes()).unwrap();
+        let hasher = PasswordHasher::new(1, 2, 3).unwrap();
+        assert!(
+            hasher
+                .verify(typed.into(), Some(hash.clone()), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("p\u{e4}ssword".into(), Some(hash), None)
                 .await
                 .unwrap()
         );
