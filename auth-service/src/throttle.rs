@@ -17,8 +17,11 @@
 //!
 //! A successful sign-in clears that client's failures for the account, and only those: the
 //! owner who mistyped is not slowed later on the same device, while a guesser elsewhere stays
-//! throttled and the account's total keeps its other clients' failures. An admin can clear an
-//! account's failures from every client.
+//! throttled and the account's total keeps its other clients' failures. It also makes the client
+//! known to the account for [`KNOWN_CLIENT_FOR`]: a known client is held by its own per-client
+//! limit only, not by the per-account one, so guesses spread over many clients cannot lock the
+//! owner out of a device they signed in from before. An admin can clear an account's failures
+//! from every client.
 //!
 //! **Sign-up.** Answers that a username or email is taken are counted per client; over the limit
 //! every sign-up from that client is refused the same way until the window moves on, whether its
@@ -171,6 +174,14 @@ pub enum ThrottleError {
 
 const SIGN_IN: &str = "sign-in";
 const SIGN_UP: &str = "sign-up";
+/// A client's last successful sign-in to an account is one `sign-in` event per (account, client)
+/// under the account's subject with this prefix, which no failure is counted under.
+const KNOWN_PREFIX: &str = "known:";
+const ACCOUNT_PREFIX: &str = "user:";
+
+/// How long a client that signed in to an account stays known to it: past the per-account
+/// limit, which holds back every other client.
+pub const KNOWN_CLIENT_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How often each replica deletes events no window covers any more. Pruning is idempotent, so
 /// replicas doing it at once only repeat each other's work.
@@ -182,7 +193,7 @@ pub struct Subject(String);
 
 impl Subject {
     pub fn account(id: UserId) -> Self {
-        Self(format!("user:{id}"))
+        Self(format!("{ACCOUNT_PREFIX}{id}"))
     }
 
     /// A service account, by client id: failed client authentications are counted under it.
@@ -223,6 +234,8 @@ impl ClientAttempt {
 #[derive(Debug)]
 pub struct SignInAttempt {
     subject: Subject,
+    /// What the client's successful sign-ins to the account are remembered under.
+    known_subject: String,
     client: String,
     attempt: String,
     /// False when a retry of the same request had recorded it already.
@@ -234,6 +247,14 @@ impl SignInAttempt {
         ThrottleKey {
             kind: SIGN_IN,
             subject: &self.subject.0,
+            client: &self.client,
+        }
+    }
+
+    fn known_key(&self) -> ThrottleKey<'_> {
+        ThrottleKey {
+            kind: SIGN_IN,
+            subject: &self.known_subject,
             client: &self.client,
         }
     }
@@ -259,6 +280,7 @@ impl Throttle {
     ) -> Result<SignInAttempt, ThrottleError> {
         let now = unix_now();
         let attempt = SignInAttempt {
+            known_subject: format!("{KNOWN_PREFIX}{}", subject.0),
             client: origin.client_key(),
             attempt: origin.attempt(&[password.expose_secret().as_bytes()]),
             subject,
@@ -271,6 +293,20 @@ impl Throttle {
         let per_account = self
             .retry_after(&key, false, self.settings.sign_in_per_account, now)
             .await?;
+        // A client that signed in to this account before is held only by its own limit: the
+        // per-account one stops guesses spread over many clients, and must not also shut out
+        // the owner on a device they use.
+        let per_account = match per_account {
+            Some(delay) if per_client.is_none() && self.is_known(&attempt).await? => {
+                tracing::debug!(
+                    limit = "account",
+                    delay_secs = delay.as_secs(),
+                    "a known client passes the per-account limit"
+                );
+                None
+            }
+            other => other,
+        };
         let refused = match (per_client, per_account) {
             (None, None) => None,
             (Some(c), None) => Some(("client", c)),
@@ -291,12 +327,35 @@ impl Throttle {
         })
     }
 
-    /// The password matched: clears this client's failures for the account, this one included.
+    /// The password matched: clears this client's failures for the account, this one included,
+    /// and remembers the client as known to the account (from now, for [`KNOWN_CLIENT_FOR`]).
     pub async fn sign_in_succeeded(&self, attempt: &SignInAttempt) -> Result<(), StoreError> {
         self.store
             .clear_throttle_events_from_client(&attempt.key())
-            .await
-            .map(drop)
+            .await?;
+        if let Subject(subject) = &attempt.subject
+            && subject.starts_with(ACCOUNT_PREFIX)
+        {
+            let known = attempt.known_key();
+            self.store.clear_throttle_events_from_client(&known).await?;
+            self.store
+                .record_throttle_event(&known, "known", unix_now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the attempt's client signed in to its account within [`KNOWN_CLIENT_FOR`].
+    async fn is_known(&self, attempt: &SignInAttempt) -> Result<bool, StoreError> {
+        if !attempt.subject.0.starts_with(ACCOUNT_PREFIX) {
+            return Ok(false);
+        }
+        let since = unix_now() - secs(KNOWN_CLIENT_FOR);
+        Ok(!self
+            .store
+            .latest_throttle_events(&attempt.known_key(), since, 1)
+            .await?
+            .is_empty())
     }
 
     /// The password was never checked (the hashing queue was full): takes the record back,
@@ -418,8 +477,13 @@ impl Throttle {
             .map(|l| l.window)
             .max()
             .unwrap_or_default();
+        let now = unix_now();
         self.store
-            .prune_throttle_events(unix_now() - secs(longest))
+            .prune_throttle_events(
+                now - secs(longest),
+                &format!("{KNOWN_PREFIX}%"),
+                now - secs(KNOWN_CLIENT_FOR),
+            )
             .await
     }
 

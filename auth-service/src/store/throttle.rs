@@ -28,7 +28,9 @@ const DELETE_EVENT: &str = "DELETE FROM throttle_events \
 const DELETE_FROM_CLIENT: &str =
     "DELETE FROM throttle_events WHERE kind = $1 AND subject = $2 AND client = $3";
 const DELETE_SUBJECT: &str = "DELETE FROM throttle_events WHERE kind = $1 AND subject = $2";
-const PRUNE_EVENTS: &str = "DELETE FROM throttle_events WHERE at <= $1";
+/// Events older than `$1`, but those whose subject is `LIKE $2` only when older than `$3`.
+const PRUNE_EVENTS: &str = "DELETE FROM throttle_events \
+     WHERE at <= CASE WHEN subject LIKE $2 THEN $3 ELSE $1 END";
 
 impl Store {
     /// Records an event unless one with the same `attempt` exists; returns whether it was new.
@@ -162,11 +164,19 @@ impl Store {
         .map_err(failed("failed to clear throttle events"))
     }
 
-    /// Deletes events at or before `before`; returns how many.
-    pub async fn prune_throttle_events(&self, before: i64) -> Result<u64, StoreError> {
+    /// Deletes events at or before `before`, those whose subject is `LIKE long_kept` only at or
+    /// before `long_kept_before`; returns how many.
+    pub async fn prune_throttle_events(
+        &self,
+        before: i64,
+        long_kept: &str,
+        long_kept_before: i64,
+    ) -> Result<u64, StoreError> {
         on_backend!(self, db => {
             sqlx::query(PRUNE_EVENTS)
                 .bind(before)
+                .bind(long_kept)
+                .bind(long_kept_before)
                 .execute(&db.pool)
                 .await
                 .map(|done| done.rows_affected())

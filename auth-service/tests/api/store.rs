@@ -559,7 +559,35 @@ async fn throttle_events_count_once_per_attempt_in_a_window_and_are_pruned(store
         1
     );
     assert!(store.record_throttle_event(&b, "r3/aa", 400).await.unwrap());
-    assert_eq!(store.prune_throttle_events(100).await.unwrap(), 1);
+    // Subjects kept longer stay past the others' cut.
+    let known = ThrottleKey {
+        subject: "known:user:1",
+        ..key("203.0.113.1")
+    };
+    assert!(
+        store
+            .record_throttle_event(&known, "known", 50)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .prune_throttle_events(100, "known:%", 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.latest_throttle_events(&known, 0, 5).await.unwrap(),
+        [50]
+    );
+    assert_eq!(
+        store
+            .prune_throttle_events(100, "known:%", 50)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(nth(a.clone(), false, 0, 1).await, Some(400));
     assert_eq!(
         store

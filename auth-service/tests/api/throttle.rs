@@ -143,6 +143,46 @@ async fn ten_failures_from_one_client_across_replicas_throttle_the_eleventh_sign
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+#[tokio::test]
+async fn a_client_that_signed_in_before_passes_the_per_account_limit_and_no_other_does() {
+    let mut config = Config::for_tests();
+    config.signin_account_max_failures = 20;
+    let app = spawn_with(config).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    let laptop = "198.51.100.30";
+    sign_in(&app, "alice", PASSWORD, laptop, &fresh_id())
+        .await
+        .unwrap();
+    // Guesses spread over clients, each under its own limit, lock the account...
+    for i in 0..20 {
+        let client = format!("203.0.113.{}", 100 + i / 10);
+        sign_in(&app, "alice", WRONG, &client, &fresh_id())
+            .await
+            .unwrap_err();
+    }
+    for stranger in ["203.0.113.200", "198.51.100.31"] {
+        throttled(
+            &sign_in(&app, "alice", PASSWORD, stranger, &fresh_id())
+                .await
+                .unwrap_err(),
+        );
+    }
+    // ...but not for the owner's device that signed in before, which still has its own limit.
+    sign_in(&app, "alice", PASSWORD, laptop, &fresh_id())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        sign_in(&app, "alice", WRONG, laptop, &fresh_id())
+            .await
+            .unwrap_err();
+    }
+    throttled(
+        &sign_in(&app, "alice", PASSWORD, laptop, &fresh_id())
+            .await
+            .unwrap_err(),
+    );
+}
+
 /// A password change from `client`, as the gateway sends it for a signed-in caller.
 async fn change_password(
     app: &TestApp,
