@@ -138,6 +138,16 @@ impl Accounts {
         {
             return Err(Error::ServiceAccountNotFound(id));
         }
+        if overlap.is_zero() {
+            // No overlap is what a leaked secret calls for: the tokens got with it go too. A
+            // token got with the new secret in the revocation's second would be refused with
+            // them, so the new secret is handed out only once that second is over.
+            let now = self.revoke_service_account_tokens(id).await?;
+            let wait = now + 1 - unix_now();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
+            }
+        }
         tracing::info!(client_id = %id, by = %caller.sub, overlap_secs = overlap.as_secs(), "service account secret rotated");
         Ok((self.service_account(id).await?, secret))
     }
@@ -257,6 +267,12 @@ impl Accounts {
         {
             return Err(Error::ServiceAccountNotFound(id));
         }
+        self.revoke_service_account_tokens(id).await?;
+        Ok(())
+    }
+
+    /// Revokes every token of the account issued up to now; returns that time.
+    async fn revoke_service_account_tokens(&self, id: ClientId) -> Result<i64, Error> {
         let now = unix_now();
         let revocation = [NewRevocation {
             kind: RevocationKind::User,
@@ -266,7 +282,7 @@ impl Accounts {
         }];
         self.store.insert_revocations(&revocation).await?;
         self.feed.revoked(&revocation);
-        Ok(())
+        Ok(now)
     }
 }
 

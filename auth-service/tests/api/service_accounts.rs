@@ -302,11 +302,12 @@ async fn administer_and_grant(app: &TestApp) {
         (now + 86_400 - 5..=now + 86_400).contains(&until),
         "{until}"
     );
-    issue(app, &account.client_id, &new_secret, "")
+    let before_leak = issue(app, &account.client_id, &new_secret, "")
         .await
         .unwrap();
     issue(app, &account.client_id, &secret, "").await.unwrap();
-    // Rotating without an overlap ends the previous secret at once.
+    // Rotating without an overlap (a leaked secret) ends the previous secret at once and
+    // revokes the tokens got with it; one got with the new secret works at once.
     let again = rotate(app, &admin, &account.client_id, Some(0))
         .await
         .unwrap();
@@ -316,9 +317,22 @@ async fn administer_and_grant(app: &TestApp) {
     );
     assert_invalid_client(issue(app, &account.client_id, &new_secret, "").await);
     assert_invalid_client(issue(app, &account.client_id, &secret, "").await);
-    issue(app, &account.client_id, &again.client_secret, "")
+    let old = validate(app, &admin, &before_leak.access_token)
         .await
         .unwrap();
+    assert!(
+        !old.active,
+        "a token got with the leaked secret still works"
+    );
+    let after = issue(app, &account.client_id, &again.client_secret, "")
+        .await
+        .unwrap();
+    assert!(
+        validate(app, &admin, &after.access_token)
+            .await
+            .unwrap()
+            .active
+    );
 
     // Deleted: gone from the list, no token, unknown to every admin call.
     delete(app, &admin, &account.client_id).await.unwrap();
