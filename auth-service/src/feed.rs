@@ -5,7 +5,10 @@
 //! polls slowly as a safety net; on SQLite it polls. What it reads goes out once on a broadcast
 //! channel to every stream, so a thousand followers cost one query per change, not a thousand.
 //! Each stream first sends a snapshot of every revocation in force after the follower's cursor
-//! (read from the database, a page at a time), then the watcher's changes, then a heartbeat (an
+//! (read from the database, a page at a time; from the start when that cursor is beyond every
+//! number the database has handed out, because the database was replaced or restored and its
+//! numbering started again: the snapshot's cursor is then lower than the follower's, and the
+//! follower adopts it), then the watcher's changes, then a heartbeat (an
 //! empty batch with the cursor) whenever it has been quiet for a while, but only while the
 //! watcher can read the database: a follower measures how stale its view is by the time since
 //! the last message, so a replica that cannot see new revocations must not claim it is current.
@@ -285,7 +288,29 @@ async fn serve_stream(
     let mut changes = shared.changes.subscribe();
     let watcher_cursor = shared.state.borrow().cursor;
     let mut stopping = shared.stopping.subscribe();
-    let mut cursor = after;
+    // A cursor beyond every number this database has handed out was not given by this feed:
+    // the database was replaced or restored since, and its numbering started again below the
+    // follower's. Resuming there would skip every revocation numbered up to it, so the
+    // follower gets the whole snapshot and, on its pages, this feed's own cursor to adopt.
+    let high_water = match shared.store.revocation_high_water().await {
+        Ok(high_water) => high_water,
+        Err(e) => {
+            tracing::warn!(error.cause_chain = ?e, "cannot read the revocation snapshot");
+            let _ = tx.send(Err(snapshot_failed(&e))).await;
+            return;
+        }
+    };
+    let mut cursor = if after > high_water {
+        tracing::warn!(
+            after,
+            high_water,
+            "a follower resumes beyond this feed's highest revocation number (the database \
+             was replaced or restored): sending it the whole snapshot"
+        );
+        0
+    } else {
+        after
+    };
     loop {
         let page = match shared
             .store
