@@ -10,7 +10,8 @@
 //! view is *stale*: by default tokens are still accepted (fail-open: a loud warning and the
 //! `authn.revocation` health entry NOT_SERVING, so an auth-service outage never takes the
 //! service out of rotation), or, with `fail_closed`, tokens issued at or before the last good
-//! update are refused, so callers must come back with a token auth-service issued since.
+//! update are refused, so callers must come back with a token auth-service issued since (which
+//! passes even if it is revoked during the outage: nothing tells the view).
 
 mod set;
 
@@ -46,7 +47,8 @@ pub struct RevocationConfig {
     /// How long without a good update (a change or heartbeat on a stream whose snapshot
     /// arrived) before the view counts as stale.
     pub max_staleness: Duration,
-    /// When stale, refuse tokens issued at or before the last good update.
+    /// When stale, refuse tokens issued at or before the last good update. Tokens issued after
+    /// it are still accepted, even ones revoked meanwhile, until they expire.
     pub fail_closed: bool,
     /// A stream silent for this long is given up and resumed elsewhere, unless the stream says
     /// how often it sends heartbeats: then three of those.
