@@ -271,6 +271,71 @@ async fn a_follower_ahead_of_a_restarted_feed_starts_over_on_postgres() {
 }
 
 #[tokio::test]
+async fn a_database_whose_numbering_goes_back_under_a_running_replica_still_reaches_everyone() {
+    let url = fresh_postgres_database().await;
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    for i in 0..8 {
+        revoke_session(&writer, &format!("old-{i}")).await;
+    }
+    let user = app.sign_up("alice", "alice@example.com").await.unwrap();
+    let token = app
+        .sign_in("alice", crate::helpers::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let view = authn::RevocationFollower::start(authn::RevocationConfig::new(vec![format!(
+        "http://{}",
+        app.addr
+    )]))
+    .unwrap();
+    refused(&view, "old-7").await;
+
+    // Restored from a backup taken before any revocation (or failed over to a standby that
+    // had not seen them), while the replica runs: numbering starts again at 1.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("TRUNCATE revocations RESTART IDENTITY")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let now = token::unix_now();
+    writer
+        .insert_revocations(&[
+            NewRevocation {
+                kind: RevocationKind::Session,
+                subject: "new-1".into(),
+                not_before: now,
+                expires_at: now + 900,
+            },
+            NewRevocation {
+                kind: RevocationKind::User,
+                subject: user.id.clone(),
+                not_before: now,
+                expires_at: now + 900,
+            },
+        ])
+        .await
+        .unwrap();
+
+    // The follower gets it, and so does the replica's own view.
+    refused(&view, "new-1").await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let mut client = app.client.clone();
+        match client.get_me(authed(pb::GetMeRequest {}, &token)).await {
+            Err(status) => {
+                assert_eq!(status.message(), "token revoked");
+                break;
+            }
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_cursor_beyond_the_feed_gets_the_whole_snapshot_and_the_feed_cursor() {
     let url = sqlite_url();
     let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
