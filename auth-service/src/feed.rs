@@ -5,11 +5,17 @@
 //! polls slowly as a safety net; on SQLite it polls. What it reads goes out once on a broadcast
 //! channel to every stream, so a thousand followers cost one query per change, not a thousand.
 //! Each stream first sends a snapshot of every revocation in force after the follower's cursor
-//! (read from the database, a page at a time), then the watcher's changes, then a heartbeat (an
+//! (read from the database, a page at a time; from the start when that cursor is beyond every
+//! number the database has handed out, because the database was replaced or restored and its
+//! numbering started again: the snapshot's cursor is then lower than the follower's, and the
+//! follower adopts it), then the watcher's changes, then a heartbeat (an
 //! empty batch with the cursor) whenever it has been quiet for a while, but only while the
 //! watcher can read the database: a follower measures how stale its view is by the time since
 //! the last message, so a replica that cannot see new revocations must not claim it is current.
-//! The watcher also prunes expired rows.
+//! The watcher also prunes expired rows. When a read finds nothing new it checks that the
+//! table's numbering has not gone back below its cursor (the database restored or failed over
+//! under a running replica); if it has, it moves to a new epoch and every older stream ends, so
+//! its follower resumes, is found to be ahead, and gets the whole snapshot.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -71,6 +77,10 @@ struct WatcherState {
     cursor: i64,
     /// When the watcher last read the table successfully.
     read_at: Option<Instant>,
+    /// Goes up each time the watcher finds the table's numbering started again under it (the
+    /// database restored or failed over while this replica ran): every stream from an earlier
+    /// epoch ends, so its follower comes back and gets the whole snapshot.
+    epoch: u64,
 }
 
 impl Feed {
@@ -81,6 +91,7 @@ impl Feed {
         let (state_tx, state) = watch::channel(WatcherState {
             cursor,
             read_at: Some(Instant::now()),
+            epoch: 0,
         });
         let (stopping, _) = watch::channel(false);
         let wake = Arc::new(Notify::new());
@@ -144,13 +155,20 @@ impl Feed {
             .view
             .get_or_init(|| {
                 let revocations = Revocations::manual(RevocationConfig::new(Vec::new()));
-                let mut stream = self.watch(0);
                 let view = revocations.clone();
+                let feed = self.clone();
                 tokio::spawn(async move {
-                    let mut synced = false;
-                    while let Some(Ok(batch)) = stream.next().await {
-                        synced |= !batch.snapshot || batch.snapshot_done;
-                        view.apply(&batch, synced);
+                    let mut stopping = feed.shared.stopping.subscribe();
+                    // A stream also ends when the table's numbering starts again: resume, and
+                    // the feed answers with the whole snapshot.
+                    while !*stopping.borrow_and_update() {
+                        let mut stream = feed.watch(view.cursor());
+                        let mut synced = false;
+                        while let Some(Ok(batch)) = stream.next().await {
+                            synced |= !batch.snapshot || batch.snapshot_done;
+                            view.apply(&batch, synced);
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                 });
                 revocations
@@ -218,8 +236,27 @@ async fn watch_table(
             () = stopped(&mut stopping) => return,
         }
         // Expired rows too (`now` = 0): they advance the cursor, and followers drop them.
-        match read_after(&store, cursor, 0).await {
-            Ok(revocations) => {
+        let read = match read_after(&store, cursor, 0).await {
+            Ok(revocations) if revocations.is_empty() => match restarted(&store, cursor).await {
+                Some(high_water) => Read::Restarted(high_water),
+                None => Read::Rows(revocations),
+            },
+            Ok(revocations) => Read::Rows(revocations),
+            Err(e) => Read::Failed(e),
+        };
+        match read {
+            Read::Restarted(high_water) => {
+                failing = false;
+                // Only the rows numbered from now on are news: streams from the new epoch
+                // start with a snapshot of what is there.
+                cursor = high_water;
+                state.send_modify(|s| {
+                    s.cursor = cursor;
+                    s.read_at = Some(Instant::now());
+                    s.epoch += 1;
+                });
+            }
+            Read::Rows(revocations) => {
                 if failing {
                     tracing::info!("reading revocations again");
                     failing = false;
@@ -232,12 +269,12 @@ async fn watch_table(
                         cursor,
                     }));
                 }
-                state.send_replace(WatcherState {
-                    cursor,
-                    read_at: Some(Instant::now()),
+                state.send_modify(|s| {
+                    s.cursor = cursor;
+                    s.read_at = Some(Instant::now());
                 });
             }
-            Err(e) => {
+            Read::Failed(e) => {
                 if !failing {
                     tracing::warn!(error.cause_chain = ?e, "cannot read revocations; heartbeats pause until the database answers");
                     failing = true;
@@ -253,6 +290,33 @@ async fn watch_table(
                 Err(e) => tracing::warn!(error.cause_chain = ?e, "failed to prune revocations"),
             }
         }
+    }
+}
+
+/// What one read of the watcher found.
+enum Read {
+    /// What committed after its cursor (nothing is news too).
+    Rows(Vec<Revocation>),
+    /// The numbering went back below its cursor; the table's highest number now.
+    Restarted(i64),
+    Failed(StoreError),
+}
+
+/// The table's highest number when it is now below `cursor`, which it once reached: the
+/// database was restored or failed over to a copy that had not seen the last revocations.
+async fn restarted(store: &Store, cursor: i64) -> Option<i64> {
+    match store.revocation_high_water().await {
+        Ok(high_water) if high_water < cursor => {
+            tracing::warn!(
+                cursor,
+                high_water,
+                "the revocations table's numbering went back (database restored or failed \
+                 over): ending every stream so its follower starts over from a snapshot"
+            );
+            Some(high_water)
+        }
+        // Unreadable: the next read tries again.
+        _ => None,
     }
 }
 
@@ -283,9 +347,34 @@ async fn serve_stream(
     // Subscribe before reading the snapshot: whatever commits meanwhile arrives on `changes`
     // (and is skipped if the snapshot already had it), so nothing falls between the two.
     let mut changes = shared.changes.subscribe();
-    let watcher_cursor = shared.state.borrow().cursor;
+    let (watcher_cursor, epoch) = {
+        let state = shared.state.borrow();
+        (state.cursor, state.epoch)
+    };
     let mut stopping = shared.stopping.subscribe();
-    let mut cursor = after;
+    // A cursor beyond every number this database has handed out was not given by this feed:
+    // the database was replaced or restored since, and its numbering started again below the
+    // follower's. Resuming there would skip every revocation numbered up to it, so the
+    // follower gets the whole snapshot and, on its pages, this feed's own cursor to adopt.
+    let high_water = match shared.store.revocation_high_water().await {
+        Ok(high_water) => high_water,
+        Err(e) => {
+            tracing::warn!(error.cause_chain = ?e, "cannot read the revocation snapshot");
+            let _ = tx.send(Err(snapshot_failed(&e))).await;
+            return;
+        }
+    };
+    let mut cursor = if after > high_water {
+        tracing::warn!(
+            after,
+            high_water,
+            "a follower resumes beyond this feed's highest revocation number (the database \
+             was replaced or restored): sending it the whole snapshot"
+        );
+        0
+    } else {
+        after
+    };
     loop {
         let page = match shared
             .store
@@ -328,6 +417,11 @@ async fn serve_stream(
     let fresh_within = shared.config.poll * 2 + Duration::from_secs(1);
     let mut quiet = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     loop {
+        if shared.state.borrow().epoch != epoch {
+            // The numbering this stream's cursor belongs to is gone; the follower resumes
+            // with it and the feed answers with the whole snapshot.
+            return;
+        }
         let batch = tokio::select! {
             () = stopped(&mut stopping) => return,
             _ = tx.closed() => return,

@@ -63,7 +63,7 @@ struct Inner {
     /// Whether a refetch started by [`JwksSource::refetch_in_background`] is running: at most
     /// one such task at a time, however many calls name unknown keys.
     background: AtomicBool,
-    /// When a fetch last succeeded (the source's start until one has), for
+    /// When a fetch last brought a usable key set (the source's start until one has), for
     /// `authn_jwks_age_seconds`.
     fetched: std::sync::Mutex<Instant>,
 }
@@ -105,7 +105,8 @@ impl JwksSource {
         Ok(keys)
     }
 
-    /// How long ago a fetch last succeeded (since the start while none has).
+    /// How long ago a fetch last brought a usable key set (since the start while none has): an
+    /// answer without one does not count.
     pub fn age(&self) -> Duration {
         self.inner
             .fetched
@@ -118,8 +119,6 @@ impl JwksSource {
     async fn refresh(&self) -> bool {
         match self.fetch().await {
             Some(jwks) => {
-                // Fresh even when kept unchanged below: auth-service answered.
-                *self.inner.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 let Some(slot) = self.inner.slot.upgrade() else {
                     return false;
                 };
@@ -133,6 +132,12 @@ impl JwksSource {
                     return false;
                 }
                 tracing::debug!(keys = verifier.key_count(), "refreshed token keys");
+                // Only a key set that can verify tokens makes the keys young: an answer
+                // rejected above, or an empty one, leaves `authn_jwks_age_seconds` growing so
+                // the staleness alert fires while auth-service publishes nothing usable.
+                if verifier.key_count() > 0 {
+                    *self.inner.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
                 slot.install(verifier);
                 true
             }

@@ -93,7 +93,8 @@ impl Keys {
         self.slot.install(verifier);
     }
 
-    /// How long ago the JWKS was last fetched; `None` for keys that come from no JWKS.
+    /// How long ago a JWKS fetch last brought a usable key set; `None` for keys that come from
+    /// no JWKS.
     pub fn jwks_age(&self) -> Option<std::time::Duration> {
         self.jwks.as_ref().map(JwksSource::age)
     }

@@ -106,8 +106,8 @@ impl Verifications {
     }
 }
 
-/// Sets `authn_jwks_age_seconds` from `keys`: the time since the last successful JWKS fetch
-/// (since start while none succeeded). Keys that come from no JWKS (auth-service's own, HS256)
+/// Sets `authn_jwks_age_seconds` from `keys`: the time since a JWKS fetch last brought a usable
+/// key set (since start while none has; an answer without usable keys does not count). Keys that come from no JWKS (auth-service's own, HS256)
 /// leave it unset. Meant for a metrics sampler, which runs it before every scrape.
 pub fn record_jwks_age(keys: &Keys) {
     if let Some(age) = keys.jwks_age() {

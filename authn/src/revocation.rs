@@ -2,13 +2,16 @@
 //!
 //! [`RevocationFollower::start`] follows `auth.v1.AuthService/WatchRevocations` from any of the
 //! listed auth-service replicas (the next one after any loss, with backoff), resuming from its
-//! cursor, and keeps the revoked sessions and users in a [`RevocationSet`]. [`Revocations`] is
+//! cursor (auth-service answers a cursor beyond its highest number, left from a database since
+//! replaced or restored, with its whole snapshot and its own cursor, which the follower
+//! adopts), and keeps the revoked sessions and users in a [`RevocationSet`]. [`Revocations`] is
 //! the handle the layer checks every token against, cached or not, and the one place that knows
 //! how stale that view is. When the stream has been lost for longer than `max_staleness` the
 //! view is *stale*: by default tokens are still accepted (fail-open: a loud warning and the
 //! `authn.revocation` health entry NOT_SERVING, so an auth-service outage never takes the
 //! service out of rotation), or, with `fail_closed`, tokens issued at or before the last good
-//! update are refused, so callers must come back with a token auth-service issued since.
+//! update are refused, so callers must come back with a token auth-service issued since (which
+//! passes even if it is revoked during the outage: nothing tells the view).
 
 mod set;
 
@@ -44,7 +47,8 @@ pub struct RevocationConfig {
     /// How long without a good update (a change or heartbeat on a stream whose snapshot
     /// arrived) before the view counts as stale.
     pub max_staleness: Duration,
-    /// When stale, refuse tokens issued at or before the last good update.
+    /// When stale, refuse tokens issued at or before the last good update. Tokens issued after
+    /// it are still accepted, even ones revoked meanwhile, until they expire.
     pub fail_closed: bool,
     /// A stream silent for this long is given up and resumed elsewhere, unless the stream says
     /// how often it sends heartbeats: then three of those.
@@ -185,7 +189,9 @@ impl Revocations {
     }
 
     /// Applies one batch of the feed. `synced` says the stream it came on has delivered its
-    /// snapshot, so the view is now complete: a good update.
+    /// snapshot, so the view is now complete: a good update. A snapshot page sets the cursor
+    /// to its own, even a lower one (the feed's numbering restarted); other batches only move
+    /// it forward.
     pub fn apply(&self, batch: &RevocationBatch, synced: bool) {
         let Some(shared) = &self.shared else {
             return;
@@ -201,7 +207,15 @@ impl Revocations {
                 set.insert(subject, revocation.not_before, revocation.expires_at);
             }
         }
-        shared.cursor.fetch_max(batch.cursor, Ordering::AcqRel);
+        if batch.snapshot {
+            // A snapshot page carries the feed's own position, which is below the view's only
+            // when the feed's numbering started again (auth-service's database was replaced or
+            // restored): resuming from the higher one would skip everything numbered up to it.
+            // What the view holds stays until it expires: those revocations were real.
+            shared.cursor.store(batch.cursor, Ordering::Release);
+        } else {
+            shared.cursor.fetch_max(batch.cursor, Ordering::AcqRel);
+        }
         if synced {
             shared.good_update();
         }
@@ -493,6 +507,21 @@ mod tests {
         );
         assert_eq!(view.check(&claims("kept", unix_now())), Ok(()));
         assert!(view.staleness().unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_snapshot_behind_the_view_sets_the_cursor_back_and_keeps_what_it_held() {
+        let view = Revocations::manual(RevocationConfig::new(Vec::new()));
+        view.apply(&batch("old", 8, true), true);
+        // A change never moves the cursor back.
+        view.apply(&batch("late", 5, false), true);
+        assert_eq!(view.cursor(), 8);
+        // A snapshot from a feed whose numbering started again does.
+        view.apply(&batch("new", 1, true), true);
+        assert_eq!(view.cursor(), 1);
+        for sid in ["old", "late", "new"] {
+            assert_eq!(view.check(&claims(sid, unix_now())), Err(Revoked::Revoked));
+        }
     }
 
     #[test]

@@ -85,6 +85,12 @@ const INSERT_REVOCATION: &str = "INSERT INTO revocations (kind, subject, not_bef
 const SELECT_REVOCATIONS_AFTER: &str = "SELECT seq, kind, subject, not_before, expires_at \
      FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3";
 const LAST_REVOCATION_SEQ: &str = "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM revocations";
+/// The highest `seq` the table has handed out, pruned or not (AUTOINCREMENT keeps it in
+/// `sqlite_sequence`; PostgreSQL in the column's sequence).
+const SQLITE_REVOCATION_HIGH_WATER: &str =
+    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0)";
+const POSTGRES_REVOCATION_HIGH_WATER: &str = "SELECT COALESCE(pg_sequence_last_value(\
+     CAST(pg_get_serial_sequence('revocations', 'seq') AS regclass)), 0)";
 const PRUNE_REVOCATIONS: &str = "DELETE FROM revocations WHERE expires_at <= $1";
 
 impl Store {
@@ -171,6 +177,25 @@ impl Store {
                 .await
         })
         .map_err(failed("failed to read the last revocation"))
+    }
+
+    /// The highest `seq` ever handed out, even if its row has been pruned since (0 before the
+    /// first). No cursor this database gave out is greater: a greater one comes from another
+    /// numbering (the database was replaced or restored from a backup).
+    pub async fn revocation_high_water(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(db) => {
+                sqlx::query_scalar::<_, i64>(SQLITE_REVOCATION_HIGH_WATER)
+                    .fetch_one(&db.pool)
+                    .await
+            }
+            Store::Postgres(db) => {
+                sqlx::query_scalar::<_, i64>(POSTGRES_REVOCATION_HIGH_WATER)
+                    .fetch_one(&db.pool)
+                    .await
+            }
+        }
+        .map_err(failed("failed to read the highest revocation number"))
     }
 
     /// Deletes revocations that no longer cover any valid token; returns how many.

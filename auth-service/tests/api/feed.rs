@@ -1,6 +1,6 @@
 //! `WatchRevocations`: the snapshot, changes as they commit (written by this replica or any
-//! other, through the database), heartbeats, resuming from a cursor, and streams that end when
-//! the server drains.
+//! other, through the database), heartbeats, resuming from a cursor (and starting over when the
+//! cursor came from a database since replaced), and streams that end when the server drains.
 
 use std::{sync::Arc, time::Duration};
 
@@ -175,6 +175,180 @@ async fn a_revocation_committed_through_one_postgres_replica_is_pushed_by_the_ot
     assert_eq!(sessions(&change), ["ended-on-a"]);
     assert_eq!(change.cursor, seq);
     drop(a);
+}
+
+/// Waits until `view` refuses the token of session `sid`.
+async fn refused(view: &authn::Revocations, sid: &str) {
+    let token = claims("u", sid, token::unix_now() - 1);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while view.check(&token).is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session {sid} still accepted (follower cursor {})",
+            view.cursor()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A follower whose cursor came from a database that was then replaced (`old_url`, then
+/// `new_url`: numbering started again) still gets what is revoked afterwards, also after its
+/// stream breaks once the new numbering has passed the old cursor.
+async fn a_follower_ahead_of_a_restarted_feed_starts_over(old_url: &str, new_url: &str) {
+    let config = |url: &str| {
+        let mut config = config_on(url, Duration::from_millis(50));
+        // Replicas of one database share the key that seals its signing keys.
+        config.key_encryption_key = Some(KEK.into());
+        config
+    };
+    let old = spawn_with(config(old_url)).await;
+    // Two replicas on the replacement database, so the follower can lose one.
+    let new_a = spawn_with(config(new_url)).await;
+    let new_b = spawn_with(config(new_url)).await;
+    let old_writer = store::connect(old_url, 2).await.unwrap();
+    let new_writer = store::connect(new_url, 2).await.unwrap();
+    let mut gone = Vec::new();
+    for i in 0..8 {
+        let sid = format!("old-{i}");
+        gone.push(revoke_session(&old_writer, &sid).await);
+    }
+    let old_cursor = *gone.last().unwrap();
+
+    let mut config = authn::RevocationConfig::new(
+        [&old, &new_a, &new_b]
+            .iter()
+            .map(|app| format!("http://{}", app.addr))
+            .collect(),
+    );
+    config.max_backoff = Duration::from_millis(200);
+    let view = authn::RevocationFollower::start(config).unwrap();
+    refused(&view, "old-7").await;
+    assert_eq!(view.cursor(), old_cursor);
+
+    // The old database's replica goes; the follower resumes on the new database with the old
+    // cursor, which is beyond anything the new one has numbered.
+    old.stop().await;
+    let first = revoke_session(&new_writer, "new-1").await;
+    assert!(first < old_cursor);
+    refused(&view, "new-1").await;
+    // It took the new feed's cursor, so it resumes from there next time.
+    assert_eq!(view.cursor(), first);
+    // What the old database revoked is still refused until it expires.
+    refused(&view, "old-7").await;
+
+    // Its replica goes too, and the new numbering passes the old cursor before the follower
+    // is back (one transaction, long before its first retry): resuming from the old cursor
+    // would skip everything numbered up to it.
+    new_a.stop().await;
+    let now = token::unix_now();
+    let batch: Vec<_> = (2..=10)
+        .map(|i| NewRevocation {
+            kind: RevocationKind::Session,
+            subject: format!("new-{i}"),
+            not_before: now,
+            expires_at: now + 900,
+        })
+        .collect();
+    let last = new_writer.insert_revocations(&batch).await.unwrap();
+    assert!(last > old_cursor);
+    for i in 2..=10 {
+        refused(&view, &format!("new-{i}")).await;
+    }
+    assert_eq!(view.cursor(), last);
+    drop(new_b);
+}
+
+#[tokio::test]
+async fn a_follower_ahead_of_a_restarted_feed_starts_over_on_sqlite() {
+    a_follower_ahead_of_a_restarted_feed_starts_over(&sqlite_url(), &sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn a_follower_ahead_of_a_restarted_feed_starts_over_on_postgres() {
+    let old = fresh_postgres_database().await;
+    let new = fresh_postgres_database().await;
+    a_follower_ahead_of_a_restarted_feed_starts_over(&old, &new).await;
+}
+
+#[tokio::test]
+async fn a_database_whose_numbering_goes_back_under_a_running_replica_still_reaches_everyone() {
+    let url = fresh_postgres_database().await;
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    for i in 0..8 {
+        revoke_session(&writer, &format!("old-{i}")).await;
+    }
+    let user = app.sign_up("alice", "alice@example.com").await.unwrap();
+    let token = app
+        .sign_in("alice", crate::helpers::PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let view = authn::RevocationFollower::start(authn::RevocationConfig::new(vec![format!(
+        "http://{}",
+        app.addr
+    )]))
+    .unwrap();
+    refused(&view, "old-7").await;
+
+    // Restored from a backup taken before any revocation (or failed over to a standby that
+    // had not seen them), while the replica runs: numbering starts again at 1.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("TRUNCATE revocations RESTART IDENTITY")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let now = token::unix_now();
+    writer
+        .insert_revocations(&[
+            NewRevocation {
+                kind: RevocationKind::Session,
+                subject: "new-1".into(),
+                not_before: now,
+                expires_at: now + 900,
+            },
+            NewRevocation {
+                kind: RevocationKind::User,
+                subject: user.id.clone(),
+                not_before: now,
+                expires_at: now + 900,
+            },
+        ])
+        .await
+        .unwrap();
+
+    // The follower gets it, and so does the replica's own view.
+    refused(&view, "new-1").await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let mut client = app.client.clone();
+        match client.get_me(authed(pb::GetMeRequest {}, &token)).await {
+            Err(status) => {
+                assert_eq!(status.message(), "token revoked");
+                break;
+            }
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_beyond_the_feed_gets_the_whole_snapshot_and_the_feed_cursor() {
+    let url = sqlite_url();
+    let app = spawn_with(config_on(&url, Duration::from_millis(50))).await;
+    let writer = store::connect(&url, 2).await.unwrap();
+    let seq = revoke_session(&writer, "s1").await;
+    let mut stream = watch(&app, seq + 100).await;
+    let snapshot = next(&mut stream).await;
+    assert!(snapshot.snapshot_done);
+    assert_eq!(sessions(&snapshot), ["s1"]);
+    assert_eq!(snapshot.cursor, seq);
+    // And the next revocation reaches it.
+    revoke_session(&writer, "s2").await;
+    assert_eq!(sessions(&next_change(&mut stream).await), ["s2"]);
 }
 
 #[tokio::test]

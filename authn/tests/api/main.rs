@@ -6,4 +6,5 @@
 
 mod client;
 mod interceptor;
+mod jwks;
 mod support;

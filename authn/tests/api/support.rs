@@ -47,6 +47,11 @@ impl KeyServer {
         self.keys.lock().unwrap().push(jwk);
     }
 
+    /// Publishes no key from now on.
+    pub fn withdraw_all(&self) {
+        self.keys.lock().unwrap().clear();
+    }
+
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
