@@ -218,14 +218,26 @@ impl TryFrom<Config> for Settings {
             .map(ClientTls::from_ca_file)
             .transpose()
             .map_err(|problem| ConfigError::new("GATEWAY_TLS_CA_FILE", problem))?;
+        let cors = cors(&config.cors_origins)?;
+        let cookie_origins = cookie_origins(&config.cookie_origins)?;
+        // A cookie origin is a page on another origin that sends the cookie with
+        // `credentials: 'include'`, which browsers refuse beside `Access-Control-Allow-Origin: *`.
+        if cors == Cors::Any && !cookie_origins.is_empty() {
+            return Err(ConfigError::new(
+                "GATEWAY_CORS_ORIGINS",
+                "`*` cannot go with GATEWAY_COOKIE_ORIGINS (browsers refuse credentials beside \
+                 Access-Control-Allow-Origin: *); list the cookie origins in GATEWAY_CORS_ORIGINS \
+                 instead",
+            ));
+        }
         Ok(Self {
             http_addr: config.http_addr,
             metrics_addr: config.metrics_addr,
             auth_targets: targets(&config.auth_urls, "GATEWAY_AUTH_URL", tls.as_ref())?,
             resource_targets: targets(&config.resource_urls, "GATEWAY_RESOURCE_URL", tls.as_ref())?,
             tls,
-            cors: cors(&config.cors_origins)?,
-            cookie_origins: cookie_origins(&config.cookie_origins)?,
+            cors,
+            cookie_origins,
             trusted_proxies: settings::networks(
                 &config.trusted_proxies,
                 "GATEWAY_TRUSTED_PROXIES",
@@ -479,6 +491,29 @@ mod tests {
             let error = settings(&["--cookie-origins", bad]).unwrap_err();
             assert_eq!(error.setting, "GATEWAY_COOKIE_ORIGINS", "{bad}");
         }
+    }
+
+    #[test]
+    fn any_cors_origin_is_refused_beside_cookie_origins() {
+        let error = settings(&[
+            "--cors-origins",
+            "*",
+            "--cookie-origins",
+            "https://app.example",
+        ])
+        .unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_CORS_ORIGINS");
+        assert!(
+            error.to_string().contains("GATEWAY_COOKIE_ORIGINS"),
+            "{error}"
+        );
+        let listed = settings(&[
+            "--cors-origins",
+            "https://app.example",
+            "--cookie-origins",
+            "https://app.example",
+        ]);
+        assert!(listed.is_ok());
     }
 
     #[test]

@@ -124,7 +124,11 @@ impl ApiError {
         }
         // A replica that could not be reached or was lost mid-call, after every retry: whatever
         // code tonic gave it, the caller should retry later, and the details stay in our log.
-        if classify(status) != Failure::Answered || status.code() == Code::DeadlineExceeded {
+        // So too a call the backend gave up on (its deadline passed, or it cancelled the call,
+        // as a server does when it is stopping or its own callee went away).
+        if classify(status) != Failure::Answered
+            || matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled)
+        {
             tracing::warn!(error = %status, "backend unavailable");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -214,6 +218,19 @@ mod tests {
             let error = ApiError::from_status(&tonic::Status::new(code, "m"), false);
             assert_eq!(error.status.as_u16(), http, "{code:?}");
             assert_eq!(error.message, "m");
+        }
+    }
+
+    #[test]
+    fn a_deadline_or_cancellation_is_a_503_to_retry_without_its_details() {
+        for code in [Code::DeadlineExceeded, Code::Cancelled] {
+            let status = tonic::Status::new(code, "callee at 10.0.0.9 went away");
+            let error = ApiError::from_status(&status, false);
+            assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE, "{code:?}");
+            assert_eq!(error.code, "unavailable");
+            assert!(!error.message.contains("10.0.0.9"));
+            let response = error.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1", "{code:?}");
         }
     }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{
     extract::{
         ConnectInfo, FromRequest, FromRequestParts, Request,
+        path::ErrorKind,
         rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     },
     http::{StatusCode, header, request::Parts},
@@ -323,6 +324,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            // A value that did not parse into the handler's type: axum's words name the Rust
+            // type (`i64`), which callers do not know; the API's own ids ([`PersonId`],
+            // [`Uuid`]) say what they take in the `Message` of their own errors.
+            Err(PathRejection::FailedToDeserializePathParams(error))
+                if matches!(
+                    error.kind(),
+                    ErrorKind::ParseError { .. }
+                        | ErrorKind::ParseErrorAtIndex { .. }
+                        | ErrorKind::ParseErrorAtKey { .. }
+                ) =>
+            {
+                Err(ApiError::bad_request("invalid path parameter"))
+            }
             Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => Err(
                 ApiError::bad_request(format!("invalid path: {}", innermost(&rejection))),
             ),
@@ -361,9 +375,56 @@ impl<'de> serde::Deserialize<'de> for Uuid {
     }
 }
 
+/// A person id in a path: a whole number from 1 to `i64::MAX`, in decimal digits alone (as
+/// openapi.json describes it). Anything else is a 400 before a backend is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct PersonId(pub i64);
+
+impl PersonId {
+    fn parse(text: &str) -> Option<Self> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok().filter(|id| *id >= 1).map(Self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PersonId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "a person id must be a whole number from 1 to {}",
+                i64::MAX
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn person_ids_are_whole_numbers_from_1_to_i64_max() {
+        assert_eq!(PersonId::parse("1").map(|id| id.0), Some(1));
+        assert_eq!(
+            PersonId::parse("9223372036854775807").map(|id| id.0),
+            Some(i64::MAX)
+        );
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "9223372036854775808",
+            "99999999999999999999999",
+        ] {
+            assert!(PersonId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_hyphenated_uuids_are_ids() {

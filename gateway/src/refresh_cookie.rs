@@ -9,6 +9,11 @@
 //! it is allowed only from an allowed `Origin`: the gateway's own (the request's `Host`) or one
 //! of `GATEWAY_COOKIE_ORIGINS`. A request without `Origin` does not come from a page we know and
 //! may not spend it either (browsers send `Origin` on every POST).
+//!
+//! A request carrying more than one `refresh_token` cookie is ambiguous: a page on a sibling
+//! subdomain can set one for the parent domain (cookie tossing) that the browser sends beside
+//! ours, and spending whichever comes first could sign the user into the attacker's session.
+//! None of them is spent then.
 
 use std::{
     net::SocketAddr,
@@ -30,7 +35,7 @@ const PATH: &str = "/api/auth";
 /// The refresh cookie of one request, and what the response may do with it.
 #[derive(Default)]
 pub struct RefreshCookie {
-    token: Option<String>,
+    token: Cookie,
     /// The client came over TLS (as a trusted proxy says).
     secure: bool,
     /// The request's `Origin` may spend the cookie.
@@ -62,11 +67,28 @@ impl FromRequestParts<AppState> for RefreshCookie {
     }
 }
 
+/// The request's `refresh_token` cookies.
+#[derive(Default, Debug, PartialEq, Eq)]
+enum Cookie {
+    #[default]
+    Absent,
+    One(String),
+    /// More than one: which is ours cannot be told, so none is spent.
+    Ambiguous,
+}
+
 /// Never printed: the token is a credential.
 impl std::fmt::Debug for RefreshCookie {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshCookie")
-            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "token",
+                &match &self.token {
+                    Cookie::Absent => "absent",
+                    Cookie::One(_) => "[REDACTED]",
+                    Cookie::Ambiguous => "ambiguous",
+                },
+            )
             .field("secure", &self.secure)
             .field("origin_allowed", &self.origin_allowed)
             .finish()
@@ -75,21 +97,33 @@ impl std::fmt::Debug for RefreshCookie {
 
 impl RefreshCookie {
     /// The cookie's token, if the request carries one and its origin may spend it; a cookie from
-    /// any other origin is a 403.
+    /// any other origin is a 403, and more than one cookie a 400.
     pub fn spend(&self) -> Result<Option<&str>, ApiError> {
         match &self.token {
-            Some(_) if !self.origin_allowed => Err(ApiError::new(
+            Cookie::Absent => Ok(None),
+            _ if !self.origin_allowed => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
                 "the refresh cookie is accepted only from the gateway's own pages",
             )),
-            token => Ok(token.as_deref()),
+            Cookie::Ambiguous => Err(ApiError::bad_request(
+                "the request carries more than one refresh_token cookie, so none is spent; \
+                 clear this site's cookies and sign in again",
+            )),
+            Cookie::One(token) => Ok(Some(token)),
         }
     }
 
-    /// The cookie's token when its origin may spend it, and nothing otherwise.
+    /// The cookie's token when its origin may spend it and it is the only one, and nothing
+    /// otherwise.
     pub fn spendable(&self) -> Option<&str> {
         self.spend().ok().flatten()
+    }
+
+    /// Whether the answer may clear the cookie: only when the request comes from a page that
+    /// may spend it, so a foreign page cannot end a session in the browser (logout CSRF).
+    pub fn may_clear(&self) -> bool {
+        self.origin_allowed
     }
 
     /// `Set-Cookie` carrying `token`, kept until `expires_at` (a browser-session cookie without
@@ -129,17 +163,24 @@ impl RefreshCookie {
     }
 }
 
-/// The value of our cookie among the request's `Cookie` headers (RFC 6265 `name=value; …`).
-fn read(headers: &HeaderMap) -> Option<String> {
-    headers
+/// Our cookie among the request's `Cookie` headers (RFC 6265 `name=value; …`). An empty value
+/// counts as none (what a cleared cookie may leave behind); more than one non-empty is
+/// ambiguous.
+fn read(headers: &HeaderMap) -> Cookie {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|line| line.to_str().ok())
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == NAME)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
-        .filter(|value| !value.is_empty())
+        .filter(|(name, _)| *name == NAME)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty());
+    match (values.next(), values.next()) {
+        (None, _) => Cookie::Absent,
+        (Some(value), None) => Cookie::One(value.to_owned()),
+        (Some(_), Some(_)) => Cookie::Ambiguous,
+    }
 }
 
 /// RFC 6265 `cookie-octet`: printable ASCII except space, `"`, `,`, `;` and `\`.
@@ -201,12 +242,38 @@ mod tests {
 
     #[test]
     fn the_cookie_is_found_among_others() {
+        let one = |value: &str| Cookie::One(value.to_owned());
         let map = headers(&[("cookie", "a=1; refresh_token=abc-_9; b=2")]);
-        assert_eq!(read(&map).as_deref(), Some("abc-_9"));
+        assert_eq!(read(&map), one("abc-_9"));
         let split = headers(&[("cookie", "a=1"), ("cookie", "refresh_token=xyz")]);
-        assert_eq!(read(&split).as_deref(), Some("xyz"));
-        assert_eq!(read(&headers(&[("cookie", "refresh_tokenx=1")])), None);
-        assert_eq!(read(&headers(&[("cookie", "refresh_token=")])), None);
+        assert_eq!(read(&split), one("xyz"));
+        assert_eq!(
+            read(&headers(&[("cookie", "refresh_tokenx=1")])),
+            Cookie::Absent
+        );
+        assert_eq!(
+            read(&headers(&[("cookie", "refresh_token=")])),
+            Cookie::Absent
+        );
+    }
+
+    #[test]
+    fn two_cookies_are_ambiguous_and_neither_is_spent() {
+        let tossed = headers(&[("cookie", "refresh_token=attacker; refresh_token=victim")]);
+        assert_eq!(read(&tossed), Cookie::Ambiguous);
+        let split = headers(&[
+            ("cookie", "refresh_token=attacker"),
+            ("cookie", "refresh_token=victim"),
+        ]);
+        assert_eq!(read(&split), Cookie::Ambiguous);
+        let cookie = RefreshCookie {
+            token: read(&tossed),
+            origin_allowed: true,
+            ..RefreshCookie::default()
+        };
+        let error = cookie.spend().unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(cookie.spendable(), None);
     }
 
     #[test]

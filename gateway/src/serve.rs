@@ -6,31 +6,34 @@
 //!   request's from the moment it connects (also while HTTP/1 or HTTP/2 is still being
 //!   detected, which hyper does not time), and on a kept-alive HTTP/1 connection every next
 //!   request's from the moment the previous answer was sent, which also closes idle ones.
+//! - A connection with no request in flight for as long (HTTP/2's, whose pings keep it alive
+//!   otherwise, and HTTP/1's alike) is shut down gracefully: HTTP/2 gets a GOAWAY, and a
+//!   request still in flight, its answer's body included, is never cut by it.
 //! - At most `max_connections` are served at once; further ones wait in the listen backlog.
 //! - HTTP/2 connections carry a bounded number of streams and header bytes, and are pinged so
 //!   dead peers are noticed.
 //! - Stopping closes the listener and lets open connections finish their requests
 //!   (`telemetry::serve_with_drain` bounds how long).
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+mod idle;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo, http::Request};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+    time::Instant,
+};
 use tower::ServiceExt;
+
+use idle::{Activity, Idle, TrackActivity};
 
 /// How a connection is bounded; from [`crate::Settings`].
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +60,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let builder = Arc::new(builder(limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Stopping is announced on this channel; once every connection task has dropped its
+    // receiver, all are done. (hyper-util's `GracefulShutdown` does the same, but hides the
+    // connection, whose graceful shutdown the idle timer needs too.)
+    let (stopping, _) = watch::channel(());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -67,27 +73,26 @@ pub async fn serve(
         let Some((permit, stream, peer)) = accepted else {
             continue;
         };
-        let first_request = Arc::new(AtomicBool::new(false));
-        let seen = first_request.clone();
+        let activity = Arc::new(Activity::new(Instant::now()));
         let service = app
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
-                seen.store(true, Ordering::Relaxed);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
+        let service = TrackActivity::new(service, activity.clone());
         let connection = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
-        let header_read_timeout = limits.header_read_timeout;
+        let mut stop_rx = stopping.subscribe();
+        let idle_limit = limits.header_read_timeout;
         tokio::spawn(async move {
-            // Held for as long as the connection is open.
+            // Held for as long as the connection is open, as is `stop_rx`.
             let _permit = permit;
             tokio::pin!(connection);
-            let first_deadline = tokio::time::sleep(header_read_timeout);
-            tokio::pin!(first_deadline);
-            let mut deadline_passed = false;
+            let timer = tokio::time::sleep_until(activity.started() + idle_limit);
+            tokio::pin!(timer);
+            let mut closing = false;
             loop {
                 tokio::select! {
                     result = &mut connection => {
@@ -96,19 +101,33 @@ pub async fn serve(
                         }
                         return;
                     }
-                    () = &mut first_deadline, if !deadline_passed => {
-                        if !first_request.load(Ordering::Relaxed) {
-                            tracing::debug!(%peer, "no request within the header read timeout; closing");
-                            return;
+                    _ = stop_rx.changed(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = &mut timer, if !closing => {
+                        let now = Instant::now();
+                        match activity.idle() {
+                            Idle::NeverUsed => {
+                                tracing::debug!(%peer, "no request within the header read timeout; closing");
+                                return;
+                            }
+                            Idle::Busy => timer.as_mut().reset(now + idle_limit),
+                            Idle::Since(since) if since + idle_limit <= now => {
+                                tracing::debug!(%peer, "idle for the header read timeout; shutting down");
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            Idle::Since(since) => timer.as_mut().reset(since + idle_limit),
                         }
-                        deadline_passed = true;
                     }
                 }
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(());
+    stopping.closed().await;
     Ok(())
 }
 

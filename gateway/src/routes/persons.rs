@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::Safety::{Idempotent, Once},
     error::ApiError,
-    extract::{Caller, Json, Path, Query},
+    extract::{Caller, Json, Path, PersonId, Query},
     rpc::PersonClient,
     state::AppState,
 };
@@ -79,7 +79,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(PersonId(id)): Path<PersonId>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::GetPersonRequest { person_id: id };
@@ -120,7 +120,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(PersonId(id)): Path<PersonId>,
     Json(PersonBody { name, email, age }): Json<PersonBody>,
 ) -> Result<axum::Json<Person>, ApiError> {
     let outgoing = caller.outgoing()?;
@@ -140,7 +140,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(PersonId(id)): Path<PersonId>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
     let message = pb::DeletePersonRequest { person_id: id };

@@ -110,8 +110,13 @@ pub struct SignOutBody {
 /// Ends the session named by each credential the caller gives: the access token (expired is
 /// fine) and the refresh token (body, else the cookie). Usually both name the same session; when
 /// they do not (a cookie left by a later sign-in), both end, which is what signing out means.
-/// Always 204 and the cookie cleared: a token that names no live session means there is nothing
-/// left to end. Only an unreachable auth-service is an error, since then a session may live on.
+/// 204: a token that names no live session means there is nothing left to end. An unreachable
+/// auth-service is an error, since then a session may live on, and so is a service account's
+/// token (403): it names no session and stays valid, which a 204 would hide from a caller that
+/// meant to revoke it.
+///
+/// The cookie is cleared only for a page that may spend it: a foreign page cannot end the
+/// browser's session by clearing it (logout CSRF), just as it cannot spend it.
 pub async fn sign_out(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +135,7 @@ pub async fn sign_out(
     if let Some(outgoing) = caller.outgoing().ok().filter(|_| caller.has_token()) {
         calls.push((outgoing, None));
     }
+    let mut refused = None;
     for (outgoing, refresh_token) in calls {
         let message = pb::SignOutRequest {
             refresh_token,
@@ -142,14 +148,21 @@ pub async fn sign_out(
         match result {
             Ok(_) => {}
             Err(error) if is_nothing_to_end(&error) => {}
+            // The other credential's session still ends, and with it the cookie's.
+            Err(error) if error.status == StatusCode::FORBIDDEN => refused = Some(error),
             Err(error) => return Err(error),
         }
     }
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie.clear())],
-    )
-        .into_response())
+    let mut response = match refused {
+        Some(error) => error.into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
+    if cookie.may_clear() {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, cookie.clear());
+    }
+    Ok(response)
 }
 
 /// Refusals that mean the token names no live session.

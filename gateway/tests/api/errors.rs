@@ -151,6 +151,22 @@ async fn a_non_numeric_person_id_is_a_400() {
 }
 
 #[tokio::test]
+async fn a_person_id_out_of_range_is_a_400_in_the_apis_words() {
+    let gateway = gateway_without_backends().await;
+    for id in ["99999999999999999999999", "0", "-1", "1.5"] {
+        let response = gateway.get(&format!("/api/persons/{id}"), Some("t")).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{id}");
+        assert_eq!(response.error_code(), "invalid_argument");
+        let message = response.json()["message"].as_str().unwrap().to_owned();
+        assert_eq!(
+            message,
+            "invalid path: a person id must be a whole number from 1 to 9223372036854775807",
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_bad_query_parameter_is_a_400() {
     let gateway = gateway_without_backends().await;
     let response = gateway.get("/api/persons?pageSize=many", Some("t")).await;

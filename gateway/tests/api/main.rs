@@ -7,6 +7,7 @@ mod balancing;
 mod boards;
 mod errors;
 mod helpers;
+mod idle;
 mod meta;
 mod metadata;
 mod metrics;

@@ -308,15 +308,15 @@ async fn sign_out_is_a_204_every_time_clears_the_cookie_and_ends_the_refresh_tok
     let (access_token, refresh_token) = tokens(&stack, &username).await;
     let bearer = format!("Bearer {access_token}");
     for _ in 0..2 {
-        // No body and no content type.
+        // No body and no content type, from the gateway's own page.
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("host", HOST),
+            ("origin", ORIGIN),
+        ];
         let response = send(
             &stack,
-            request(
-                Method::POST,
-                "/api/auth/signout",
-                &[("authorization", &bearer)],
-                None,
-            ),
+            request(Method::POST, "/api/auth/signout", &headers, None),
         )
         .await;
         assert_eq!(response.status, 204, "{}", response.text());
@@ -386,6 +386,135 @@ async fn sign_out_by_the_cookie_alone_ends_that_session() {
     assert_eq!(response.status, 204, "{}", response.text());
     let refresh = refresh_by_body(&stack, &refresh_token).await;
     assert_eq!(refresh.status, 401, "{}", refresh.text());
+}
+
+#[tokio::test]
+async fn sign_out_from_a_foreign_or_unknown_page_neither_ends_the_cookies_session_nor_clears_it() {
+    let stack = spawn_stack().await;
+    let (username, _) = new_user(&stack).await;
+    let (_, refresh_token) = tokens(&stack, &username).await;
+    let cookie = format!("refresh_token={refresh_token}");
+    for origin in [Some("https://evil.example"), None] {
+        let mut headers = vec![("cookie", cookie.as_str()), ("host", HOST)];
+        headers.extend(origin.map(|origin| ("origin", origin)));
+        let response = send(
+            &stack,
+            request(Method::POST, "/api/auth/signout", &headers, None),
+        )
+        .await;
+        assert_eq!(response.status, 204, "{}", response.text());
+        assert_eq!(set_cookie(&response), None, "cleared for {origin:?}");
+    }
+    let refresh = refresh_by_body(&stack, &refresh_token).await;
+    assert_eq!(refresh.status, 200, "the session ended: {}", refresh.text());
+}
+
+#[tokio::test]
+async fn two_refresh_cookies_are_refused_and_neither_is_spent_nor_ended() {
+    let stack = spawn_stack().await;
+    let (username, _) = new_user(&stack).await;
+    let (_, ours) = tokens(&stack, &username).await;
+    let (other_user, _) = new_user(&stack).await;
+    let (_, tossed) = tokens(&stack, &other_user).await;
+    // A sibling subdomain's cookie for the parent domain comes first, as browsers order the
+    // longer path first and then the older cookie.
+    for cookie in [
+        format!("refresh_token={tossed}; refresh_token={ours}"),
+        format!("refresh_token={ours}; refresh_token={tossed}"),
+    ] {
+        let headers = [
+            ("cookie", cookie.as_str()),
+            ("host", HOST),
+            ("origin", ORIGIN),
+        ];
+        let refresh = send(
+            &stack,
+            request(Method::POST, "/api/auth/refresh", &headers, None),
+        )
+        .await;
+        assert_eq!(refresh.status, 400, "{}", refresh.text());
+        assert_eq!(refresh.error_code(), "invalid_argument");
+        assert!(
+            refresh.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("more than one refresh_token cookie")),
+            "{}",
+            refresh.text()
+        );
+        assert_eq!(set_cookie(&refresh), None);
+        let sign_out = send(
+            &stack,
+            request(Method::POST, "/api/auth/signout", &headers, None),
+        )
+        .await;
+        assert_eq!(sign_out.status, 204, "{}", sign_out.text());
+    }
+    for token in [&ours, &tossed] {
+        let refresh = refresh_by_body(&stack, token).await;
+        assert_eq!(refresh.status, 200, "a session ended: {}", refresh.text());
+    }
+}
+
+#[tokio::test]
+async fn sign_out_with_a_service_accounts_token_is_a_403_and_still_ends_the_cookies_session() {
+    let stack = spawn_stack().await;
+    let (id, secret, _) = crate::oauth::service_account(&stack, &["user"]).await;
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("client_id", &id)
+        .append_pair("client_secret", &secret)
+        .finish();
+    let issued = stack
+        .gateway
+        .post_raw(
+            "/oauth/token",
+            Some("application/x-www-form-urlencoded"),
+            form,
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let service_token = issued.json()["access_token"].as_str().unwrap().to_owned();
+    let (username, _) = new_user(&stack).await;
+    let (_, refresh_token) = tokens(&stack, &username).await;
+    let bearer = format!("Bearer {service_token}");
+    let cookie = format!("refresh_token={refresh_token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("cookie", cookie.as_str()),
+        ("host", HOST),
+        ("origin", ORIGIN),
+    ];
+    let response = send(
+        &stack,
+        request(Method::POST, "/api/auth/signout", &headers, None),
+    )
+    .await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(response.error_code(), "permission_denied");
+    let cleared = set_cookie(&response).expect("the cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let refresh = refresh_by_body(&stack, &refresh_token).await;
+    assert_eq!(
+        refresh.status,
+        401,
+        "the cookie's session lives on: {}",
+        refresh.text()
+    );
+    // The service account's token stays valid: the 403 says so.
+    let introspected = stack
+        .gateway
+        .post(
+            "/api/auth/introspect",
+            Some(&service_token),
+            &json!({"token": service_token}),
+        )
+        .await;
+    assert_eq!(
+        introspected.json()["active"],
+        true,
+        "{}",
+        introspected.text()
+    );
 }
 
 #[tokio::test]
