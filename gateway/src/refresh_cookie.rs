@@ -126,6 +126,12 @@ impl RefreshCookie {
         self.origin_allowed
     }
 
+    /// Whether the request comes from a page that may spend the cookie: such a page keeps its
+    /// refresh token in the cookie only, out of its scripts' reach.
+    pub fn for_cookie_page(&self) -> bool {
+        self.origin_allowed
+    }
+
     /// `Set-Cookie` carrying `token`, kept until `expires_at` (a browser-session cookie without
     /// it).
     pub fn set(

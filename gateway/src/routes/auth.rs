@@ -89,8 +89,9 @@ pub struct SignedIn {
     expires_in: i64,
 }
 
-/// Answers in the body (for clients that keep the refresh token themselves) and in the refresh
-/// cookie (for the web page, whose scripts never see it).
+/// The refresh token goes in the refresh cookie, and in the body too unless the request comes
+/// from a page that may spend the cookie (its `Origin` is the gateway's own or a cookie origin):
+/// apps and other clients keep it themselves, while a page's scripts never see it.
 pub async fn sign_in(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,7 +128,7 @@ pub async fn sign_in(
             email: user.email,
             roles: tutorial_roles(&user.roles),
             access_token: response.access_token,
-            refresh_token,
+            refresh_token: refresh_token.filter(|_| !cookie.for_cookie_page()),
             token_type: token_type(response.token_type),
             expires_in: response.expires_in,
         }),

@@ -162,6 +162,31 @@ async fn sign_in_sets_the_refresh_cookie_with_its_flags_and_no_store() {
 }
 
 #[tokio::test]
+async fn a_page_that_may_spend_the_cookie_gets_the_refresh_token_in_the_cookie_only() {
+    let stack = spawn_stack().await;
+    let (username, _) = new_user(&stack).await;
+    let body = json!({"username": username, "password": PASSWORD});
+    let response = send(
+        &stack,
+        request(
+            Method::POST,
+            "/api/auth/signin",
+            &[("host", HOST), ("origin", ORIGIN)],
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert!(answer.get("refreshToken").is_none(), "{answer}");
+    assert!(answer["accessToken"].is_string());
+    let cookie = set_cookie(&response).expect("a refresh cookie");
+    // The cookie works from that page.
+    let refreshed = refresh_by_cookie(&stack, &cookie_token(&cookie), Some(ORIGIN)).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+}
+
+#[tokio::test]
 async fn the_cookie_is_secure_only_when_a_trusted_proxy_says_https() {
     let stack = spawn_stack_with(1, |config| {
         config.trusted_proxies = vec!["127.0.0.1".to_owned()];
