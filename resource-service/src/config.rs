@@ -142,7 +142,8 @@ pub struct Config {
     pub revocation_max_staleness: Duration,
 
     /// When the revocation view is stale, refuse tokens issued before its last good update
-    /// instead of accepting them (fail-open, the default).
+    /// instead of accepting them (fail-open, the default). Tokens issued after that update are
+    /// still accepted, even if revoked during the outage, until they expire.
     #[arg(
         long,
         env = "RESOURCE_REVOCATION_FAIL_CLOSED",
