@@ -26,6 +26,17 @@ impl std::io::Write for Logs {
 }
 
 impl Logs {
+    /// Collects what this thread logs until the guard is dropped.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines_with(&self, needle: &str) -> Vec<String> {
         String::from_utf8_lossy(&self.0.lock().unwrap())
             .lines()
@@ -38,13 +49,7 @@ impl Logs {
 // One thread, so the server's tasks log to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn sign_ins_are_logged_with_the_client_and_refusals_with_a_hash_of_the_login_only() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
     let app = spawn_app().await;
     app.sign_up("alice", "alice@example.com").await.unwrap();
     app.sign_in("Alice", "wrong password").await.unwrap_err();
@@ -86,13 +91,7 @@ async fn sign_ins_are_logged_with_the_client_and_refusals_with_a_hash_of_the_log
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_refresh_token_reuse_is_a_security_event_and_no_token_is_logged() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
     let mut config = auth_service::Config::for_tests();
     config.refresh_grace = std::time::Duration::ZERO;
     let app = helpers::spawn_with(config).await;
@@ -200,13 +199,7 @@ async fn no_client_secret_or_client_token_reaches_the_log() {
 async fn only_a_token_claiming_admin_that_the_database_denies_is_a_security_event() {
     use token::{Audience, Hs256Secret, Issuer, Role, SigningKey};
 
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
     let secret = "an HS256 secret of at least 32 bytes!";
     let mut config = auth_service::Config::for_tests();
     config.token_alg = token::Algorithm::HS256;

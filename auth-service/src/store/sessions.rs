@@ -246,14 +246,9 @@ impl Store {
         &self,
         hash: &[u8],
     ) -> Result<Option<(String, UserId)>, StoreError> {
-        let row = on_backend!(self, db => {
-            sqlx::query_as::<_, SpendRow>(SELECT_SESSION_BY_TOKEN)
-                .bind(hash)
-                .fetch_optional(&db.pool)
-                .await
-        })
-        .map_err(failed("failed to look up session"))?;
-        row.map(|row| Ok((row.id.clone(), user_id(&row.user_id)?)))
+        self.session_row_by_token(hash)
+            .await?
+            .map(|row| Ok((row.id.clone(), user_id(&row.user_id)?)))
             .transpose()
     }
 
@@ -266,14 +261,7 @@ impl Store {
         now: i64,
         grace: i64,
     ) -> Result<Option<(String, UserId)>, StoreError> {
-        let row = on_backend!(self, db => {
-            sqlx::query_as::<_, SpendRow>(SELECT_SESSION_BY_TOKEN)
-                .bind(hash)
-                .fetch_optional(&db.pool)
-                .await
-        })
-        .map_err(failed("failed to look up session"))?;
-        let Some(row) = row else {
+        let Some(row) = self.session_row_by_token(hash).await? else {
             return Ok(None);
         };
         let current = row.token_hash == hash
@@ -288,6 +276,16 @@ impl Store {
             return Ok(None);
         }
         Ok(Some((row.id.clone(), user_id(&row.user_id)?)))
+    }
+
+    async fn session_row_by_token(&self, hash: &[u8]) -> Result<Option<SpendRow>, StoreError> {
+        on_backend!(self, db => {
+            sqlx::query_as::<_, SpendRow>(SELECT_SESSION_BY_TOKEN)
+                .bind(hash)
+                .fetch_optional(&db.pool)
+                .await
+        })
+        .map_err(failed("failed to look up session"))
     }
 
     /// The user's sessions that are still live at `now`, most recently used first.
