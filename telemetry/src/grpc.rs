@@ -317,15 +317,19 @@ where
 /// unary call's refusal is trailers-only: the status travels in the headers.)
 fn undecodable_is_invalid_argument(headers: &mut HeaderMap) {
     const TONIC_PREFIX: &[u8] = b"failed to decode Protobuf message";
-    let internal = headers
+    // Every answer passes here: only a trailers-only INTERNAL has its message read.
+    if headers
         .get("grpc-status")
-        .is_some_and(|code| code.as_bytes() == b"13");
+        .is_none_or(|code| code.as_bytes() != b"13")
+    {
+        return;
+    }
     let undecodable = headers.get("grpc-message").is_some_and(|message| {
         percent_encoding::percent_decode(message.as_bytes())
             .collect::<Vec<u8>>()
             .starts_with(TONIC_PREFIX)
     });
-    if internal && undecodable {
+    if undecodable {
         headers.insert("grpc-status", HeaderValue::from_static("3"));
         headers.insert(
             "grpc-message",
