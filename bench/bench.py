@@ -36,7 +36,8 @@ import time
 
 from load import (READ_TARGETS, STORM_SETTLE_S, Meter, measure_client_credentials, measure_read,
                   measure_refresh, measure_signin, measure_storm, peak_rss_kib, percentile)
-from stack import BENCH, ROOT, BenchError, Postgres, Processes, Stack, build, ensure_tools, log
+from stack import (BENCH, ROOT, BenchError, Postgres, Processes, Stack, build, build_floor,
+                   ensure_tools, log)
 
 
 # --- Report -------------------------------------------------------------------------------------
@@ -113,8 +114,7 @@ def measure_floor(bin_dir, args):
     if not os.path.exists(binary):
         # --no-build (scripts/test's smoke run) reuses the services; the example is small.
         release = ["--release"] if os.path.basename(bin_dir) == "release" else []
-        subprocess.run(["cargo", "build", "--quiet", "-p", "token", "--example", "floor", *release],
-                       check=True, cwd=ROOT)
+        build_floor(release)
     out = subprocess.run([binary, str(rounds), str(batch)], check=True, capture_output=True,
                          text=True).stdout
     line = next((l for l in out.splitlines() if l.startswith("FLOOR_JSON ")), None)

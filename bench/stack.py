@@ -175,11 +175,18 @@ def build(profile):
     release = ["--release"] if profile == "release" else []
     log(f"cargo build ({profile})")
     subprocess.run(["cargo", "build", "--quiet", *bins, *release], check=True, cwd=ROOT)
-    # The crypto floor (token/examples/floor.rs).
-    subprocess.run(["cargo", "build", "--quiet", "-p", "token", "--example", "floor", *release],
-                   check=True, cwd=ROOT)
+    build_floor(release)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     return os.path.join(target, profile)
+
+
+def build_floor(release):
+    """The crypto floor (token/examples/floor.rs). Built with `--workspace`, not `-p token`: the
+    features of its dependencies are then those `cargo test` unified, so after scripts/test's
+    build it only links, where `-p token` rebuilt tokio, jsonwebtoken and the rest (a minute of a
+    cold CI run)."""
+    subprocess.run(["cargo", "build", "--quiet", "--workspace", "--example", "floor", *release],
+                   check=True, cwd=ROOT)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
