@@ -97,6 +97,17 @@ def check_pod(name, pod, secret_values):
         fail(f"{name}: the pod's securityContext lacks runAsNonRoot: true")
     secret_mounts = {}
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for volume in volumes.values():
+        secret = volume.get("secret")
+        if secret is None:
+            continue
+        # Without fsGroup the files are root's, so a mode without "others may read" locks the
+        # pod's non-root user out of them (Kubernetes' default mode, 0644, does not).
+        modes = [secret.get("defaultMode", 0o644)]
+        modes += [i["mode"] for i in secret.get("items") or [] if "mode" in i]
+        if any(not mode & 0o004 for mode in modes) and pod_sc.get("fsGroup") is None:
+            fail(f"{name}: secret volume {volume['name']} (mode {oct(min(modes))}) is unreadable "
+                 "to its non-root user: the pod sets no fsGroup")
     if spec.get("initContainers"):
         fail(f"{name}: init containers have no probes; the rules here expect none")
     for c in spec["containers"]:
