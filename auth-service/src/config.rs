@@ -237,6 +237,16 @@ pub struct Config {
     )]
     pub trusted_peers: Vec<String>,
 
+    /// A secret the trusted peers must also send (as `x-forwarding-secret`) for their
+    /// `x-forwarded-for` to count: the gateway's `GATEWAY_FORWARDING_SECRET`. At least 32
+    /// printable ASCII characters. Unset: any trusted peer names the client.
+    #[arg(long, env = "AUTH_FORWARDING_SECRET", hide_env_values = true)]
+    pub forwarding_secret: Option<SecretString>,
+
+    /// A file holding the forwarding secret, instead of `AUTH_FORWARDING_SECRET`.
+    #[arg(long, env = "AUTH_FORWARDING_SECRET_FILE")]
+    pub forwarding_secret_file: Option<PathBuf>,
+
     /// How often the revocations table is read for other replicas' revocations, e.g. `250ms`
     /// [default: 250ms on SQLite; 5s on PostgreSQL, where LISTEN/NOTIFY brings them at once].
     #[arg(long, env = "AUTH_REVOCATION_POLL", value_parser = humantime::parse_duration)]
@@ -274,6 +284,7 @@ pub struct Settings {
     pub hash_priority: password::Priority,
     pub throttle: ThrottleSettings,
     pub trusted_peers: Vec<IpNet>,
+    pub forwarding_secret: Option<SecretString>,
     pub feed: FeedConfig,
 }
 
@@ -448,6 +459,12 @@ impl TryFrom<Config> for Settings {
             hash_priority: config.hash_priority,
             throttle,
             trusted_peers: settings::networks(&config.trusted_peers, "AUTH_TRUSTED_PEERS")?,
+            forwarding_secret: settings::forwarding_secret(
+                config.forwarding_secret,
+                config.forwarding_secret_file.as_deref(),
+                "AUTH_FORWARDING_SECRET",
+                "AUTH_FORWARDING_SECRET_FILE",
+            )?,
             feed,
         })
     }
@@ -764,6 +781,8 @@ impl Config {
             signup_max_taken: 10,
             signup_window: Duration::from_secs(15 * 60),
             trusted_peers: vec!["127.0.0.1".to_owned()],
+            forwarding_secret: None,
+            forwarding_secret_file: None,
             revocation_poll: None,
             revocation_heartbeat: Duration::from_secs(5),
         }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use authn::{AuthnLayer, TokenCache};
 use ipnet::IpNet;
 use proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use telemetry::{
     metrics::MetricsServer,
     tls::{HealthPort, ServerTls},
@@ -34,6 +34,7 @@ pub struct Application {
     store: Arc<Store>,
     throttle: Arc<Throttle>,
     trusted_peers: Vec<IpNet>,
+    forwarding_secret: Option<SecretString>,
     prune_interval: Duration,
     metrics: Option<MetricsServer>,
     tls: Option<ServerTls>,
@@ -107,6 +108,7 @@ impl Application {
             store,
             throttle,
             trusted_peers: settings.trusted_peers,
+            forwarding_secret: settings.forwarding_secret,
             prune_interval: settings.prune_interval,
             metrics,
             tls: settings.tls,
@@ -149,7 +151,7 @@ impl Application {
         // Follows the key table (activations, rotations, other replicas' keys) while serving.
         let ring = tokio::spawn(self.accounts.keys().clone().run());
         // Revoked tokens are refused here too, from the same feed verifiers follow.
-        let layers = telemetry::grpc_layers(self.trusted_peers).layer(
+        let layers = telemetry::grpc_layers(self.trusted_peers, self.forwarding_secret).layer(
             AuthnLayer::new(grpc::policy(), keys, TokenCache::default())
                 .with_revocations(self.feed.local_view()),
         );

@@ -8,7 +8,9 @@ use authn::tls::ClientTls;
 use axum::http::{HeaderValue, Uri};
 use clap::Parser;
 use ipnet::IpNet;
+use secrecy::{ExposeSecret as _, SecretString};
 use settings::ConfigError;
+use tonic::metadata::AsciiMetadataValue;
 
 use crate::{backend::Target, client_addr::ForwardedHeader};
 
@@ -78,6 +80,17 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
 
+    /// A secret sent with every client address the gateway forwards to auth-service and
+    /// resource-service (as `x-forwarding-secret`), proving it is the gateway: set the same in
+    /// their `AUTH_FORWARDING_SECRET` and `RESOURCE_FORWARDING_SECRET`. At least 32 printable
+    /// ASCII characters.
+    #[arg(long, env = "GATEWAY_FORWARDING_SECRET", hide_env_values = true)]
+    pub forwarding_secret: Option<SecretString>,
+
+    /// A file holding the forwarding secret, instead of `GATEWAY_FORWARDING_SECRET`.
+    #[arg(long, env = "GATEWAY_FORWARDING_SECRET_FILE")]
+    pub forwarding_secret_file: Option<PathBuf>,
+
     /// The one header those proxies maintain: `x-forwarded-for` or `forwarded` (RFC 7239).
     /// The other is never read, since a proxy passes it through as the client wrote it.
     #[arg(
@@ -140,6 +153,8 @@ impl Config {
             cors_origins: Vec::new(),
             cookie_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarding_secret: None,
+            forwarding_secret_file: None,
             forwarded_header: ForwardedHeader::XForwardedFor,
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
@@ -168,6 +183,9 @@ pub struct Settings {
     /// Besides the request's own origin, the origins that may spend the refresh cookie.
     pub cookie_origins: Vec<HeaderValue>,
     pub trusted_proxies: Vec<IpNet>,
+    /// `x-forwarding-secret`, marked sensitive: redacted in Debug output and never put in
+    /// HTTP/2's header compression table.
+    pub forwarding_secret: Option<AsciiMetadataValue>,
     pub forwarded_header: ForwardedHeader,
     /// Never zero.
     pub request_timeout: Duration,
@@ -186,6 +204,31 @@ pub struct Settings {
     /// An absolute http(s) URL without query or fragment, exactly as configured (it must equal
     /// the tokens' `iss`).
     pub token_issuer: String,
+}
+
+/// `GATEWAY_FORWARDING_SECRET` as the metadata value every forwarded client address goes with.
+fn forwarding_secret(
+    value: Option<SecretString>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<AsciiMetadataValue>, ConfigError> {
+    let Some(secret) = settings::forwarding_secret(
+        value,
+        file,
+        "GATEWAY_FORWARDING_SECRET",
+        "GATEWAY_FORWARDING_SECRET_FILE",
+    )?
+    else {
+        return Ok(None);
+    };
+    // Printable ASCII (checked above) is always a valid metadata value.
+    let mut value: AsciiMetadataValue = secret.expose_secret().parse().map_err(|_| {
+        ConfigError::new(
+            "GATEWAY_FORWARDING_SECRET",
+            "is not a valid gRPC metadata value",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// A header limit below this would refuse ordinary browser requests carrying a full-size token.
@@ -241,6 +284,10 @@ impl TryFrom<Config> for Settings {
             trusted_proxies: settings::networks(
                 &config.trusted_proxies,
                 "GATEWAY_TRUSTED_PROXIES",
+            )?,
+            forwarding_secret: forwarding_secret(
+                config.forwarding_secret,
+                config.forwarding_secret_file.as_deref(),
             )?,
             forwarded_header: config.forwarded_header,
             request_timeout: non_zero(config.request_timeout, "GATEWAY_REQUEST_TIMEOUT")?,
@@ -456,6 +503,17 @@ mod tests {
         assert_eq!(parsed.trusted_proxies, expected);
         let error = settings(&["--trusted-proxies", "10.0.0.0/33"]).unwrap_err();
         assert_eq!(error.setting, "GATEWAY_TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn the_forwarding_secret_is_checked_and_never_printed() {
+        let secret = "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0";
+        let parsed = settings(&["--forwarding-secret", secret]).unwrap();
+        assert_eq!(parsed.forwarding_secret.as_ref().unwrap(), secret);
+        assert!(!format!("{parsed:?}").contains(secret));
+        let error = settings(&["--forwarding-secret", "short"]).unwrap_err();
+        assert_eq!(error.setting, "GATEWAY_FORWARDING_SECRET");
+        assert!(!error.to_string().contains("short"), "{error}");
     }
 
     #[test]

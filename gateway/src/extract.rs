@@ -15,7 +15,13 @@ use axum::{
 use serde::de::DeserializeOwned;
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::{client_addr, error::ApiError, limits, rpc::Outgoing, state::AppState};
+use crate::{
+    client_addr,
+    error::ApiError,
+    limits,
+    rpc::{ForwardedAddr, Outgoing},
+    state::AppState,
+};
 
 /// Who is calling: the access token (from `Authorization: Bearer` or `x-access-token`), checked
 /// by the services and never by the gateway, the request id, and the client's address.
@@ -29,6 +35,8 @@ pub struct Caller {
     trace: Option<telemetry::TraceContext>,
     /// `None` without a TCP peer (the router driven in-process).
     client_addr: Option<IpAddr>,
+    /// `GATEWAY_FORWARDING_SECRET`, sent beside the client address.
+    forwarding_secret: Option<AsciiMetadataValue>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -69,6 +77,7 @@ impl FromRequestParts<AppState> for Caller {
             request_id,
             trace,
             client_addr,
+            forwarding_secret: state.settings.forwarding_secret.clone(),
         })
     }
 }
@@ -82,6 +91,7 @@ impl std::fmt::Debug for Caller {
             .field("request_id", &self.request_id)
             .field("trace", &self.trace)
             .field("client_addr", &self.client_addr)
+            .field("forwarding_secret", &self.forwarding_secret)
             .finish()
     }
 }
@@ -109,7 +119,7 @@ impl Caller {
             authorization,
             self.request_id.clone(),
             self.trace.clone(),
-            self.metadata_addr(),
+            self.forwarded_addr(),
         ))
     }
 
@@ -124,13 +134,20 @@ impl Caller {
             None,
             self.request_id.clone(),
             self.trace.clone(),
-            self.metadata_addr(),
+            self.forwarded_addr(),
         )
     }
 
-    fn metadata_addr(&self) -> Option<AsciiMetadataValue> {
+    /// The client's address as metadata, and the forwarding secret that goes with it.
+    fn forwarded_addr(&self) -> Option<ForwardedAddr> {
         // An IP address prints as ASCII digits, dots and colons, so the parse cannot fail.
-        self.client_addr.and_then(|ip| ip.to_string().parse().ok())
+        let address = self
+            .client_addr
+            .and_then(|ip| ip.to_string().parse().ok())?;
+        Some(ForwardedAddr {
+            address,
+            secret: self.forwarding_secret.clone(),
+        })
     }
 }
 

@@ -49,11 +49,19 @@ pub struct Outgoing {
     authorization: Option<AsciiMetadataValue>,
     request_id: Option<AsciiMetadataValue>,
     trace: Option<TraceContext>,
-    /// Exactly one IP address, sent as `x-forwarded-for`.
-    client_addr: Option<AsciiMetadataValue>,
+    /// Exactly one IP address, sent as `x-forwarded-for`, with the forwarding secret.
+    client_addr: Option<ForwardedAddr>,
     /// The browser's `User-Agent`, sent as `x-client-user-agent` on the calls that start or
     /// renew a session (auth-service shows it in the session list).
     user_agent: Option<AsciiMetadataValue>,
+}
+
+/// The client's address the gateway found, and the secret (`GATEWAY_FORWARDING_SECRET`, marked
+/// sensitive) by which the services know the gateway found it.
+#[derive(Clone, Debug)]
+pub struct ForwardedAddr {
+    pub address: AsciiMetadataValue,
+    pub secret: Option<AsciiMetadataValue>,
 }
 
 impl Outgoing {
@@ -61,7 +69,7 @@ impl Outgoing {
         authorization: Option<AsciiMetadataValue>,
         request_id: Option<AsciiMetadataValue>,
         trace: Option<TraceContext>,
-        client_addr: Option<AsciiMetadataValue>,
+        client_addr: Option<ForwardedAddr>,
     ) -> Self {
         Self {
             authorization,
@@ -89,11 +97,16 @@ impl Interceptor for Outgoing {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let metadata = request.metadata_mut();
         // `insert` replaces: whatever else set these names, the services see only our values.
+        let (client_addr, forwarding_secret) = match &self.client_addr {
+            Some(forwarded) => (Some(&forwarded.address), forwarded.secret.as_ref()),
+            None => (None, None),
+        };
         for (name, value) in [
-            ("authorization", &self.authorization),
-            ("x-request-id", &self.request_id),
-            ("x-forwarded-for", &self.client_addr),
-            ("x-client-user-agent", &self.user_agent),
+            ("authorization", self.authorization.as_ref()),
+            ("x-request-id", self.request_id.as_ref()),
+            ("x-forwarded-for", client_addr),
+            ("x-forwarding-secret", forwarding_secret),
+            ("x-client-user-agent", self.user_agent.as_ref()),
         ] {
             if let Some(value) = value {
                 metadata.insert(name, value.clone());

@@ -135,6 +135,16 @@ pub struct Config {
     )]
     pub trusted_peers: Vec<String>,
 
+    /// A secret the trusted peers must also send (as `x-forwarding-secret`) for their
+    /// `x-forwarded-for` to count: the gateway's `GATEWAY_FORWARDING_SECRET`. At least 32
+    /// printable ASCII characters. Unset: any trusted peer names the client.
+    #[arg(long, env = "RESOURCE_FORWARDING_SECRET", hide_env_values = true)]
+    pub forwarding_secret: Option<SecretString>,
+
+    /// A file holding the forwarding secret, instead of `RESOURCE_FORWARDING_SECRET`.
+    #[arg(long, env = "RESOURCE_FORWARDING_SECRET_FILE")]
+    pub forwarding_secret_file: Option<PathBuf>,
+
     /// How long without an update from the revocation feed before the view counts as stale
     /// (a warning, the `authn.revocation` health entry NOT_SERVING, and with fail-closed,
     /// refusals), e.g. `30s`.
@@ -174,6 +184,7 @@ pub struct Settings {
     pub jwks_refresh: Duration,
     pub sample_data: bool,
     pub trusted_peers: Vec<IpNet>,
+    pub forwarding_secret: Option<SecretString>,
     /// The CA of `https://` auth-service URLs.
     pub auth_tls: Option<ClientTls>,
     /// `None`: no revocation feed is followed (HS256 with no auth-service URL).
@@ -271,6 +282,12 @@ impl TryFrom<Config> for Settings {
             jwks_refresh: jwks_refresh(config.jwks_refresh, config.jwks_refresh_secs)?,
             sample_data: config.sample_data,
             trusted_peers: settings::networks(&config.trusted_peers, "RESOURCE_TRUSTED_PEERS")?,
+            forwarding_secret: settings::forwarding_secret(
+                config.forwarding_secret,
+                config.forwarding_secret_file.as_deref(),
+                "RESOURCE_FORWARDING_SECRET",
+                "RESOURCE_FORWARDING_SECRET_FILE",
+            )?,
             auth_tls,
             revocation,
         })
@@ -421,6 +438,8 @@ impl Config {
             jwks_refresh_secs: None,
             sample_data: false,
             trusted_peers: vec!["127.0.0.1".to_owned()],
+            forwarding_secret: None,
+            forwarding_secret_file: None,
             revocation_max_staleness: Duration::from_secs(30),
             revocation_fail_closed: false,
         }

@@ -9,7 +9,7 @@ use authn::{
 };
 use ipnet::IpNet;
 use proto::person::v1::person_service_server::SERVICE_NAME;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use telemetry::{
     metrics::MetricsServer,
     tls::{HealthPort, ServerTls},
@@ -36,6 +36,7 @@ pub struct Application {
     cache: TokenCache,
     revocations: Revocations,
     trusted_peers: Vec<IpNet>,
+    forwarding_secret: Option<SecretString>,
     metrics: Option<MetricsServer>,
     tls: Option<ServerTls>,
     health_port: Option<HealthPort>,
@@ -101,6 +102,7 @@ impl Application {
             cache: TokenCache::new(settings.token_cache_capacity),
             revocations,
             trusted_peers: settings.trusted_peers,
+            forwarding_secret: settings.forwarding_secret,
             metrics,
             tls: settings.tls,
             health_port,
@@ -147,7 +149,7 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) =
             telemetry::reflection(proto::FILE_DESCRIPTOR_SET, &[SERVICE_NAME])
                 .context("failed to build reflection service")?;
-        let layers = telemetry::grpc_layers(self.trusted_peers).layer(
+        let layers = telemetry::grpc_layers(self.trusted_peers, self.forwarding_secret).layer(
             AuthnLayer::new(grpc::policy(), self.keys.clone(), self.cache)
                 .with_revocations(self.revocations.clone()),
         );

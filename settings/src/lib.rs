@@ -91,6 +91,39 @@ pub fn secret(
     }
 }
 
+/// The shortest forwarding secret accepted: as long as 24 random bytes in base64.
+pub const MIN_FORWARDING_SECRET_LEN: usize = 32;
+
+/// The forwarding secret (as [`secret`] reads it), with which the gateway proves to
+/// auth-service and resource-service that the client address it forwards is its own finding.
+/// It travels as gRPC metadata, so it must be printable ASCII without spaces, and at least
+/// [`MIN_FORWARDING_SECRET_LEN`] long. Errors never carry the value.
+pub fn forwarding_secret(
+    value: Option<SecretString>,
+    file: Option<&Path>,
+    setting: &'static str,
+    file_setting: &'static str,
+) -> Result<Option<SecretString>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let Some(secret) = self::secret(value, file, setting, file_setting)? else {
+        return Ok(None);
+    };
+    let text = secret.expose_secret();
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            setting,
+            "may hold only printable ASCII without spaces (e.g. base64 of random bytes)",
+        ));
+    }
+    if text.len() < MIN_FORWARDING_SECRET_LEN {
+        return Err(ConfigError::new(
+            setting,
+            format!("must be at least {MIN_FORWARDING_SECRET_LEN} characters"),
+        ));
+    }
+    Ok(Some(secret))
+}
+
 /// A service account's client id and secret, with which a service gets its own access tokens
 /// (auth-service's client-credentials grant).
 #[derive(Clone, Debug)]
@@ -204,6 +237,28 @@ mod tests {
         let value = secret(None, Some(&path), "X", "X_FILE").unwrap();
         assert_eq!(value.unwrap().expose_secret(), "from a file");
         assert!(secret(None, None, "X", "X_FILE").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_forwarding_secret_is_long_printable_ascii_and_errors_never_show_it() {
+        let good = "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0";
+        let value = forwarding_secret(Some(good.into()), None, "X", "X_FILE").unwrap();
+        assert_eq!(value.unwrap().expose_secret(), good);
+        assert!(
+            forwarding_secret(None, None, "X", "X_FILE")
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            "too-short-but-printable",
+            "has a space in it, which metadata keeps",
+            "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0\u{e9}",
+            "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0\t",
+        ] {
+            let error = forwarding_secret(Some(bad.into()), None, "X", "X_FILE").unwrap_err();
+            assert_eq!(error.setting, "X", "{bad:?}");
+            assert!(!error.to_string().contains(bad), "{error}");
+        }
     }
 
     #[test]

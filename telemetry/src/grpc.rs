@@ -5,7 +5,10 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Poll, ready},
     time::{Duration, Instant},
 };
@@ -15,6 +18,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use ipnet::IpNet;
 use pin_project_lite::pin_project;
+use secrecy::{ExposeSecret as _, SecretString};
+use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
@@ -48,6 +53,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The metadata key a trusted peer (the gateway) names the original client's address with.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The metadata key with which a trusted peer proves it may name the client's address, when the
+/// service has a forwarding secret (`AUTH_FORWARDING_SECRET`, `RESOURCE_FORWARDING_SECRET`; the
+/// gateway sends its `GATEWAY_FORWARDING_SECRET`). Removed from every call once checked.
+pub const FORWARDING_SECRET: HeaderName = HeaderName::from_static("x-forwarding-secret");
+
+/// How often, at most, a trusted peer's unproven `x-forwarded-for` is logged.
+const UNPROVEN_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// The address of the client a call was made for, in the request extensions: the TCP peer, or
 /// the address a trusted peer forwarded in [`FORWARDED_FOR`]. Throttling and session lists key on
 /// it, so an untrusted caller must never choose it.
@@ -58,13 +71,36 @@ pub struct ClientAddress(pub IpAddr);
 #[derive(Clone, Debug, Default)]
 pub struct ClientAddressLayer {
     trusted: Arc<[IpNet]>,
+    /// With a secret, a trusted peer's forwarded address counts only with the secret beside it.
+    secret: Option<Arc<SecretString>>,
+    unproven: Arc<UnprovenWarnings>,
+}
+
+/// When a trusted peer's forwarded address was last refused for want of the secret.
+#[derive(Debug)]
+struct UnprovenWarnings {
+    started: Instant,
+    /// Seconds after `started`, plus one; 0: never.
+    last: AtomicU64,
+}
+
+impl Default for UnprovenWarnings {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ClientAddressLayer {
-    /// `trusted` are the peers (the gateway's pods) whose forwarded address is believed.
-    pub fn new(trusted: Vec<IpNet>) -> Self {
+    /// `trusted` are the peers (the gateway's pods) whose forwarded address is believed; with a
+    /// `secret`, only when they send it in [`FORWARDING_SECRET`] too.
+    pub fn new(trusted: Vec<IpNet>, secret: Option<SecretString>) -> Self {
         Self {
             trusted: trusted.into(),
+            secret: secret.map(Arc::new),
+            unproven: Arc::default(),
         }
     }
 
@@ -85,7 +121,51 @@ impl ClientAddressLayer {
             .get(FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        Some(forwarded.map_or(peer, |ip| ip.to_canonical()))
+        let Some(forwarded) = forwarded else {
+            return Some(peer);
+        };
+        if !self.proven(request.headers()) {
+            self.warn_unproven(peer);
+            return Some(peer);
+        }
+        Some(forwarded.to_canonical())
+    }
+
+    /// Whether the call carries the forwarding secret, or none is needed.
+    fn proven(&self, headers: &HeaderMap) -> bool {
+        let Some(secret) = &self.secret else {
+            return true;
+        };
+        let expected = secret.expose_secret().as_bytes();
+        headers.get(FORWARDING_SECRET).is_some_and(|sent| {
+            let sent = sent.as_bytes();
+            // Only the length can be learnt from the time taken, not how much of it matched.
+            sent.len() == expected.len() && bool::from(sent.ct_eq(expected))
+        })
+    }
+
+    /// A peer in the trusted range named a client without the secret: a caller that is not the
+    /// gateway, or a gateway with another secret (then every client looks like the gateway to the
+    /// per-client limits). Logged at most once a minute, without the value sent.
+    fn warn_unproven(&self, peer: IpAddr) {
+        let warnings = &*self.unproven;
+        let now = warnings.started.elapsed().as_secs() + 1;
+        let last = warnings.last.load(Ordering::Relaxed);
+        if last != 0 && now < last + UNPROVEN_WARNING_EVERY.as_secs() {
+            return;
+        }
+        if warnings
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                %peer,
+                "a trusted peer sent x-forwarded-for without the right x-forwarding-secret: its \
+                 own address stands for the client (a caller that is not the gateway, or a \
+                 gateway whose forwarding secret differs; logged at most once a minute)"
+            );
+        }
     }
 }
 
@@ -102,6 +182,8 @@ impl RewriteRequest for ClientAddressLayer {
         if let Some(address) = self.client_address(request) {
             request.extensions_mut().insert(ClientAddress(address));
         }
+        // Nothing after this layer needs the secret, so nothing can log or pass it on.
+        request.headers_mut().remove(FORWARDING_SECRET);
     }
 }
 
@@ -110,8 +192,11 @@ pub type GrpcLayers = Stack<GrpcCallLayer, Identity>;
 
 /// The layers in front of every gRPC service of ours: [`GrpcCallLayer`]. The service adds its
 /// access check (`authn::AuthnLayer`) after it.
-pub fn grpc_layers(trusted_peers: Vec<IpNet>) -> ServiceBuilder<GrpcLayers> {
-    ServiceBuilder::new().layer(GrpcCallLayer::new(trusted_peers))
+pub fn grpc_layers(
+    trusted_peers: Vec<IpNet>,
+    forwarding_secret: Option<SecretString>,
+) -> ServiceBuilder<GrpcLayers> {
+    ServiceBuilder::new().layer(GrpcCallLayer::new(trusted_peers, forwarding_secret))
 }
 
 /// What every gRPC call of ours passes before the service's access check, in this order: count
@@ -139,12 +224,13 @@ struct CallSettings {
 }
 
 impl GrpcCallLayer {
-    /// `trusted_peers` are those whose forwarded client address is believed.
-    pub fn new(trusted_peers: Vec<IpNet>) -> Self {
+    /// `trusted_peers` are those whose forwarded client address is believed, with
+    /// `forwarding_secret` only when they send it too ([`ClientAddressLayer`]).
+    pub fn new(trusted_peers: Vec<IpNet>, forwarding_secret: Option<SecretString>) -> Self {
         Self {
             shared: Arc::new(CallSettings {
                 metrics: GrpcMetricsLayer::default(),
-                client: ClientAddressLayer::new(trusted_peers),
+                client: ClientAddressLayer::new(trusted_peers, forwarding_secret),
                 trace: TraceContextLayer::new(GrpcRequestSpan),
                 failures: grpc_failures(),
             }),
@@ -605,7 +691,7 @@ mod tests {
     }
 
     fn gateway_trusted() -> ClientAddressLayer {
-        ClientAddressLayer::new(vec!["10.0.0.0/8".parse().unwrap()])
+        ClientAddressLayer::new(vec!["10.0.0.0/8".parse().unwrap()], None)
     }
 
     fn address(layer: &ClientAddressLayer, request: &Request<()>) -> Option<String> {
@@ -648,6 +734,65 @@ mod tests {
             address(&gateway_trusted(), &request).as_deref(),
             Some("203.0.113.9")
         );
+    }
+
+    const SECRET: &str = "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0";
+
+    fn gateway_with_secret() -> ClientAddressLayer {
+        ClientAddressLayer::new(vec!["10.0.0.0/8".parse().unwrap()], Some(SECRET.into()))
+    }
+
+    fn with_secret(mut request: Request<()>, secret: &str) -> Request<()> {
+        request
+            .headers_mut()
+            .insert(FORWARDING_SECRET, secret.parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn with_a_forwarding_secret_a_trusted_peer_names_the_client_only_with_the_secret() {
+        let layer = gateway_with_secret();
+        let forwarded = || request_from("10.1.2.3:4000", Some("203.0.113.9"));
+        assert_eq!(
+            address(&layer, &with_secret(forwarded(), SECRET)).as_deref(),
+            Some("203.0.113.9")
+        );
+        let mut longer = SECRET.to_owned();
+        longer.push('x');
+        let mut other = SECRET.to_owned();
+        other.replace_range(..1, "j");
+        for sent in [
+            None,
+            Some(""),
+            Some(&SECRET[1..]),
+            Some(&*longer),
+            Some(&*other),
+        ] {
+            let request = match sent {
+                Some(sent) => with_secret(forwarded(), sent),
+                None => forwarded(),
+            };
+            assert_eq!(
+                address(&layer, &request).as_deref(),
+                Some("10.1.2.3"),
+                "secret sent: {sent:?}"
+            );
+        }
+        // The secret does not make an untrusted peer a forwarder.
+        let untrusted = with_secret(request_from("192.0.2.7:4000", Some("203.0.113.9")), SECRET);
+        assert_eq!(address(&layer, &untrusted).as_deref(), Some("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_forwarding_secret_is_removed_from_every_call() {
+        let layer = gateway_with_secret();
+        let mut request = with_secret(request_from("10.1.2.3:4000", Some("203.0.113.9")), SECRET);
+        layer.rewrite(&mut request);
+        assert_eq!(
+            request.extensions().get::<ClientAddress>(),
+            Some(&ClientAddress("203.0.113.9".parse().unwrap()))
+        );
+        assert!(request.headers().get(FORWARDING_SECRET).is_none());
     }
 
     #[test]
@@ -698,22 +843,23 @@ mod tests {
             .with_writer(lines.clone())
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
-        let service = grpc_layers(Vec::new()).service_fn(move |_: Request<Body>| async move {
-            let response = if in_trailers {
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", (code as i32).into());
-                let frames = [Ok::<_, tonic::Status>(http_body::Frame::trailers(trailers))];
-                let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-                let mut response = Response::new(Body::new(body));
-                response
-                    .headers_mut()
-                    .insert("content-type", "application/grpc".parse().unwrap());
-                response
-            } else {
-                tonic::Status::new(code, "answer").into_http()
-            };
-            Ok::<_, std::convert::Infallible>(response)
-        });
+        let service =
+            grpc_layers(Vec::new(), None).service_fn(move |_: Request<Body>| async move {
+                let response = if in_trailers {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", (code as i32).into());
+                    let frames = [Ok::<_, tonic::Status>(http_body::Frame::trailers(trailers))];
+                    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                    let mut response = Response::new(Body::new(body));
+                    response
+                        .headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    response
+                } else {
+                    tonic::Status::new(code, "answer").into_http()
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            });
         let mut request = Request::new(Body::empty());
         request
             .headers_mut()

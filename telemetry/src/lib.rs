@@ -29,9 +29,9 @@ use tracing::field::display;
 use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
 
 pub use grpc::{
-    ClientAddress, ClientAddressLayer, FORWARDED_FOR, GrpcCall, GrpcCallLayer, GrpcLayers,
-    GrpcLimits, bind, grpc_layers, reflection, report_health, report_serving, serve_grpc,
-    serve_grpc_service,
+    ClientAddress, ClientAddressLayer, FORWARDED_FOR, FORWARDING_SECRET, GrpcCall, GrpcCallLayer,
+    GrpcLayers, GrpcLimits, bind, grpc_layers, reflection, report_health, report_serving,
+    serve_grpc, serve_grpc_service,
 };
 pub use trace_context::{
     MakeRequestSpan, TRACEPARENT, TRACESTATE, TraceContext, TraceContextLayer, request_span,

@@ -29,8 +29,11 @@ KUBE_DNS = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dn
 SECRET_SETTINGS = {
     "AUTH_DATABASE_URL", "AUTH_KEY_ENCRYPTION_KEY", "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
     "AUTH_HS256_SECRET", "AUTH_BOOTSTRAP_ADMIN_PASSWORD", "RESOURCE_DATABASE_URL",
-    "RESOURCE_HS256_SECRET", "POSTGRES_PASSWORD",
+    "RESOURCE_HS256_SECRET", "POSTGRES_PASSWORD", "AUTH_FORWARDING_SECRET",
+    "RESOURCE_FORWARDING_SECRET", "GATEWAY_FORWARDING_SECRET",
 }
+# The containers that share the gateway's forwarding secret, with their settings' prefixes.
+FORWARDING = {"gateway": "GATEWAY", "auth-service": "AUTH", "resource-service": "RESOURCE"}
 # argon2id's memory per hash (auth-service's password parameters) and the base of its memory
 # budget (64 MiB + workers x 19 MiB, checked by auth-service at start-up).
 ARGON2_MIB = 19
@@ -397,6 +400,31 @@ def check_network(docs):
 # --- Replicas -----------------------------------------------------------------------------------
 
 
+def check_forwarding(docs):
+    """The gateway's forwarding secret: auth-service and resource-service believe a forwarded
+    client address only with it, so all three read it, from the same key of the same Secret."""
+    sources = {}
+    for _, pod in workloads(docs):
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        for c in pod["spec"]["containers"]:
+            prefix = FORWARDING.get(c["name"])
+            if prefix is None:
+                continue
+            path = env_of(c).get(f"{prefix}_FORWARDING_SECRET_FILE")
+            if not path:
+                fail(f"{c['name']}: {prefix}_FORWARDING_SECRET_FILE is unset, so every pod in the "
+                     "trusted range can name the client address the per-client limits key on")
+                continue
+            directory, _, file = path.rpartition("/")
+            for mount in c.get("volumeMounts") or []:
+                if mount["mountPath"].rstrip("/") == directory:
+                    secret = (volumes.get(mount["name"]) or {}).get("secret") or {}
+                    keys = {i["path"]: i["key"] for i in secret.get("items") or []}
+                    sources[c["name"]] = (secret.get("secretName"), keys.get(file, file))
+    if len(set(sources.values())) > 1:
+        fail(f"the forwarding secret comes from different Secret keys: {sources}")
+
+
 def check_production(docs):
     hpas = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
@@ -496,6 +524,8 @@ def main():
         check_secret_example(secret)
     check_issuer(docs, variant.partition("-")[0])
     check_network(docs)
+    if {c["name"] for _, pod in workloads(docs) for c in pod["spec"]["containers"]} >= set(FORWARDING):
+        check_forwarding(docs)
     base, _, tls = variant.partition("-")
     {"production": check_production, "laptop": check_laptop, "example": lambda _: None}[base](docs)
     if tls == "tls":

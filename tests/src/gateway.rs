@@ -75,6 +75,7 @@ impl Gateway {
             ("GATEWAY_METRICS_ADDR", metrics.to_string()),
             ("GATEWAY_AUTH_URL", auth_urls.join(",")),
             ("GATEWAY_RESOURCE_URL", resource_urls.join(",")),
+            ("GATEWAY_FORWARDING_SECRET", crate::FORWARDING_SECRET.into()),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
         ];

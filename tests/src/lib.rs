@@ -27,7 +27,7 @@ use std::{
 };
 
 pub use directory::DirectoryReplica;
-pub use gateway::{Gateway, HeaderStyle, SignedIn};
+pub use gateway::{Gateway, HeaderStyle, SignedIn, expect_ok};
 pub use postgres::{Cluster, create_database, create_database_on};
 pub use process::Process;
 pub use service_accounts::{ServiceAccount, sign_in};
@@ -57,6 +57,26 @@ pub fn profile_dir() -> PathBuf {
         dir.pop();
     }
     dir
+}
+
+/// The forwarding secret every gateway, auth-service and resource-service of the tests shares
+/// (`*_FORWARDING_SECRET`), as deploy/ gives them one.
+pub const FORWARDING_SECRET: &str = "e2e-forwarding-secret-0123456789abcdef";
+
+/// Makes `request` a call as the gateway sends it for the client at `address`: the address in
+/// `x-forwarded-for` and the forwarding secret beside it.
+pub fn as_the_gateway_for<T>(request: &mut tonic::Request<T>, address: &str) {
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "x-forwarded-for",
+        address.parse().expect("an address is valid metadata"),
+    );
+    metadata.insert(
+        "x-forwarding-secret",
+        FORWARDING_SECRET
+            .parse()
+            .expect("the secret is valid metadata"),
+    );
 }
 
 /// The path of a workspace binary, built by `cargo build --workspace` (or `cargo test --workspace`).

@@ -99,6 +99,7 @@ impl AuthReplica {
             ),
             ("AUTH_DB_MAX_CONNECTIONS", "4".into()),
             ("AUTH_HASH_WORKERS", "1".into()),
+            ("AUTH_FORWARDING_SECRET", crate::FORWARDING_SECRET.into()),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info,tower_http=debug".into()),
         ];
@@ -170,6 +171,10 @@ impl ResourceReplica {
             ("RESOURCE_DATABASE_URL", database_url.to_owned()),
             ("RESOURCE_AUTH_URL", auth_urls.join(",")),
             ("RESOURCE_SAMPLE_DATA", "false".into()),
+            (
+                "RESOURCE_FORWARDING_SECRET",
+                crate::FORWARDING_SECRET.into(),
+            ),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info,tower_http=debug".into()),
         ];

@@ -214,9 +214,7 @@ fn sign_in_from(
         login: credentials.username.clone(),
         password: password.to_owned(),
     });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", client.parse().unwrap());
+    e2e::as_the_gateway_for(&mut request, client);
     request
 }
 

@@ -263,3 +263,81 @@ async fn a_stopped_resource_replica_is_taken_back_when_it_returns() {
         gateway.process.describe()
     );
 }
+
+/// The client address a session of `user` records when signed in through `gateway` by a proxy
+/// that names the client `client`.
+async fn recorded_address(gateway: &Gateway, user: &Credentials, client: &str) -> String {
+    let response = gateway
+        .post("/api/auth/signin")
+        .header("x-forwarded-for", client)
+        .json(&json!({ "username": user.username, "password": user.password }))
+        .send()
+        .await
+        .unwrap();
+    let signed_in: SignedIn = e2e::expect_ok(response, "sign-in")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions: Value = gateway
+        .get_with_token(
+            "/api/auth/sessions",
+            &signed_in.access_token,
+            HeaderStyle::Bearer,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let current = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap_or_else(|| panic!("no current session in {sessions}"));
+    current["clientAddress"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn auth_service_believes_the_client_address_of_a_gateway_with_its_forwarding_secret_only() {
+    let stack = Stack::start("forwarding", 1, 1, 0).await;
+    let auth_urls: Vec<String> = stack.auth.iter().map(|r| r.url.clone()).collect();
+    let resource_urls: Vec<String> = stack.resource.iter().map(|r| r.url.clone()).collect();
+    // Both gateways take the test as a proxy that names the client; one has the services'
+    // forwarding secret (the harness's default), the other another one.
+    let behind_a_proxy = ("GATEWAY_TRUSTED_PROXIES", "127.0.0.1".to_owned());
+    let other_secret = (
+        "GATEWAY_FORWARDING_SECRET",
+        "not-the-services-forwarding-secret-0123".to_owned(),
+    );
+    let mut ours = Gateway::spawn_with(
+        &auth_urls,
+        &resource_urls,
+        "forwarding-ours",
+        std::slice::from_ref(&behind_a_proxy),
+    );
+    let mut impostor = Gateway::spawn_with(
+        &auth_urls,
+        &resource_urls,
+        "forwarding-impostor",
+        &[behind_a_proxy, other_secret],
+    );
+    tokio::join!(
+        ours.wait_until_every_replica_is_up(),
+        impostor.wait_until_every_replica_is_up()
+    );
+    let user = Credentials::random("forwarded");
+    ours.sign_up(&user).await;
+    assert_eq!(
+        recorded_address(&ours, &user, "198.51.100.7").await,
+        "198.51.100.7"
+    );
+    // auth-service hears the same forwarded address without the secret: it counts the caller's
+    // own address instead.
+    assert_eq!(
+        recorded_address(&impostor, &user, "198.51.100.8").await,
+        "127.0.0.1"
+    );
+}

@@ -36,9 +36,7 @@ fn status(pid: u32, field: &str) -> u64 {
 /// A call as the gateway sends it for the client at `address`.
 fn from<T>(message: T, address: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", address.parse().unwrap());
+    e2e::as_the_gateway_for(&mut request, address);
     request
 }
 

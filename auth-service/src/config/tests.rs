@@ -117,8 +117,8 @@ fn every_secret_hides_its_environment_value_from_help() {
         .collect();
     assert_eq!(
         secrets.len(),
-        5,
-        "database URL, HS256 secret, KEK, previous KEK, admin password"
+        6,
+        "database URL, HS256 secret, KEK, previous KEK, admin password, forwarding secret"
     );
     for arg in secrets {
         assert!(arg.is_hide_env_values_set(), "{:?}", arg.get_env());

@@ -504,6 +504,37 @@ async fn signing_in_beyond_the_cap_ends_the_oldest_session() {
 }
 
 #[tokio::test]
+async fn with_a_forwarding_secret_only_a_peer_that_sends_it_names_the_client() {
+    const SECRET: &str = "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0";
+    let mut config = Config::for_tests();
+    // The test's own address is a trusted peer (Config::for_tests), as the gateway's pods are.
+    config.forwarding_secret = Some(SECRET.into());
+    let app = spawn_with(config).await;
+    signed_in(&app, "alice").await;
+    let wrong = SECRET.replace('k', "j");
+    for (secret, client) in [
+        (None, "127.0.0.1"),
+        (Some(wrong.as_str()), "127.0.0.1"),
+        (Some(SECRET), "203.0.113.9"),
+    ] {
+        let mut request = Request::new(pb::SignInRequest {
+            login: "alice".into(),
+            password: PASSWORD.into(),
+        });
+        let metadata = request.metadata_mut();
+        metadata.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        if let Some(secret) = secret {
+            metadata.insert("x-forwarding-secret", secret.parse().unwrap());
+        }
+        let signed_in = app.client.clone().sign_in(request).await.unwrap();
+        let token = signed_in.into_inner().access_token;
+        let listed = sessions(&app, &token, "").await.unwrap();
+        let current: Vec<_> = listed.iter().filter(|s| s.current).collect();
+        assert_eq!(current[0].client_address, client, "secret sent: {secret:?}");
+    }
+}
+
+#[tokio::test]
 async fn sessions_are_listed_and_ended_by_their_user_or_an_admin() {
     let app = spawn_app_with_admin().await;
     let admin = app.admin_token().await;

@@ -364,7 +364,7 @@ impl Application {
             telemetry::GrpcLimits::default(),
             None,
             self.listener,
-            telemetry::grpc_layers(Vec::new()),
+            telemetry::grpc_layers(Vec::new(), None),
             routes,
             shutdown,
             draining,

@@ -189,3 +189,39 @@ async fn junk_from_a_trusted_proxy_is_ignored() {
         assert_eq!(sent, ["127.0.0.1"], "{junk:?}");
     }
 }
+
+/// What the service received as `x-forwarding-secret` for one `GET /api/auth/me` whose client
+/// sent `claimed` as its own.
+async fn forwarding_secret_sent(configured: Option<&str>, claimed: &str) -> Vec<String> {
+    let (url, seen) = recording_stub().await;
+    let mut config = Config::for_tests(vec![url.clone()], vec![url]);
+    config.forwarding_secret = configured.map(Into::into);
+    let (gateway, _stop) = serve(config).await;
+    let response = reqwest::Client::new()
+        .get(format!("{gateway}/api/auth/me"))
+        .bearer_auth("some-token")
+        .header("x-forwarding-secret", claimed)
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 401);
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 1, "one backend call per request");
+    assert_eq!(seen[0]["x-forwarded-for"], "127.0.0.1");
+    seen[0]
+        .get_all("x-forwarding-secret")
+        .iter()
+        .map(|v| v.to_str().expect("text").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_client_address_goes_with_the_gateway_s_forwarding_secret_and_never_the_client_s() {
+    const SECRET: &str = "k7Qz0vW3mX9pL2sR8tY5uB1nC4dF6gH0";
+    let claimed = "a-client-claiming-to-be-the-gateway-1234";
+    assert_eq!(
+        forwarding_secret_sent(Some(SECRET), claimed).await,
+        [SECRET]
+    );
+    assert!(forwarding_secret_sent(None, claimed).await.is_empty());
+}
