@@ -276,6 +276,8 @@ class Stack:
                 return {}
             return {f"{prefix}_WORKER_THREADS": str(self.worker_threads)}
         self.admin = {"username": "admin", "password": secrets.token_urlsafe(18)}
+        # As deploy/ runs them: the gateway proves its forwarded client addresses with it.
+        forwarding = secrets.token_urlsafe(33)
 
         log("starting auth-service, resource-service and the gateway")
         self.procs.spawn("auth-service", [os.path.join(self.bin_dir, "auth-service")], {
@@ -289,6 +291,7 @@ class Stack:
             "AUTH_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             # Long enough that no token expires during a full run.
             "AUTH_ACCESS_TOKEN_TTL": "1h",
+            "AUTH_FORWARDING_SECRET": forwarding,
             # What --auth-env asks for, to compare settings.
             **self.auth_env,
         })
@@ -301,6 +304,7 @@ class Stack:
             "RESOURCE_DATABASE_URL": resource_db,
             "RESOURCE_AUTH_URL": auth_url,
             "RESOURCE_SAMPLE_DATA": "true",
+            "RESOURCE_FORWARDING_SECRET": forwarding,
         })
         wait_until("resource-service", lambda: port_open(self.ports["resource"]), self.procs,
                    ["auth-service", "resource-service"])
@@ -310,6 +314,7 @@ class Stack:
             "GATEWAY_HTTP_ADDR": f"127.0.0.1:{self.ports['gateway']}",
             "GATEWAY_AUTH_URL": auth_url,
             "GATEWAY_RESOURCE_URL": resource_url,
+            "GATEWAY_FORWARDING_SECRET": forwarding,
         })
         wait_until("the gateway with both backends",
                    lambda: http("GET", self.url("gateway", "/readyz"), timeout=2)[0] == 200,
