@@ -52,6 +52,7 @@ function refreshSession() {
         return Boolean(session);
       }
       if (!response.ok) {
+        discard(response);
         if (response.status === 401 || response.status === 403) saveSession(null);
         return false;
       }
@@ -65,13 +66,22 @@ function refreshSession() {
   return refreshing;
 }
 
+// Drops the body of an answer this page does not read. API answers are `no-store`, so the
+// browser's cache does not read them either, and an unread body would keep the request open.
+function discard(response) {
+  if (response.body) response.body.cancel().catch(() => {});
+}
+
 // The account behind a token, in the shape sign-in answers.
 async function whoAmI(accessToken) {
   const response = await fetch('/api/auth/me', {
     headers: { Accept: 'application/json', Authorization: 'Bearer ' + accessToken },
     credentials: 'same-origin',
   }).catch(() => null);
-  if (!response || !response.ok) return null;
+  if (!response || !response.ok) {
+    if (response) discard(response);
+    return null;
+  }
   const user = await response.json();
   return { id: user.id, username: user.username, email: user.email, roles: user.roles };
 }
@@ -241,6 +251,7 @@ async function signOut(all) {
       method: 'POST', headers, credentials: 'same-origin',
       body: all === true ? JSON.stringify({ all: true }) : undefined,
     });
+    discard(response);
     if (!response.ok && response.status !== 401) {
       showMessage('Could not sign out at the server (' + response.status + '). Please try again.', 'error');
       return;
