@@ -41,7 +41,8 @@ use crate::{
 /// it, and every answer echoes it, including those of the limits, the deadline and CORS), the
 /// caller's `traceparent` read and the request's span made ([`TraceContextLayer`]), a refusal by
 /// [`limits::refusal`] or the route called, and on the answer `Referrer-Policy: no-referrer`,
-/// `X-Content-Type-Options: nosniff` and `x-request-id` (each unless the route set it).
+/// `X-Content-Type-Options: nosniff`, `x-request-id` and, under `/api/`, `Cache-Control:
+/// no-store` (each unless the route set it).
 ///
 /// Its log lines are those of `tower_http`'s `TraceLayer` with the gateway's settings, under the
 /// same targets so log filters keep working: `started processing request` at DEBUG, one
@@ -110,6 +111,7 @@ where
             .metrics
             .route(request.extensions().get::<MatchedPath>());
         let request_id = telemetry::request_id(request.headers_mut());
+        let api = request.uri().path().starts_with("/api/");
         let span = start_trace(&shared.trace, &mut request);
         let inner = {
             let _entered = span.enter();
@@ -128,6 +130,7 @@ where
                 route,
                 method,
                 request_id,
+                api,
             }),
         }
     }
@@ -154,6 +157,8 @@ struct Call {
     route: Arc<RouteMetrics>,
     method: usize,
     request_id: HeaderValue,
+    /// Under `/api/`: the answer gets `Cache-Control: no-store`.
+    api: bool,
 }
 
 pin_project! {
@@ -182,6 +187,7 @@ where
             route,
             method,
             request_id,
+            api,
         } = this
             .call
             .take()
@@ -208,6 +214,11 @@ where
             if !headers.contains_key(&name) {
                 headers.insert(name, value);
             }
+        }
+        // API answers carry accounts, sessions and persons: never kept in a browser's cache,
+        // where they would outlive the sign-out.
+        if api && !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         if !headers.contains_key(REQUEST_ID) {
             // Never in an HTTP/2 client's HPACK table: no two requests have the same id.

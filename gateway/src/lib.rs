@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod body_budget;
 pub mod call_layer;
 pub mod client_addr;
 pub mod config;

@@ -21,7 +21,7 @@ fn token_too_large(headers: &HeaderMap) -> bool {
 }
 
 /// The size of a request's headers as this limit counts it: names and values.
-fn header_bytes(headers: &HeaderMap) -> usize {
+pub(crate) fn header_bytes(headers: &HeaderMap) -> usize {
     headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())

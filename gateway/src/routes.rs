@@ -29,7 +29,14 @@ use serde::{Deserialize, Deserializer, de};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 
-use crate::{call_layer::HttpCallLayer, config::Cors, error::ApiError, page, state::AppState};
+use crate::{
+    body_budget::{BODY_BUDGET_BYTES, BodyBudgetLayer},
+    call_layer::HttpCallLayer,
+    config::Cors,
+    error::ApiError,
+    page,
+    state::AppState,
+};
 
 /// Every route: method, path (OpenAPI's template syntax, which axum shares), handler.
 pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -190,6 +197,10 @@ pub fn app(state: AppState) -> Router {
                 .layer(DeadlineLayer {
                     limit: settings.request_timeout,
                 })
+                // Requests with a body take their share of a process-wide budget, so unfinished
+                // bodies on every connection and stream cannot add up past it (503 when spent).
+                // Inside the deadline, which bounds how long a share is held.
+                .layer(BodyBudgetLayer::new(BODY_BUDGET_BYTES, settings.body_limit))
                 // Bodies beyond the limit are refused while being read, by our Json extractor
                 // (413).
                 .layer(DefaultBodyLimit::max(settings.body_limit)),

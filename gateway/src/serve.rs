@@ -10,8 +10,13 @@
 //!   otherwise, and HTTP/1's alike) is shut down gracefully: HTTP/2 gets a GOAWAY, and a
 //!   request still in flight, its answer's body included, is never cut by it.
 //! - At most `max_connections` are served at once; further ones wait in the listen backlog.
-//! - HTTP/2 connections carry a bounded number of streams and header bytes, and are pinged so
-//!   dead peers are noticed.
+//! - What one connection may make the gateway buffer is bounded ([`per_connection_bytes`] gives
+//!   the sum): HTTP/1 reads at most `max_header_bytes` + [`READ_SLACK_BYTES`] of a request it
+//!   has not parsed yet (beyond that hyper answers 431 and closes), HTTP/2 the same for one
+//!   header list, at most [`MAX_CONCURRENT_STREAMS`] streams and [`CONNECTION_WINDOW`] bytes of
+//!   request data no handler has read yet (flow control). Bodies being read by handlers are
+//!   bounded process-wide by `crate::body_budget`. HTTP/2 connections are pinged so dead peers are
+//!   noticed.
 //! - Stopping closes the listener and lets open connections finish their requests
 //!   (`telemetry::serve_with_drain` bounds how long).
 
@@ -40,15 +45,34 @@ use idle::{Activity, Idle, TrackActivity};
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// `GATEWAY_MAX_HEADER_BYTES`: what the gateway's own check (`crate::limits`) allows.
+    pub max_header_bytes: usize,
 }
 
-/// Bytes of headers hyper reads before it refuses a request on its own (with a bare 431). Well
-/// above `GATEWAY_MAX_HEADER_BYTES`, so that the gateway's own check answers in the JSON error
-/// model, yet bounded: hyper's HTTP/1 default is about 400 KB, h2's 16 MB.
-const MAX_HEADER_READ_BYTES: usize = 256 * 1024;
+/// What hyper reads beyond `GATEWAY_MAX_HEADER_BYTES` before it refuses a request on its own
+/// (with a bare 431 and a closed connection): room for the request line and the `: ` and CRLF
+/// of each header, which the gateway's own check does not count, so that a request within that
+/// check's limit gets its JSON answer. Also the most of a body HTTP/1 reads in one go.
+pub const READ_SLACK_BYTES: usize = 8 * 1024;
 
-/// Streams one HTTP/2 connection may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams one HTTP/2 connection may have open at once: more than a browser needs in parallel
+/// (HTTP/1 gave it six connections), few enough that one connection's requests stay small.
+pub const MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// HTTP/2 flow control: request data a stream, and a whole connection, may have sent that no
+/// handler has read yet. The connection's is HTTP/2's initial window, which a server cannot
+/// shrink; a stream's is half of it, so one stream cannot take it all. Request bodies are JSON
+/// of at most `GATEWAY_BODY_LIMIT` (64 KiB by default), for which this costs a round trip or two.
+pub const CONNECTION_WINDOW: u32 = 65_535;
+const STREAM_WINDOW: u32 = 32 * 1024;
+
+/// The most one client connection may make the gateway buffer for requests it has not finished
+/// sending, whatever it sends: its unparsed header bytes (HTTP/1's read buffer, or one HTTP/2
+/// header list) plus, on HTTP/2, its unread request data. Bodies being read by handlers are
+/// counted apart, process-wide (`crate::body_budget`).
+pub const fn per_connection_bytes(max_header_bytes: usize) -> usize {
+    max_header_bytes + READ_SLACK_BYTES + CONNECTION_WINDOW as usize
+}
 
 /// Serves `app` on `listener` until `stop` resolves, then waits for open connections to finish
 /// their requests. Each request carries its TCP peer as `ConnectInfo<SocketAddr>`.
@@ -159,17 +183,22 @@ async fn accept(
 }
 
 fn builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    // At least 12 KiB (the settings' floor for `max_header_bytes`) + 8 KiB, so above hyper's
+    // 8 KiB minimum, whose assertion would panic.
+    let max_read = limits.max_header_bytes.saturating_add(READ_SLACK_BYTES);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEADER_READ_BYTES);
+        .max_buf_size(max_read);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_READ_BYTES as u32)
+        .max_header_list_size(u32::try_from(max_read).unwrap_or(u32::MAX))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
     builder

@@ -65,6 +65,7 @@ impl Application {
         let limits = ConnectionLimits {
             header_read_timeout: self.state.settings.header_read_timeout,
             max_connections: self.state.settings.max_connections,
+            max_header_bytes: self.state.settings.max_header_bytes,
         };
         let server = |stop| serve(self.listener, app(self.state), limits, stop);
         telemetry::serve_with_drain(server, shutdown, std::future::ready(()))

@@ -18,6 +18,8 @@ let session = null;
 let renewTimer = null;
 // The refresh in flight, shared by everyone who needs a fresh token meanwhile.
 let refreshing = null;
+// Set when a refresh found the cookie signed in to another account, which this tab then took.
+let accountChanged = false;
 // Page tokens of the pages seen so far: pages[i] is the token that fetches page i.
 let pages = [''];
 let pageIndex = 0;
@@ -42,6 +44,7 @@ function saveSession(value, expiresIn) {
 // true when signed in afterwards; a refused cookie ends the session here too.
 function refreshSession() {
   if (!refreshing) {
+    accountChanged = false;
     refreshing = (async () => {
       let response;
       try {
@@ -52,17 +55,49 @@ function refreshSession() {
         return Boolean(session);
       }
       if (!response.ok) {
+        discard(response);
         if (response.status === 401 || response.status === 403) saveSession(null);
         return false;
       }
       const data = await response.json();
-      const user = session || await whoAmI(data.accessToken);
+      // The cookie is shared by every tab: another tab may have signed another account in
+      // since, and the new token is then that account's. This tab takes it over rather than
+      // show one account while acting as another.
+      const before = session;
+      const user = before && tokenSubject(data.accessToken) === before.id
+        ? before : await whoAmI(data.accessToken);
       if (!user) return false;
+      if (before && user.id !== before.id) {
+        endLocally();
+        saveSession({ ...user, accessToken: data.accessToken }, data.expiresIn);
+        render();
+        showTab('persons');
+        accountChanged = true;
+        // Nothing the previous account asked for is sent again as this one.
+        return false;
+      }
       saveSession({ ...user, accessToken: data.accessToken }, data.expiresIn);
       return true;
     })().finally(() => { refreshing = null; });
   }
   return refreshing;
+}
+
+// Drops the body of an answer this page does not read. API answers are `no-store`, so the
+// browser's cache does not read them either, and an unread body would keep the request open.
+function discard(response) {
+  if (response.body) response.body.cancel().catch(() => {});
+}
+
+// The `sub` claim (the user id) of an access token, or null if it cannot be read. Only compared
+// with the account this tab shows; the gateway and services verify tokens, never this page.
+function tokenSubject(accessToken) {
+  try {
+    const payload = accessToken.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).sub || null;
+  } catch {
+    return null;
+  }
 }
 
 // The account behind a token, in the shape sign-in answers.
@@ -71,7 +106,10 @@ async function whoAmI(accessToken) {
     headers: { Accept: 'application/json', Authorization: 'Bearer ' + accessToken },
     credentials: 'same-origin',
   }).catch(() => null);
-  if (!response || !response.ok) return null;
+  if (!response || !response.ok) {
+    if (response) discard(response);
+    return null;
+  }
   const user = await response.json();
   return { id: user.id, username: user.username, email: user.email, roles: user.roles };
 }
@@ -121,6 +159,11 @@ async function api(method, path, body, retried) {
   }
   if (response.status === 401 && session && !retried) {
     if (await refreshSession()) return api(method, path, body, true);
+    if (accountChanged) {
+      accountChanged = false;
+      throw new ApiError(401, 'account_changed', 'This tab now shows ' + session.username
+        + ', who signed in in another tab. Nothing was sent as them; try again if you meant to.');
+    }
   }
   const type = response.headers.get('Content-Type') || '';
   const data = response.status === 204 ? null
@@ -241,6 +284,7 @@ async function signOut(all) {
       method: 'POST', headers, credentials: 'same-origin',
       body: all === true ? JSON.stringify({ all: true }) : undefined,
     });
+    discard(response);
     if (!response.ok && response.status !== 401) {
       showMessage('Could not sign out at the server (' + response.status + '). Please try again.', 'error');
       return;

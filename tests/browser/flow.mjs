@@ -6,7 +6,8 @@
 // server (a reload stays signed out), a moderator creates a person, an admin disables and
 // enables an account, ends its sessions and changes its roles, and creates a service account
 // (its secret shown once, and working at the token endpoint), sees it listed, disables, rotates
-// and deletes it. Exits non-zero on the first failed step; leaves screenshots in artifacts/.
+// and deletes it, and a tab whose renewal finds another account signed in (in another tab) takes
+// that account over. Exits non-zero on the first failed step; leaves screenshots in artifacts/.
 //
 // usage: node flow.mjs <gateway-url> <moderator-username> <moderator-password> <admin-username> <admin-password>
 
@@ -27,7 +28,8 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
 });
-const page = await browser.newPage();
+// A context of its own, so a second tab can share the page's cookie.
+const page = await (await browser.newContext()).newPage();
 page.setDefaultTimeout(15_000);
 const pageErrors = [];
 page.on('pageerror', (error) => pageErrors.push(String(error)));
@@ -184,7 +186,26 @@ try {
   await page.locator('#persons-body tr', { hasText: personName }).waitFor();
   await page.screenshot({ path: join(artifacts, 'flow.png'), fullPage: true });
 
-  step = 'sign out the moderator';
+  step = 'after a refresh, a tab takes over the account another tab signed in';
+  // The tabs share the refresh cookie: once another tab signs a different account in, this
+  // tab's next renewal gets that account's token, and the tab must show that account.
+  const other = await page.context().newPage();
+  await other.goto(url);
+  await other.locator('#session-user', { hasText: moderatorName }).waitFor();
+  await other.click('#sign-out');
+  await other.locator('#signed-out').waitFor({ state: 'visible' });
+  await other.fill('#sign-in-username', username);
+  await other.fill('#sign-in-password', newPassword);
+  await other.click('#sign-in-submit');
+  await other.locator('#session-user', { hasText: username }).waitFor();
+  check(await page.locator('#session-user').innerText() !== await other.locator('#session-user').innerText(),
+    'the first tab already showed the other account');
+  await page.evaluate(() => refreshSession()); // what the renewal timer does
+  await page.locator('#session-user', { hasText: username }).waitFor({ timeout: 5_000 });
+  check(await page.locator('#person-form').isHidden(), 'the tab still offers a moderator\'s form to a user');
+  await other.close();
+
+  step = 'sign out (the account the tab took over)';
   await signOut();
 
   step = 'an admin disables and enables an account and ends its sessions';

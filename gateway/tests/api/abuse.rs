@@ -123,6 +123,36 @@ async fn sign_in_answers_are_never_cached() {
     assert_eq!(response.header("cache-control"), Some("no-store"));
 }
 
+#[tokio::test]
+async fn no_api_answer_is_kept_in_a_browsers_cache() {
+    let stack = spawn_stack().await;
+    let admin = stack.admin_token().await;
+    let person = stack.create_person(&admin, "Cached Person").await;
+    let me = stack.gateway.get("/api/auth/me", Some(&admin)).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    let id = me.json()["id"].as_str().unwrap().to_owned();
+    let paths = [
+        "/api/auth/me".to_owned(),
+        "/api/auth/sessions".to_owned(),
+        "/api/persons".to_owned(),
+        format!("/api/persons/{}", person["personId"]),
+        "/api/admin/users".to_owned(),
+        format!("/api/admin/users/{id}/sessions"),
+        "/api/admin/service-accounts".to_owned(),
+    ];
+    for path in &paths {
+        let response = stack.gateway.get(path, Some(&admin)).await;
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{path}");
+    }
+    // Refusals too, and routes that answer nothing.
+    let refused = stack.gateway.get("/api/persons", None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    let missing = stack.gateway.get("/api/nothing-here", None).await;
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+}
+
 /// A real gateway on a socket, with a short header-read timeout.
 async fn listening_gateway() -> std::net::SocketAddr {
     telemetry::init_for_tests();

@@ -33,6 +33,7 @@ async fn server() -> SocketAddr {
     let limits = ConnectionLimits {
         header_read_timeout: IDLE_LIMIT,
         max_connections: 4,
+        max_header_bytes: 16 * 1024,
     };
     tokio::spawn(serve(listener, app, limits, std::future::pending()));
     addr

@@ -8,6 +8,7 @@ mod boards;
 mod errors;
 mod helpers;
 mod idle;
+mod memory;
 mod meta;
 mod metadata;
 mod metrics;
