@@ -38,6 +38,11 @@ FORWARDING = {"gateway": "GATEWAY", "auth-service": "AUTH", "resource-service": 
 # budget (64 MiB + workers x 19 MiB, checked by auth-service at start-up).
 ARGON2_MIB = 19
 AUTH_BASE_MIB = 64
+# The gateway's memory (deploy/README.md, "Sizing"): idle RSS, what one connection may make it
+# buffer, and its budget of request bodies in flight (8 MiB, measured 16 MiB resident when full).
+GATEWAY_IDLE_MIB = 11
+GATEWAY_CONNECTION_KIB = 80
+GATEWAY_BODIES_MIB = 16
 SUPERUSER_URL = re.compile(r"postgres(?:ql)?://postgres(?:[:@/]|$)")
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
@@ -177,6 +182,24 @@ def check_pod(name, pod, secret_values):
 
 def env_of(container):
     return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+def check_gateway_sizing(docs):
+    """deploy/README.md, "Sizing": idle RSS + GATEWAY_MAX_CONNECTIONS x what one connection may
+    make the gateway buffer + the process-wide budget of bodies in flight."""
+    for _, pod in workloads(docs):
+        for c in pod["spec"]["containers"]:
+            if c["name"] != "gateway":
+                continue
+            connections = env_of(c).get("GATEWAY_MAX_CONNECTIONS")
+            if connections is None:
+                fail("gateway: GATEWAY_MAX_CONNECTIONS is unset (10,000), so no memory limit holds")
+                continue
+            need = GATEWAY_IDLE_MIB + int(connections) * GATEWAY_CONNECTION_KIB / 1024 + GATEWAY_BODIES_MIB
+            limit = ((c.get("resources") or {}).get("limits") or {}).get("memory")
+            if limit and mebibytes(limit) < need:
+                fail(f"gateway: memory limit {limit} below {need:.0f} MiB for {connections} "
+                     "connections")
 
 
 def check_auth_sizing(docs):
@@ -519,6 +542,7 @@ def main():
     for doc, pod in workloads(docs):
         check_pod(f"{doc['kind']} {doc['metadata']['name']}", pod, secret_values)
     check_auth_sizing(docs)
+    check_gateway_sizing(docs)
     check_postgres(docs)
     for secret in secrets:
         check_secret_example(secret)
