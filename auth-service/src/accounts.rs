@@ -342,7 +342,7 @@ impl Accounts {
         change: AdminChange<'_>,
     ) -> Result<(User, User), Error> {
         match self.store.change_as_admin(admin.id, id, change).await? {
-            AdminChangeOutcome::Changed { before, after } => Ok((before, after)),
+            AdminChangeOutcome::Changed { before, after } => Ok((*before, *after)),
             AdminChangeOutcome::NotFound => Err(Error::UserNotFound(id)),
             AdminChangeOutcome::CallerNotAdmin => {
                 tracing::warn!(

@@ -40,8 +40,8 @@ pub enum AdminChange<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminChangeOutcome {
     /// Written: the account as it is now, and as it was just before, both read in the
-    /// transaction that changed it.
-    Changed { before: User, after: User },
+    /// transaction that changed it (boxed: the other outcomes carry nothing).
+    Changed { before: Box<User>, after: Box<User> },
     /// No account has that id.
     NotFound,
     /// The caller is no longer an enabled admin (demoted or disabled meanwhile).
@@ -148,7 +148,10 @@ impl Store {
             tx.commit()
                 .await
                 .map_err(failed("failed to commit an admin change"))?;
-            Ok(AdminChangeOutcome::Changed { before, after })
+            Ok(AdminChangeOutcome::Changed {
+                before: Box::new(before),
+                after: Box::new(after),
+            })
         })
     }
 }
