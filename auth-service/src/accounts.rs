@@ -13,7 +13,7 @@ use crate::{
     keyring::KeyRing,
     password::PasswordHasher,
     refresh_token::RefreshToken,
-    store::{Store, StoreError},
+    store::{AdminChange, AdminChangeOutcome, Store, StoreError},
     throttle::{Origin, Subject, Throttle, ThrottleError},
 };
 
@@ -307,34 +307,53 @@ impl Accounts {
     }
 
     /// Replaces the user's roles. Taking any role away ends every session of the user, so no
-    /// token still carries it; a refresh would reissue the current roles anyway.
+    /// token still carries it; a refresh would reissue the current roles anyway. The change is
+    /// decided in one serialised transaction (`Store::change_as_admin`): the caller must still
+    /// be an enabled admin there, the last enabled admin keeps the role, and the roles taken
+    /// away are those the user held just before that write.
     pub async fn set_roles(
         &self,
         caller: &Claims,
         id: UserId,
         roles: Vec<Role>,
     ) -> Result<User, Error> {
-        self.require_admin(caller).await?;
+        let admin = self.require_admin(caller).await?;
         let roles = roles_with_user(roles);
-        if caller.sub == id.to_string() && !roles.contains(&Role::Admin) {
+        if admin.id == id && !roles.contains(&Role::Admin) {
             return Err(Error::CannotDropOwnAdmin);
         }
-        let before = self
-            .store
-            .find_user(id)
-            .await?
-            .ok_or(Error::UserNotFound(id))?;
-        let user = self
-            .store
-            .set_roles(id, &roles)
-            .await?
-            .ok_or(Error::UserNotFound(id))?;
+        let (before, user) = self
+            .change_as_admin(&admin, id, AdminChange::Roles(&roles))
+            .await?;
         tracing::info!(user_id = %id, by = %caller.sub, roles = ?user.roles, "roles changed");
         if before.roles.iter().any(|r| !user.roles.contains(r)) {
             self.end_every_session(id).await?;
             tracing::info!(user_id = %id, "a role was removed; every session of the user ended");
         }
         Ok(user)
+    }
+
+    /// Applies an admin's change to account `id` under the store's admin rules; the account
+    /// just before and just after it.
+    pub(crate) async fn change_as_admin(
+        &self,
+        admin: &User,
+        id: UserId,
+        change: AdminChange<'_>,
+    ) -> Result<(User, User), Error> {
+        match self.store.change_as_admin(admin.id, id, change).await? {
+            AdminChangeOutcome::Changed { before, after } => Ok((*before, *after)),
+            AdminChangeOutcome::NotFound => Err(Error::UserNotFound(id)),
+            AdminChangeOutcome::CallerNotAdmin => {
+                tracing::warn!(
+                    target: "security",
+                    user_id = %admin.id,
+                    "an admin call by an admin demoted or disabled while it was being made"
+                );
+                Err(Error::NotAdmin)
+            }
+            AdminChangeOutcome::LastAdmin => Err(Error::LastAdmin),
+        }
     }
 
     /// The caller as the database knows it now, if it still holds the admin role. Admin calls

@@ -61,6 +61,11 @@ pub enum Error {
     NotAdmin,
     #[error("an admin cannot disable their own account")]
     CannotDisableSelf,
+    /// Refused so that the service always keeps an admin who can sign in.
+    #[error(
+        "this account is the last enabled admin: it cannot lose the admin role or be disabled; make another account an admin first"
+    )]
+    LastAdmin,
     #[error("session not found")]
     SessionNotFound,
     #[error("too many sign-ins in progress; retry shortly")]

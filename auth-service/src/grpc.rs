@@ -116,6 +116,7 @@ impl From<Error> for Status {
             Error::KeyPending(_) => Status::already_exists(message),
             Error::CannotDropOwnAdmin
             | Error::CannotDisableSelf
+            | Error::LastAdmin
             | Error::BootstrapNameTaken(_)
             | Error::KeysDoNotRotate => Status::failed_precondition(message),
             Error::Busy => Status::resource_exhausted(message),

@@ -135,7 +135,7 @@ impl KeyRing {
                 (Source::Hs256, set)
             }
             KeyConfig::Ed25519 { kek, previous } => {
-                let kek = kek.load()?;
+                let kek = kek.load(&store).await?;
                 let keys = signing::load_ed25519(&store, &kek, previous.as_ref()).await?;
                 let set = arrange(keys, unix_now(), audience, ttl, longest)?;
                 tracing::info!(

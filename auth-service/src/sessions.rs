@@ -15,7 +15,9 @@ use crate::{
     domain::{Password, User, UserId},
     error::Error,
     refresh_token::RefreshToken,
-    store::{NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Session},
+    store::{
+        AdminChange, NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Session,
+    },
     throttle::{Origin, Subject, ThrottleError},
 };
 
@@ -401,22 +403,22 @@ impl Accounts {
         Ok(())
     }
 
-    /// Disables (no sign-in, no refresh, every session ended) or enables the user.
+    /// Disables (no sign-in, no refresh, every session ended) or enables the user. Decided
+    /// like a role change (`Accounts::change_as_admin`): the caller must still be an enabled
+    /// admin when it is written, and the last enabled admin cannot be disabled.
     pub async fn set_disabled(
         &self,
         caller: &Claims,
         id: UserId,
         disabled: bool,
     ) -> Result<User, Error> {
-        self.require_admin(caller).await?;
-        if disabled && caller.sub == id.to_string() {
+        let admin = self.require_admin(caller).await?;
+        if disabled && admin.id == id {
             return Err(Error::CannotDisableSelf);
         }
-        let user = self
-            .store
-            .set_disabled(id, disabled.then(unix_now))
-            .await?
-            .ok_or(Error::UserNotFound(id))?;
+        let (_, user) = self
+            .change_as_admin(&admin, id, AdminChange::Disabled(disabled.then(unix_now)))
+            .await?;
         if disabled {
             self.end_every_session(id).await?;
         }

@@ -60,8 +60,21 @@ impl KeyEncryptionKey {
         Self::new(bytes)
     }
 
-    /// The key in `path`, or a new random one written there (owner-only) if there is none yet.
-    fn load_or_create_file(path: &Path) -> anyhow::Result<Self> {
+    /// The key in `path`, or a new random one written there (owner-only) if there is none yet
+    /// and `may_create`. Without `may_create` a missing file is an error saying to restore it,
+    /// and nothing is written.
+    fn load_or_create_file(path: &Path, may_create: bool) -> anyhow::Result<Self> {
+        if !may_create {
+            return match std::fs::read_to_string(path) {
+                Ok(text) => Self::from_base64(&text)
+                    .with_context(|| format!("{} is unusable", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "the key-encryption key file {} is missing, but the database holds signing keys sealed with it: restore that file from a backup of the data directory (or, to start over, delete the signing_keys rows, which invalidates every token issued); nothing was written",
+                    path.display()
+                ),
+                Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+            };
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             database::private_dir(dir)
                 .with_context(|| format!("failed to create {}", dir.display()))?;
@@ -134,7 +147,7 @@ impl KeyEncryptionKey {
             )
             .map_err(|_| {
                 anyhow::anyhow!(
-                    "cannot unseal signing key {}: AUTH_KEY_ENCRYPTION_KEY (or AUTH_PREVIOUS_KEY_ENCRYPTION_KEY while rotating) is not the key it was sealed with",
+                    "cannot unseal signing key {}: the key-encryption key (AUTH_KEY_ENCRYPTION_KEY, or without it the data directory's key-encryption-key file; AUTH_PREVIOUS_KEY_ENCRYPTION_KEY while rotating) is not the key it was sealed with",
                     shown(kid)
                 )
             })
@@ -152,10 +165,19 @@ pub enum KekSource {
 }
 
 impl KekSource {
-    pub(crate) fn load(&self) -> anyhow::Result<KeyEncryptionKey> {
+    /// The key. A generated file is created only while `store` holds no sealed signing key:
+    /// once keys are sealed, a new file could not open them, so a missing one must be restored.
+    pub(crate) async fn load(&self, store: &Store) -> anyhow::Result<KeyEncryptionKey> {
         match self {
             Self::Configured(kek) => Ok(kek.clone()),
-            Self::File(path) => KeyEncryptionKey::load_or_create_file(path),
+            Self::File(path) => {
+                let sealed = store
+                    .signing_keys()
+                    .await?
+                    .iter()
+                    .any(|k| k.encryption == SEALED);
+                KeyEncryptionKey::load_or_create_file(path, !sealed)
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use token::Role;
 use uuid::Uuid;
 
 pub use self::{
+    admins::{AdminChange, AdminChangeOutcome},
     error::StoreError,
     postgres::PgStore,
     revocations::{
@@ -116,6 +117,7 @@ macro_rules! on_backend {
 }
 
 // After the macro, so the modules can use it.
+mod admins;
 mod revocations;
 mod service_accounts;
 mod sessions;
@@ -279,7 +281,8 @@ impl Store {
             .collect::<anyhow::Result<_>>()?)
     }
 
-    /// Replaces the user's roles in one transaction; `None` if there is no such user.
+    /// Replaces the user's roles in one transaction; `None` if there is no such user. Admin
+    /// calls go through [`Store::change_as_admin`], which also keeps an enabled admin.
     pub async fn set_roles(&self, id: UserId, roles: &[Role]) -> Result<Option<User>, StoreError> {
         let found = on_backend!(self, db => {
             let mut tx = db.pool.begin().await.map_err(failed("failed to begin"))?;

@@ -119,7 +119,7 @@ const SESSION_COLUMNS: &str =
 const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
 const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
 const PRUNE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
-const SET_DISABLED: &str = "UPDATE users SET disabled_at = $1 WHERE id = $2";
+pub(super) const SET_DISABLED: &str = "UPDATE users SET disabled_at = $1 WHERE id = $2";
 const SELECT_PASSWORD_HASH: &str = "SELECT password_hash FROM users WHERE id = $1";
 const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $1 WHERE id = $2";
 const IS_REVOKED: &str = "SELECT 1 FROM revocations WHERE expires_at > $4 AND \
@@ -363,6 +363,7 @@ impl Store {
     }
 
     /// Disables the user from `disabled_at`, or enables with `None`; `None` if no such user.
+    /// Admin calls go through [`Store::change_as_admin`], which also keeps an enabled admin.
     pub async fn set_disabled(
         &self,
         user: UserId,

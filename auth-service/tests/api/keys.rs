@@ -103,3 +103,32 @@ async fn an_unsealed_key_is_sealed_by_the_first_start_with_a_kek_and_refused_aft
     );
     db.close().await;
 }
+
+#[tokio::test]
+async fn a_missing_kek_file_with_sealed_keys_stops_start_up_and_writes_nothing() {
+    let config = Config::for_tests();
+    let kek_file = config.data_dir.join("key-encryption-key");
+    let app = spawn_with(config.clone()).await;
+    app.stop().await;
+    std::fs::remove_file(&kek_file).unwrap();
+
+    let error = format!(
+        "{:#}",
+        Application::build(settings(config)).await.err().unwrap()
+    );
+    assert!(
+        error.contains(&format!(
+            "the key-encryption key file {} is missing, but the database holds signing keys sealed with it: restore that file",
+            kek_file.display()
+        )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("AUTH_KEY_ENCRYPTION_KEY"),
+        "no variable was set: {error}"
+    );
+    assert!(
+        !kek_file.exists(),
+        "a useless new key was written where the real one belongs"
+    );
+}

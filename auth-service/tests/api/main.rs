@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod admin_races;
 mod binary;
 mod feed;
 mod helpers;

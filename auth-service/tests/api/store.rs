@@ -5,8 +5,8 @@ use std::sync::Arc;
 use auth_service::{
     domain::{Email, NewUser, UserId, Username},
     store::{
-        self, NewRevocation, NewSession, RefreshOutcome, RevocationKind, Rotation, Store,
-        StoreError, StoredKey, ThrottleKey,
+        self, AdminChange, AdminChangeOutcome, NewRevocation, NewSession, RefreshOutcome,
+        RevocationKind, Rotation, Store, StoreError, StoredKey, ThrottleKey,
     },
 };
 use token::Role;
@@ -105,6 +105,88 @@ async fn roles_are_replaced_whole(store: Arc<Store>) {
         store.set_roles(UserId::new(), &[Role::User]).await.unwrap(),
         None
     );
+}
+
+async fn the_last_enabled_admin_keeps_the_role_and_stays_enabled(store: Arc<Store>) {
+    let admin = store
+        .insert_user(&NewUser {
+            roles: vec![Role::User, Role::Admin],
+            ..new_user("alice", "alice@example.com")
+        })
+        .await
+        .unwrap();
+    let other = store
+        .insert_user(&NewUser {
+            roles: vec![Role::User, Role::Admin],
+            ..new_user("bob", "bob@example.com")
+        })
+        .await
+        .unwrap();
+    let plain = store
+        .insert_user(&new_user("carol", "carol@example.com"))
+        .await
+        .unwrap();
+    let demote = AdminChange::Roles(&[Role::User]);
+    let disable = AdminChange::Disabled(Some(1_700_000_000));
+
+    // A disabled admin is no admin: neither as a caller nor as the one left.
+    let disabled = store
+        .change_as_admin(admin.id, other.id, disable)
+        .await
+        .unwrap();
+    assert!(matches!(disabled, AdminChangeOutcome::Changed { ref after, .. } if after.disabled));
+    for change in [demote, disable] {
+        assert_eq!(
+            store
+                .change_as_admin(admin.id, admin.id, change)
+                .await
+                .unwrap(),
+            AdminChangeOutcome::LastAdmin
+        );
+        assert_eq!(
+            store
+                .change_as_admin(other.id, admin.id, change)
+                .await
+                .unwrap(),
+            AdminChangeOutcome::CallerNotAdmin
+        );
+        assert_eq!(
+            store
+                .change_as_admin(plain.id, admin.id, change)
+                .await
+                .unwrap(),
+            AdminChangeOutcome::CallerNotAdmin
+        );
+    }
+    assert_eq!(
+        store
+            .change_as_admin(admin.id, UserId::new(), demote)
+            .await
+            .unwrap(),
+        AdminChangeOutcome::NotFound
+    );
+    let still = store.find_user(admin.id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.roles, still.disabled),
+        (vec![Role::User, Role::Admin], false)
+    );
+
+    // With another enabled admin, the change goes through and reports the roles before it.
+    store
+        .change_as_admin(admin.id, other.id, AdminChange::Disabled(None))
+        .await
+        .unwrap();
+    match store
+        .change_as_admin(other.id, admin.id, demote)
+        .await
+        .unwrap()
+    {
+        AdminChangeOutcome::Changed { before, after } => {
+            assert_eq!(before.roles, vec![Role::User, Role::Admin]);
+            assert_eq!(after.roles, vec![Role::User]);
+        }
+        outcome => panic!("unexpected {outcome:?}"),
+    }
 }
 
 async fn any_admin_is_true_only_while_some_account_holds_the_role(store: Arc<Store>) {
@@ -629,6 +711,7 @@ suite!(
     unique_indexes_decide_duplicates,
     concurrent_inserts_of_one_name_let_exactly_one_win,
     roles_are_replaced_whole,
+    the_last_enabled_admin_keeps_the_role_and_stays_enabled,
     any_admin_is_true_only_while_some_account_holds_the_role,
     users_are_listed_in_creation_order_a_page_at_a_time,
     the_first_signing_key_of_a_generation_wins,

@@ -1,8 +1,11 @@
 //! A person's display name.
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use super::Invalid;
 
-/// 1 to 100 characters after trimming, no control characters.
+/// 1 to 100 characters after trimming, at least one of them visible; no control characters,
+/// and none of the format characters that hide text or change the order it shows in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersonName(String);
 
@@ -23,6 +26,15 @@ impl PersonName {
         if trimmed.chars().any(char::is_control) {
             return Err(Invalid("name must not contain control characters".into()));
         }
+        if let Some(c) = trimmed.chars().find(|&c| hides_or_reorders(c)) {
+            return Err(Invalid(format!(
+                "name must not contain invisible or text-reordering characters, found U+{:04X}",
+                u32::from(c)
+            )));
+        }
+        if !trimmed.chars().any(is_visible) {
+            return Err(Invalid("name must contain a visible character".into()));
+        }
         // Already trimmed (every name read back from the store): kept without a copy.
         if trimmed.len() == name.len() {
             return Ok(Self(name));
@@ -35,6 +47,41 @@ impl PersonName {
     pub fn folded(&self) -> String {
         self.0.to_lowercase()
     }
+}
+
+/// Format characters that make a name show blank, or show in another order than it is
+/// stored (so a list or a log shows something else than what was typed): the bidirectional
+/// controls (Unicode's `Bidi_Control`), the zero-width space and joiners, the word joiner and
+/// the byte-order mark.
+fn hides_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Whether the character shows as something: not a space or separator, not a format or
+/// control character, not a mark (which only decorates the character before it), and not one
+/// of Hangul's filler letters, which are letters drawn as nothing.
+fn is_visible(c: char) -> bool {
+    !(c.is_whitespace()
+        || matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
+        || matches!(
+            c.general_category(),
+            GeneralCategory::SpaceSeparator
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+                | GeneralCategory::Format
+                | GeneralCategory::Control
+                | GeneralCategory::NonspacingMark
+                | GeneralCategory::EnclosingMark
+                | GeneralCategory::SpacingMark
+        ))
 }
 
 impl AsRef<str> for PersonName {
@@ -58,11 +105,63 @@ mod tests {
     }
 
     #[test]
+    fn accepts_names_in_scripts_with_marks_and_right_to_left_names() {
+        for name in [
+            "José",
+            "e\u{0301}mile",
+            "हिन्दी",
+            "محمد",
+            "שרה כהן",
+            "김민준",
+            "李小龍",
+        ] {
+            assert!(PersonName::parse(name.into()).is_ok(), "{name:?}");
+        }
+    }
+
+    #[test]
     fn refuses_empty_long_and_control_names() {
         assert!(PersonName::parse(String::new()).is_err());
         assert!(PersonName::parse("   ".into()).is_err());
         assert!(PersonName::parse("a".repeat(101)).is_err());
         assert!(PersonName::parse("Ann\u{0}Smith".into()).is_err());
         assert!(PersonName::parse("Ann\nSmith".into()).is_err());
+    }
+
+    #[test]
+    fn refuses_zero_width_and_bidi_override_characters() {
+        for name in [
+            "\u{200B}",
+            "Ann\u{200B}Smith",
+            "\u{202E}htimS nnA",
+            "Ann\u{2066}Smith\u{2069}",
+            "Ann\u{200D}",
+            "\u{2060}Ann",
+            "\u{FEFF}Ann",
+            "Ann\u{200F}",
+        ] {
+            let refusal = PersonName::parse(name.into()).unwrap_err().0;
+            assert!(
+                refusal.contains("invisible or text-reordering"),
+                "{name:?}: {refusal}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_names_with_nothing_visible() {
+        for name in [
+            "\u{3164}",
+            "\u{0301}\u{0301}",
+            "\u{00AD}",
+            "\u{3000}\u{115F}",
+        ] {
+            let refusal = PersonName::parse(name.into()).unwrap_err().0;
+            assert!(
+                refusal == "name must contain a visible character"
+                    || refusal == "name must not be empty",
+                "{name:?}: {refusal}"
+            );
+        }
     }
 }
