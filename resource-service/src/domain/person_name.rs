@@ -26,7 +26,7 @@ impl PersonName {
         if trimmed.chars().any(char::is_control) {
             return Err(Invalid("name must not contain control characters".into()));
         }
-        if let Some(c) = trimmed.chars().find(|&c| hides_or_reorders(c)) {
+        if let Some(c) = hidden_or_reordering(trimmed) {
             return Err(Invalid(format!(
                 "name must not contain invisible or text-reordering characters, found U+{:04X}",
                 u32::from(c)
@@ -49,19 +49,39 @@ impl PersonName {
     }
 }
 
-/// Format characters that make a name show blank, or show in another order than it is
-/// stored (so a list or a log shows something else than what was typed): the bidirectional
-/// controls (Unicode's `Bidi_Control`), the zero-width space and joiners, the word joiner and
-/// the byte-order mark.
-fn hides_or_reorders(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
+/// The first format character that makes the name show blank, or show in another order than
+/// it is stored (so a list or a log shows something else than what was typed): the
+/// bidirectional controls (Unicode's `Bidi_Control`), the zero-width space, the word joiner and
+/// the byte-order mark; and the zero-width joiner and non-joiner except between two characters
+/// they join, as Persian and Indic names and emoji sequences need them.
+fn hidden_or_reordering(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        let refused = match c {
+            '\u{200C}' | '\u{200D}' => {
+                let joins = |n: Option<&char>| n.is_some_and(|&n| is_visible(n) || is_mark(n));
+                !(i > 0 && joins(chars.get(i - 1)) && joins(chars.get(i + 1)))
+            }
+            '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'
             | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
+            | '\u{FEFF}' => true,
+            _ => false,
+        };
+        refused.then_some(c)
+    })
+}
+
+/// A combining mark, which decorates the character before it (a virama before a joiner).
+fn is_mark(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::NonspacingMark
+            | GeneralCategory::EnclosingMark
+            | GeneralCategory::SpacingMark
     )
 }
 
@@ -110,6 +130,10 @@ mod tests {
             "José",
             "e\u{0301}mile",
             "हिन्दी",
+            // Joiners between the characters they join: Persian, Devanagari, an emoji family.
+            "می\u{200C}خواهم",
+            "क्\u{200D}ष",
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}",
             "محمد",
             "שרה כהן",
             "김민준",
@@ -136,6 +160,8 @@ mod tests {
             "\u{202E}htimS nnA",
             "Ann\u{2066}Smith\u{2069}",
             "Ann\u{200D}",
+            "\u{200C}Ann",
+            "Ann \u{200D} Smith",
             "\u{2060}Ann",
             "\u{FEFF}Ann",
             "Ann\u{200F}",
