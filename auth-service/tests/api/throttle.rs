@@ -336,7 +336,20 @@ async fn a_retried_request_counts_once() {
 /// were checked but never counted. The keyed fingerprint counts each of them.
 #[tokio::test]
 async fn wrong_passwords_chosen_to_collide_with_recorded_ones_are_counted() {
-    let app = spawn_with(Config::for_tests()).await;
+    colliding_wrong_passwords_are_counted(Config::for_tests()).await;
+}
+
+/// The fingerprint key comes from the HS256 secret when there is no key-encryption key.
+#[tokio::test]
+async fn wrong_passwords_chosen_to_collide_are_counted_with_hs256_too() {
+    let mut config = Config::for_tests();
+    config.token_alg = token::Algorithm::HS256;
+    config.hs256_secret = Some("an HS256 secret of at least 32 bytes!".into());
+    colliding_wrong_passwords_are_counted(config).await;
+}
+
+async fn colliding_wrong_passwords_are_counted(config: Config) {
+    let app = spawn_with(config).await;
     app.sign_up("alice", "alice@example.com").await.unwrap();
     let client = "203.0.113.12";
     let kept = fresh_id();
