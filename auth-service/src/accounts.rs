@@ -14,7 +14,7 @@ use crate::{
     password::PasswordHasher,
     refresh_token::RefreshToken,
     store::{AdminChange, AdminChangeOutcome, Store, StoreError},
-    throttle::{Origin, Subject, Throttle, ThrottleError},
+    throttle::{Attempt, Origin, Subject, Throttle, ThrottleError},
 };
 
 pub struct Accounts {
@@ -121,6 +121,11 @@ impl Accounts {
         &self.keys
     }
 
+    /// What `origin` tried, as the throttle records it (a keyed fingerprint, never the secret).
+    pub(crate) fn attempt(&self, origin: &Origin, tried: &[&[u8]]) -> Attempt {
+        self.keys.attempt_key().attempt(origin, tried)
+    }
+
     /// Creates an account. `caller` is the signed-in user, if any: only an admin may grant
     /// roles beyond `user`. A client told too often that names are taken is refused for a
     /// while (admins are not counted).
@@ -173,9 +178,14 @@ impl Accounts {
             Ok(user) => user,
             Err(e @ (StoreError::UsernameTaken | StoreError::EmailTaken)) => {
                 if !admin {
-                    self.throttle
-                        .sign_up_taken(origin, request.username.as_ref(), request.email.as_ref())
-                        .await?;
+                    let tried = self.attempt(
+                        origin,
+                        &[
+                            request.username.as_ref().as_bytes(),
+                            request.email.as_ref().as_bytes(),
+                        ],
+                    );
+                    self.throttle.sign_up_taken(origin, &tried).await?;
                 }
                 return Err(e.into());
             }
@@ -228,7 +238,11 @@ impl Accounts {
             .map_or_else(|| Subject::login(login), |u| Subject::account(u.id));
         let attempt = match self
             .throttle
-            .begin_sign_in(subject, origin, &password)
+            .begin_sign_in(
+                subject,
+                origin,
+                self.attempt(origin, &[password.expose_secret().as_bytes()]),
+            )
             .await
         {
             Ok(attempt) => attempt,

@@ -605,11 +605,23 @@ impl AuthService for AuthGrpc {
         request: Request<pb::ClearSignInThrottleRequest>,
     ) -> Result<Response<pb::ClearSignInThrottleResponse>, Status> {
         let caller = signed_in(&request)?.clone();
-        let id: UserId = request.into_inner().user_id.parse().map_err(Error::from)?;
-        self.accounts
-            .clear_sign_in_throttle(&caller, id)
-            .await
-            .map_err(status)?;
+        let req = request.into_inner();
+        match (req.user_id.is_empty(), req.client_id.is_empty()) {
+            (false, true) => {
+                let id: UserId = req.user_id.parse().map_err(Error::from)?;
+                self.accounts.clear_sign_in_throttle(&caller, id).await
+            }
+            (true, false) => {
+                let id = client_id(&req.client_id)?;
+                self.accounts.clear_client_throttle(&caller, id).await
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give exactly one of user_id and client_id",
+                ));
+            }
+        }
+        .map_err(status)?;
         Ok(Response::new(pb::ClearSignInThrottleResponse {}))
     }
 

@@ -22,6 +22,7 @@ use token::{Audience, Ed25519Key, Issuer, Jwk, SigningKey, Verifier, unix_now};
 use crate::{
     signing::{self, KeyConfig, KeyEncryptionKey, OpenedKey},
     store::Store,
+    throttle::AttemptKey,
 };
 
 /// How long a retired key stays published beyond the access-token lifetime: the verifiers'
@@ -105,6 +106,9 @@ pub struct KeyRing {
     rotation: Rotation,
     /// The handle the service's own `AuthnLayer` verifies with; replaced on every change.
     verifiers: authn::Keys,
+    /// The throttle's attempt-fingerprint key, derived from the KEK or the HS256 secret, which
+    /// every replica shares.
+    attempt_key: AttemptKey,
 }
 
 impl KeyRing {
@@ -119,9 +123,10 @@ impl KeyRing {
         (ttl, longest): (Duration, Duration),
         rotation: Rotation,
     ) -> anyhow::Result<Self> {
-        let (source, set) = match config {
+        let (source, set, attempt_key) = match config {
             KeyConfig::Hs256(secret) => {
                 tracing::info!("signing tokens with HS256 and the configured shared secret");
+                let attempt_key = AttemptKey::derive(secret.bytes());
                 let key = SigningKey::Hs256(secret.clone());
                 let set = KeySet {
                     verifier: Verifier::for_keys([&key], audience),
@@ -132,7 +137,7 @@ impl KeyRing {
                     active_since: 0,
                     max_generation: 0,
                 };
-                (Source::Hs256, set)
+                (Source::Hs256, set, attempt_key)
             }
             KeyConfig::Ed25519 { kek, previous } => {
                 let kek = kek.load(&store).await?;
@@ -143,7 +148,8 @@ impl KeyRing {
                     keys = set.jwks.len(),
                     "signing tokens with Ed25519"
                 );
-                (Source::Ed25519 { store, kek }, set)
+                let attempt_key = kek.attempt_key();
+                (Source::Ed25519 { store, kek }, set, attempt_key)
             }
         };
         let verifiers = authn::Keys::fixed(set.verifier.clone());
@@ -155,7 +161,13 @@ impl KeyRing {
             longest: longest.max(ttl),
             rotation,
             verifiers,
+            attempt_key,
         })
+    }
+
+    /// The key of the throttle's attempt fingerprints.
+    pub fn attempt_key(&self) -> &AttemptKey {
+        &self.attempt_key
     }
 
     /// The keys in force now.

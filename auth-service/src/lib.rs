@@ -21,6 +21,8 @@ pub mod sessions;
 pub mod signing;
 pub mod startup;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod test_hooks;
 pub mod throttle;
 
 pub use config::{Config, Settings};

@@ -120,6 +120,18 @@ impl Accounts {
         Ok(())
     }
 
+    /// Forgets the account's failed client authentications from every address, lifting the
+    /// throttle that guesses put on it (neither a new secret nor disabling does).
+    pub async fn clear_client_throttle(&self, caller: &Claims, id: ClientId) -> Result<(), Error> {
+        self.require_admin(caller).await?;
+        if self.store.find_service_account(id).await?.is_none() {
+            return Err(Error::ServiceAccountNotFound(id));
+        }
+        let cleared = self.throttle.clear_client(id).await?;
+        tracing::info!(client_id = %id, by = %caller.sub, cleared, "client authentication throttle cleared");
+        Ok(())
+    }
+
     /// A new secret; the current one keeps working for `overlap` (none: it stops at once).
     pub async fn rotate_service_account_secret(
         &self,
@@ -201,9 +213,8 @@ impl Accounts {
                 Ok(stored.account)
             }
             _ => {
-                self.throttle
-                    .client_failed(&attempt, origin, &secret)
-                    .await?;
+                let tried = self.attempt(origin, &[secret.expose().as_bytes()]);
+                self.throttle.client_failed(&attempt, &tried).await?;
                 tracing::info!(client_id = %id, client = %client, "client authentication refused");
                 Err(Error::InvalidClient)
             }
@@ -220,20 +231,59 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<ClientToken, Error> {
         let account = self.authenticate_client(client_id, secret, origin).await?;
-        let roles = granted_roles(&account.roles, scope)?;
-        let access = self
-            .keys
-            .current()
-            .issuer
-            .issue_for_client(
-                &account.id.to_string(),
-                &account.name,
-                &roles,
-                self.service_token_ttl,
-            )
-            .map_err(anyhow::Error::new)?;
-        tracing::info!(client_id = %account.id, jti = %access.claims.jti, roles = ?roles, client = %client_text(origin), "client token issued");
+        #[cfg(feature = "test-util")]
+        crate::test_hooks::client_grant(account.name.as_ref()).await;
+        let id = account.id;
+        let secret = ClientSecret::from_client(secret.to_owned());
+        let (access, roles) = self.issue_client_checked(account, &secret, scope).await?;
+        tracing::info!(client_id = %id, jti = %access.claims.jti, roles = ?roles, client = %client_text(origin), "client token issued");
         Ok(ClientToken { access, roles })
+    }
+
+    /// Issues a token for `account`, then reads the account again and returns the token only if
+    /// it still stands, as `issue_checked` does for users: disabling (and rotating the secret
+    /// with no overlap) changes the row first and revokes the account's tokens after, with
+    /// `not_before` = then. A change that lands before the second read is seen there
+    /// (`invalid_client`, as for a disabled account or a wrong secret), and one that lands after
+    /// it revokes from a second no earlier than this token's `iat`: no token outlives a disable
+    /// that raced its grant. Changed roles are granted again.
+    async fn issue_client_checked(
+        &self,
+        mut account: ServiceAccount,
+        secret: &ClientSecret,
+        scope: &str,
+    ) -> Result<(Issued, Vec<Role>), Error> {
+        // Each pass follows a change that landed meanwhile; more than a few means the account
+        // is being changed continuously, and the caller may try again.
+        for _ in 0..3 {
+            let roles = granted_roles(&account.roles, scope)?;
+            let access = self
+                .keys
+                .current()
+                .issuer
+                .issue_for_client(
+                    &account.id.to_string(),
+                    &account.name,
+                    &roles,
+                    self.service_token_ttl,
+                )
+                .map_err(anyhow::Error::new)?;
+            let now = match self.store.find_service_account(account.id).await? {
+                Some(stored) if !stored.account.disabled && stored.accepts(secret, unix_now()) => {
+                    stored.account
+                }
+                _ => {
+                    tracing::info!(client_id = %account.id, "client token withdrawn: the account was disabled, deleted or given a new secret while it was issued");
+                    return Err(Error::InvalidClient);
+                }
+            };
+            if now.roles != account.roles {
+                account = now;
+                continue;
+            }
+            return Ok((access, roles));
+        }
+        Err(Error::Busy)
     }
 
     /// RFC 7662 introspection for a service account: [`Accounts::validate`] after the caller

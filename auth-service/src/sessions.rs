@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use token::{Claims, LEEWAY_SECS, unix_now};
 use uuid::Uuid;
 
@@ -307,7 +307,11 @@ impl Accounts {
             .ok_or(Error::AccountGone)?;
         let attempt = match self
             .throttle
-            .begin_sign_in(Subject::account(id), origin, &current)
+            .begin_sign_in(
+                Subject::account(id),
+                origin,
+                self.attempt(origin, &[current.expose_secret().as_bytes()]),
+            )
             .await
         {
             Ok(attempt) => attempt,

@@ -29,7 +29,10 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretSlice};
 use token::{Ed25519Key, Hs256Secret, unix_now};
 
-use crate::store::{Store, StoredKey};
+use crate::{
+    store::{Store, StoredKey},
+    throttle::AttemptKey,
+};
 
 const SEALED: &str = "xchacha20poly1305";
 const PLAIN: &str = "none";
@@ -106,6 +109,11 @@ impl KeyEncryptionKey {
             }
             Err(e) => Err(e).with_context(|| format!("failed to create {}", path.display())),
         }
+    }
+
+    /// The key of the throttle's attempt fingerprints, derived from this one.
+    pub(crate) fn attempt_key(&self) -> AttemptKey {
+        AttemptKey::derive(self.0.expose_secret())
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {

@@ -12,8 +12,12 @@
 //! burst cannot slip past the limit while the hashes run. The record carries the request id and
 //! a short fingerprint of the password: the gateway retrying one request on another replica finds
 //! the same record and is counted once, while an attacker reusing one request id for different
-//! guesses is counted for each (the fingerprint, 24 bits of SHA-256 over the request id and the
-//! password, names no password).
+//! guesses is counted for each. The fingerprint is 24 bits of HMAC-SHA256, over the request id
+//! and the password, under an [`AttemptKey`] every replica derives from the secret it already
+//! shares (the key-encryption key, or the HS256 secret) and no caller knows: nobody can search
+//! offline for a guess whose fingerprint matches a recorded one (with a plain hash, one request
+//! id and a few million hashes gave guesses that were checked and never counted), and a
+//! database dump holds 24 keyed bits per wrong password, nothing to crack it with.
 //!
 //! A successful sign-in clears that client's failures for the account, and only those: the
 //! owner who mistyped is not slowed later on the same device, while a guesser elsewhere stays
@@ -34,7 +38,7 @@
 //! and a limit across all addresses would let anyone lock an internal service out. The secret
 //! check costs one SHA-256, so a failure is recorded after the check rather than before it;
 //! a success clears that address's failures only when it had any, so a healthy grant costs
-//! one read.
+//! one read. An admin can clear a service account's failures from every address.
 //!
 //! **Clients.** An IPv4 address, or the /64 an IPv6 address belongs to (one subscriber's usual
 //! allocation, whose addresses its owner can rotate through at will).
@@ -46,12 +50,14 @@ use std::{
     time::Duration,
 };
 
-use secrecy::{ExposeSecret, SecretString};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use token::unix_now;
 
 use crate::{
-    domain::{ClientId, ClientSecret, UserId},
+    domain::{ClientId, UserId},
     store::{Store, StoreError, ThrottleKey},
 };
 
@@ -101,26 +107,63 @@ impl Origin {
         self.client()
             .map_or_else(|| "unknown".to_owned(), |c| c.to_string())
     }
+}
 
-    /// The request id with a fingerprint of what it tried. Without a request id (the service's
-    /// own layer always sets one) every call is its own attempt.
-    fn attempt(&self, tried: &[&[u8]]) -> String {
-        let request_id = if self.request_id.is_empty() {
+/// The key of attempt fingerprints (see the module comment): derived with HKDF-SHA256 from a
+/// secret every replica shares and no caller knows, so every replica fingerprints one attempt
+/// alike and nobody else can compute a fingerprint at all.
+#[derive(Clone)]
+pub struct AttemptKey(SecretSlice<u8>);
+
+impl AttemptKey {
+    const INFO: &'static [u8] = b"auth-service throttle attempt fingerprint v1";
+
+    /// The key derived from `shared`: the key-encryption key, or the HS256 secret.
+    pub fn derive(shared: &[u8]) -> Self {
+        let mut key = vec![0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expanding cannot fail.
+        let _ = Hkdf::<Sha256>::new(None, shared).expand(Self::INFO, &mut key);
+        Self(key.into())
+    }
+
+    /// What `origin` tried (`tried`, one or more secrets or names), as recorded: the request id
+    /// with a keyed fingerprint. Without a request id (the service's own layer always sets one)
+    /// every call is its own attempt.
+    pub fn attempt(&self, origin: &Origin, tried: &[&[u8]]) -> Attempt {
+        let request_id = if origin.request_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
-            self.request_id.clone()
+            origin.request_id.clone()
         };
-        let mut digest = Sha256::new();
-        digest.update(request_id.as_bytes());
-        for part in tried {
-            digest.update([0]);
-            digest.update(part);
+        // HMAC takes a key of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret())
+            .expect("HMAC accepts any key length");
+        // Each part with its length, so no two different lists of parts read alike.
+        for part in std::iter::once(request_id.as_bytes()).chain(tried.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
         }
-        let fingerprint: String = digest.finalize()[..3]
+        let fingerprint: String = mac.finalize().into_bytes()[..3]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("{request_id}/{fingerprint}")
+        Attempt(format!("{request_id}/{fingerprint}"))
+    }
+}
+
+impl fmt::Debug for AttemptKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AttemptKey([REDACTED])")
+    }
+}
+
+/// One attempt as recorded: its request id and the keyed fingerprint of what it tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt(String);
+
+impl Attempt {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -276,13 +319,13 @@ impl Throttle {
         &self,
         subject: Subject,
         origin: &Origin,
-        password: &SecretString,
+        tried: Attempt,
     ) -> Result<SignInAttempt, ThrottleError> {
         let now = unix_now();
         let attempt = SignInAttempt {
             known_subject: format!("{KNOWN_PREFIX}{}", subject.0),
             client: origin.client_key(),
-            attempt: origin.attempt(&[password.expose_secret().as_bytes()]),
+            attempt: tried.0,
             subject,
             recorded: false,
         };
@@ -405,17 +448,15 @@ impl Throttle {
         })
     }
 
-    /// Counts a failed client authentication: once per request, a retry of the same request
-    /// with the same secret (the gateway on another replica) finding the same record.
+    /// Counts a failed client authentication `tried`: once per request, a retry of the same
+    /// request with the same secret (the gateway on another replica) finding the same record.
     pub async fn client_failed(
         &self,
         attempt: &ClientAttempt,
-        origin: &Origin,
-        secret: &ClientSecret,
+        tried: &Attempt,
     ) -> Result<(), StoreError> {
-        let fingerprint = origin.attempt(&[secret.expose().as_bytes()]);
         self.store
-            .record_throttle_event(&attempt.key(), &fingerprint, unix_now())
+            .record_throttle_event(&attempt.key(), tried.as_str(), unix_now())
             .await
             .map(drop)
     }
@@ -447,17 +488,11 @@ impl Throttle {
         }
     }
 
-    /// Counts a "taken" answer to `origin`'s sign-up for `username` and `email`.
-    pub async fn sign_up_taken(
-        &self,
-        origin: &Origin,
-        username: &str,
-        email: &str,
-    ) -> Result<(), StoreError> {
+    /// Counts a "taken" answer to `origin`'s sign-up `tried` (its username and email).
+    pub async fn sign_up_taken(&self, origin: &Origin, tried: &Attempt) -> Result<(), StoreError> {
         let client = origin.client_key();
-        let attempt = origin.attempt(&[username.as_bytes(), email.as_bytes()]);
         self.store
-            .record_throttle_event(&sign_up_key(&client), &attempt, unix_now())
+            .record_throttle_event(&sign_up_key(&client), tried.as_str(), unix_now())
             .await
             .map(drop)
     }
@@ -466,6 +501,14 @@ impl Throttle {
     pub async fn clear_sign_in(&self, id: UserId) -> Result<u64, StoreError> {
         self.store
             .clear_throttle_events(SIGN_IN, &Subject::account(id).0)
+            .await
+    }
+
+    /// Forgets every failed authentication of the service account, from every address;
+    /// returns how many.
+    pub async fn clear_client(&self, id: ClientId) -> Result<u64, StoreError> {
+        self.store
+            .clear_throttle_events(SIGN_IN, &Subject::client(id).0)
             .await
     }
 
@@ -551,17 +594,51 @@ mod tests {
 
     #[test]
     fn a_retry_is_the_same_attempt_and_another_password_is_not() {
+        let key = AttemptKey::derive(&[7; 32]);
         let origin = Origin {
             address: None,
             request_id: "req-1".into(),
         };
-        let first = origin.attempt(&[b"guess"]);
-        assert_eq!(first, origin.attempt(&[b"guess"]));
-        assert_ne!(first, origin.attempt(&[b"other guess"]));
-        assert!(first.starts_with("req-1/"));
-        assert!(!first.contains("guess"));
+        let first = key.attempt(&origin, &[b"guess"]);
+        assert_eq!(first, key.attempt(&origin, &[b"guess"]));
+        assert_ne!(first, key.attempt(&origin, &[b"other guess"]));
+        assert!(first.as_str().starts_with("req-1/"));
+        assert!(!first.as_str().contains("guess"));
         let anonymous = Origin::default();
-        assert_ne!(anonymous.attempt(&[b"x"]), anonymous.attempt(&[b"x"]));
+        assert_ne!(
+            key.attempt(&anonymous, &[b"x"]),
+            key.attempt(&anonymous, &[b"x"])
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_depends_on_the_key_and_is_not_the_plain_hash() {
+        let origin = Origin {
+            address: None,
+            request_id: "req-1".into(),
+        };
+        let key = AttemptKey::derive(&[7; 32]);
+        let attempt = key.attempt(&origin, &[b"guess"]);
+        assert_eq!(
+            attempt,
+            AttemptKey::derive(&[7; 32]).attempt(&origin, &[b"guess"])
+        );
+        assert_ne!(
+            attempt,
+            AttemptKey::derive(&[8; 32]).attempt(&origin, &[b"guess"])
+        );
+        // The formula of earlier releases, which anyone could compute.
+        let plain: String = Sha256::digest(b"req-1\0guess")[..3]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(attempt.as_str(), format!("req-1/{plain}"));
+        // Parts are told apart by their lengths, not by a separator they might contain.
+        assert_ne!(
+            key.attempt(&origin, &[b"ab", b"c"]),
+            key.attempt(&origin, &[b"a", b"bc"])
+        );
+        assert_eq!(format!("{key:?}"), "AttemptKey([REDACTED])");
     }
 
     #[test]

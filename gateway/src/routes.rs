@@ -151,6 +151,11 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(service_accounts::rotate_secret),
         ),
         (
+            Method::DELETE,
+            "/api/admin/service-accounts/{clientId}/sign-in-throttle",
+            delete(service_accounts::clear_sign_in_throttle),
+        ),
+        (
             Method::POST,
             oauth::TOKEN_PATH,
             post(oauth::token).layer(middleware::from_fn(crate::oauth::no_store)),

@@ -271,6 +271,7 @@ async fn failed_sign_ins_are_counted_across_replicas_and_an_admin_clears_them() 
         .clear_sign_in_throttle(authorized(
             ClearSignInThrottleRequest {
                 user_id: created.id,
+                ..Default::default()
             },
             &admin_token,
         ))

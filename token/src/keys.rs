@@ -139,7 +139,9 @@ impl Hs256Secret {
         })
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// The secret itself: for signing, and for deriving other keys from it (auth-service's
+    /// throttle fingerprints). Never to be logged.
+    pub fn bytes(&self) -> &[u8] {
         self.secret.expose_secret()
     }
 }

@@ -171,3 +171,36 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     );
     request
 }
+
+/// The fingerprint earlier releases recorded a failed attempt under, which anyone could compute:
+/// the first 3 bytes of SHA-256 over the request id and each part after a zero byte.
+pub fn plain_fingerprint(request_id: &str, parts: &[&str]) -> [u8; 3] {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(request_id.as_bytes());
+    for part in parts {
+        digest.update([0]);
+        digest.update(part.as_bytes());
+    }
+    let hash = digest.finalize();
+    [hash[0], hash[1], hash[2]]
+}
+
+/// The first `candidate(n)` (n = 0, 1, ...) whose plain fingerprint, as `parts` of it, matches
+/// one of `recorded`: found offline the way the reviewer's repro did (a few million hashes, for
+/// a guess that the old records took for a retry of one already counted).
+pub fn plain_collision(
+    request_id: &str,
+    recorded: &[[u8; 3]],
+    parts: impl Fn(&str) -> Vec<String>,
+    candidate: impl Fn(u64) -> String,
+) -> String {
+    (0u64..)
+        .map(candidate)
+        .find(|c| {
+            let parts = parts(c);
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            recorded.contains(&plain_fingerprint(request_id, &parts))
+        })
+        .expect("a collision within 2^64 candidates")
+}

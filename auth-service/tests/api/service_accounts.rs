@@ -13,7 +13,8 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    PASSWORD, TestApp, authed, postgres_config, spawn_app_with_admin, spawn_with, with_admin,
+    PASSWORD, TestApp, authed, plain_collision, plain_fingerprint, postgres_config,
+    spawn_app_with_admin, spawn_with, with_admin,
 };
 
 /// Generous: asserts that a revocation arrives, not how fast.
@@ -534,6 +535,164 @@ async fn repeated_failures_from_one_address_throttle_that_address_only() {
     issue_from(&app, &other, &other_secret, "", attacker)
         .await
         .unwrap();
+}
+
+/// Review finding (session 13): wrong secrets sent under one request id and chosen so that
+/// their plain 24-bit fingerprint matched a recorded failure's were never counted. Each one is.
+#[tokio::test]
+async fn wrong_secrets_chosen_to_collide_with_recorded_ones_are_counted() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (id, secret) = created_pair(&app, &admin, "svc").await;
+    let attacker = "203.0.113.14";
+    let kept = uuid::Uuid::new_v4().to_string();
+    let issue_kept = |secret: String| {
+        let app = &app;
+        let id = &id;
+        let kept = &kept;
+        async move {
+            let mut request = from(
+                pb::IssueClientTokenRequest {
+                    client_id: id.clone(),
+                    client_secret: secret,
+                    scope: String::new(),
+                },
+                attacker,
+            );
+            request
+                .metadata_mut()
+                .insert("x-request-id", kept.parse().unwrap());
+            app.client.clone().issue_client_token(request).await
+        }
+    };
+    let mut recorded = Vec::new();
+    for i in 0..9 {
+        let guess = format!("wrong-{i}");
+        recorded.push(plain_fingerprint(&kept, &[&guess]));
+        assert_invalid_client(issue_kept(guess).await.map(|r| r.into_inner()));
+    }
+    let colliding = plain_collision(
+        &kept,
+        &recorded,
+        |c| vec![c.to_owned()],
+        |n| format!("guess-{n}"),
+    );
+    assert_invalid_client(issue_kept(colliding).await.map(|r| r.into_inner()));
+    // Ten failures: the eleventh authentication is refused, the right secret too.
+    let status = issue_kept(secret).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+/// Review finding (session 13): a grant read the account, then signed, and never looked again;
+/// a disable landing in between, with the signing in a later second than its revocation, left a
+/// live token. The grant is held at that point here, so the race happens every time.
+#[tokio::test]
+async fn a_disable_between_a_grants_read_and_its_signing_leaves_no_live_token() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let name = format!("racer-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let (id, secret) = created_pair(&app, &admin, &name).await;
+    let held = auth_service::test_hooks::hold_client_grant(&name);
+    let grant = {
+        let client = app.client.clone();
+        let request = pb::IssueClientTokenRequest {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+            scope: String::new(),
+        };
+        tokio::spawn(async move {
+            client
+                .clone()
+                .issue_client_token(from(request, "192.0.2.1"))
+                .await
+        })
+    };
+    held.reached.await.unwrap();
+    set_disabled(&app, &admin, &id, true).await.unwrap();
+    // Into the second after the revocation's `not_before`, which would not cover the token.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(
+        Duration::from_millis(1_050) - Duration::from_nanos(now.subsec_nanos().into()),
+    )
+    .await;
+    held.release.send(()).unwrap();
+    match grant.await.unwrap() {
+        Ok(answer) => {
+            let token = answer.into_inner().access_token;
+            assert!(
+                !validate(&app, &admin, &token).await.unwrap().active,
+                "a grant that raced a disable got a live token"
+            );
+        }
+        Err(status) => assert_invalid_client(Err::<(), _>(status)),
+    }
+}
+
+async fn clear_throttle(
+    app: &TestApp,
+    caller: &str,
+    user_id: &str,
+    client_id: &str,
+) -> Result<(), Status> {
+    let request = pb::ClearSignInThrottleRequest {
+        user_id: user_id.into(),
+        client_id: client_id.into(),
+    };
+    app.client
+        .clone()
+        .clear_sign_in_throttle(authed(request, caller))
+        .await
+        .map(drop)
+}
+
+/// Review finding (session 13): a service account locked out by guesses from its own address
+/// could not be restored: a new secret and disabling and enabling kept the refusal, and the
+/// admin's remedy took user ids only. It takes the client id too, admins only.
+#[tokio::test]
+async fn an_admin_lifts_the_throttle_guesses_put_on_a_service_account() {
+    let app = spawn_app_with_admin().await;
+    let admin = app.admin_token().await;
+    let (id, _) = created_pair(&app, &admin, "locked").await;
+    let address = "203.0.113.15";
+    for _ in 0..10 {
+        assert_invalid_client(issue_from(&app, &id, "guess", "", address).await);
+    }
+    // Neither a new secret nor disabling and enabling lets the service back in.
+    let secret = rotate(&app, &admin, &id, Some(0))
+        .await
+        .unwrap()
+        .client_secret;
+    set_disabled(&app, &admin, &id, true).await.unwrap();
+    set_disabled(&app, &admin, &id, false).await.unwrap();
+    let status = issue_from(&app, &id, &secret, "", address)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // Only an admin clears it; an unknown account is not found; one id, never both or none.
+    let user = app.user_token("someone").await;
+    let status = clear_throttle(&app, &user, "", &id).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let status = clear_throttle(&app, &admin, "", &unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    for (user_id, client_id) in [("", ""), (unknown.as_str(), id.as_str())] {
+        let status = clear_throttle(&app, &admin, user_id, client_id)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let status = clear_throttle(&app, &admin, "", "not-a-uuid")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    clear_throttle(&app, &admin, "", &id).await.unwrap();
+    issue_from(&app, &id, &secret, "", address).await.unwrap();
 }
 
 /// A verifier following the feed, as resource-service does.

@@ -14,7 +14,9 @@ use proto::auth::v1 as pb;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::{PASSWORD, TestApp, authed, postgres_config, spawn_with};
+use crate::helpers::{
+    PASSWORD, TestApp, authed, plain_collision, plain_fingerprint, postgres_config, spawn_with,
+};
 
 const WRONG: &str = "not the password";
 
@@ -128,7 +130,13 @@ async fn ten_failures_from_one_client_across_replicas_throttle_the_eleventh_sign
             replica
                 .client
                 .clone()
-                .clear_sign_in_throttle(authed(pb::ClearSignInThrottleRequest { user_id }, token))
+                .clear_sign_in_throttle(authed(
+                    pb::ClearSignInThrottleRequest {
+                        user_id,
+                        ..Default::default()
+                    },
+                    token,
+                ))
                 .await
         }
     };
@@ -260,7 +268,10 @@ async fn only_an_admin_may_clear_a_sign_in_throttle() {
         .client
         .clone()
         .clear_sign_in_throttle(authed(
-            pb::ClearSignInThrottleRequest { user_id: me.id },
+            pb::ClearSignInThrottleRequest {
+                user_id: me.id,
+                ..Default::default()
+            },
             &token,
         ))
         .await
@@ -317,6 +328,96 @@ async fn a_retried_request_counts_once() {
     let error = sign_in(&a, "alice", "one more", client, &retried)
         .await
         .unwrap_err();
+    throttled(&error);
+}
+
+/// Review finding (session 13): with the plain 24-bit SHA-256 fingerprint, an attacker keeping
+/// one request id could pick wrong passwords whose fingerprint matched a recorded one, and they
+/// were checked but never counted. The keyed fingerprint counts each of them.
+#[tokio::test]
+async fn wrong_passwords_chosen_to_collide_with_recorded_ones_are_counted() {
+    colliding_wrong_passwords_are_counted(Config::for_tests()).await;
+}
+
+/// The fingerprint key comes from the HS256 secret when there is no key-encryption key.
+#[tokio::test]
+async fn wrong_passwords_chosen_to_collide_are_counted_with_hs256_too() {
+    let mut config = Config::for_tests();
+    config.token_alg = token::Algorithm::HS256;
+    config.hs256_secret = Some("an HS256 secret of at least 32 bytes!".into());
+    colliding_wrong_passwords_are_counted(config).await;
+}
+
+async fn colliding_wrong_passwords_are_counted(config: Config) {
+    let app = spawn_with(config).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    let client = "203.0.113.12";
+    let kept = fresh_id();
+    let mut recorded = Vec::new();
+    for i in 0..9 {
+        let guess = format!("wrong password {i}");
+        recorded.push(plain_fingerprint(&kept, &[&guess]));
+        let error = sign_in(&app, "alice", &guess, client, &kept)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "guess {i}: {error:?}");
+    }
+    let colliding = plain_collision(
+        &kept,
+        &recorded,
+        |c| vec![c.to_owned()],
+        |n| format!("guess {n}"),
+    );
+    let error = sign_in(&app, "alice", &colliding, client, &kept)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    // That was the tenth failure: the eleventh sign-in is refused, even with the password.
+    let error = sign_in(&app, "alice", PASSWORD, client, &kept)
+        .await
+        .unwrap_err();
+    throttled(&error);
+}
+
+/// The same for sign-up's "taken" answers: a probe chosen to collide is counted.
+#[tokio::test]
+async fn taken_answers_chosen_to_collide_with_recorded_ones_are_counted() {
+    let app = spawn_with(Config::for_tests()).await;
+    app.sign_up("alice", "alice@example.com").await.unwrap();
+    let prober = "203.0.113.13";
+    let kept = fresh_id();
+    let probe = |email: String| {
+        let app = &app;
+        let kept = &kept;
+        async move {
+            let message = pb::SignUpRequest {
+                username: "alice".into(),
+                email,
+                password: PASSWORD.into(),
+                roles: vec![],
+            };
+            app.client
+                .clone()
+                .sign_up(from(message, prober, kept))
+                .await
+        }
+    };
+    let mut recorded = Vec::new();
+    for i in 0..9 {
+        let email = format!("probe{i}@example.com");
+        recorded.push(plain_fingerprint(&kept, &["alice", &email]));
+        let error = probe(email).await.unwrap_err();
+        assert_eq!(error.code(), Code::AlreadyExists, "probe {i}: {error:?}");
+    }
+    let colliding = plain_collision(
+        &kept,
+        &recorded,
+        |email| vec!["alice".to_owned(), email.to_owned()],
+        |n| format!("c{n}@example.com"),
+    );
+    let error = probe(colliding).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
+    let error = probe("free-name@example.com".into()).await.unwrap_err();
     throttled(&error);
 }
 

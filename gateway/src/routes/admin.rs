@@ -138,7 +138,10 @@ pub async fn clear_sign_in_throttle(
     Path(Uuid(id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let outgoing = caller.outgoing()?;
-    let message = pb::ClearSignInThrottleRequest { user_id: id };
+    let message = pb::ClearSignInThrottleRequest {
+        user_id: id,
+        client_id: String::new(),
+    };
     // Clearing twice clears once, so a retry cannot do harm.
     state
         .auth

@@ -1,7 +1,7 @@
 //! The admin's view of service accounts, the identities internal services get tokens for
 //! through the client-credentials grant (`routes/oauth.rs`): create (the secret shown once),
-//! list, disable and enable, rotate the secret, delete. auth-service enforces that only admins
-//! may call these.
+//! list, disable and enable, rotate the secret, clear the throttle on failed authentications,
+//! delete. auth-service enforces that only admins may call these.
 
 use axum::{
     extract::State,
@@ -181,6 +181,31 @@ pub async fn remove(
     state
         .auth
         .rpc(&outgoing, Once, AuthClient::delete_service_account, message)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forgets the account's failed client authentications from every address, lifting the
+/// throttle guesses put on it (neither a new secret nor disabling does); 204.
+pub async fn clear_sign_in_throttle(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Uuid(client_id)): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let outgoing = caller.outgoing()?;
+    let message = pb::ClearSignInThrottleRequest {
+        user_id: String::new(),
+        client_id,
+    };
+    // Clearing twice clears once, so a retry cannot do harm.
+    state
+        .auth
+        .rpc(
+            &outgoing,
+            Idempotent,
+            AuthClient::clear_sign_in_throttle,
+            message,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -479,6 +479,55 @@ async fn repeated_wrong_secrets_are_throttled_with_retry_after() {
     assert!(delay >= 1);
 }
 
+/// Review finding (session 13): an admin had no way to lift the throttle guesses put on a
+/// service account (the users' route said 404 for a client id); its own route does.
+#[tokio::test]
+async fn an_admin_lifts_a_service_accounts_throttle() {
+    let stack = spawn_stack().await;
+    let (id, secret, _) = service_account(&stack, &["user"]).await;
+    let grant = |secret: String| {
+        let stack = &stack;
+        let id = &id;
+        async move {
+            token(
+                &stack.gateway,
+                Some(&basic(id, &secret)),
+                "grant_type=client_credentials",
+            )
+            .await
+        }
+    };
+    for _ in 0..10 {
+        refused(&grant("not-the-secret".into()).await, 401, "invalid_client");
+    }
+    refused(&grant(secret.clone()).await, 429, "temporarily_unavailable");
+
+    let path = format!("/api/admin/service-accounts/{id}/sign-in-throttle");
+    let user = stack.user_token().await;
+    assert_eq!(stack.gateway.delete(&path, Some(&user)).await.status, 403);
+    let admin = stack.admin_token().await;
+    let unknown = stack
+        .gateway
+        .delete(
+            "/api/admin/service-accounts/00000000-0000-4000-8000-000000000000/sign-in-throttle",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let malformed = stack
+        .gateway
+        .delete(
+            "/api/admin/service-accounts/x/sign-in-throttle",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    let cleared = stack.gateway.delete(&path, Some(&admin)).await;
+    assert_eq!(cleared.status, 204, "{}", cleared.text());
+    let granted = grant(secret).await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+}
+
 #[tokio::test]
 async fn a_service_token_is_refused_by_the_routes_only_users_may_call() {
     let stack = spawn_stack().await;
