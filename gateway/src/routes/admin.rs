@@ -137,11 +137,20 @@ pub async fn clear_sign_in_throttle(
     caller: Caller,
     Path(Uuid(id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let outgoing = caller.outgoing()?;
     let message = pb::ClearSignInThrottleRequest {
         user_id: id,
         client_id: String::new(),
     };
+    clear_throttle(&state, &caller, message).await
+}
+
+/// ClearSignInThrottle for a user's or a service account's routes; 204 on success.
+pub(super) async fn clear_throttle(
+    state: &AppState,
+    caller: &Caller,
+    message: pb::ClearSignInThrottleRequest,
+) -> Result<StatusCode, ApiError> {
+    let outgoing = caller.outgoing()?;
     // Clearing twice clears once, so a retry cannot do harm.
     state
         .auth

@@ -192,22 +192,11 @@ pub async fn clear_sign_in_throttle(
     caller: Caller,
     Path(Uuid(client_id)): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let outgoing = caller.outgoing()?;
     let message = pb::ClearSignInThrottleRequest {
         user_id: String::new(),
         client_id,
     };
-    // Clearing twice clears once, so a retry cannot do harm.
-    state
-        .auth
-        .rpc(
-            &outgoing,
-            Idempotent,
-            AuthClient::clear_sign_in_throttle,
-            message,
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    super::admin::clear_throttle(&state, &caller, message).await
 }
 
 /// A disabled account gets no token, and the ones it holds are revoked.
