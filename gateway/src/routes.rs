@@ -205,7 +205,12 @@ pub fn app(state: AppState) -> Router {
                 // Requests with a body take their share of a process-wide budget, so unfinished
                 // bodies on every connection and stream cannot add up past it (503 when spent).
                 // Inside the deadline, which bounds how long a share is held.
-                .layer(BodyBudgetLayer::new(BODY_BUDGET_BYTES, settings.body_limit))
+                .layer(BodyBudgetLayer::new(
+                    BODY_BUDGET_BYTES,
+                    settings.body_limit,
+                    settings.trusted_proxies.clone(),
+                    settings.forwarded_header,
+                ))
                 // Bodies beyond the limit are refused while being read, by our Json extractor
                 // (413).
                 .layer(DefaultBodyLimit::max(settings.body_limit)),

@@ -22,6 +22,8 @@ async fn listening_gateway() -> SocketAddr {
         vec!["http://127.0.0.1:9".to_owned()],
         vec!["http://127.0.0.1:9".to_owned()],
     );
+    // The test names its clients in x-forwarded-for, as a proxy in front of the gateway would.
+    config.trusted_proxies = vec!["127.0.0.1".into()];
     config.header_read_timeout = Duration::from_secs(30);
     config.request_timeout = Duration::from_secs(30);
     let settings = Settings::try_from(config).expect("valid test settings");
@@ -90,13 +92,16 @@ async fn an_http2_connection_carries_at_most_32_streams() {
     assert!(streams <= 32, "{streams} concurrent streams allowed");
 }
 
-/// Starts a sign-up whose body (`Content-Length` 65,000) never comes, on a stream of `send`;
-/// resolves to the answer's status and error code, if one comes within `within`.
+/// Starts a sign-up for the client `client` whose body (`Content-Length` 65,000) never comes,
+/// on a stream of `send`; resolves to the answer's status and error code, if one comes within
+/// `within`.
 async fn unfinished_sign_up(
     send: h2::client::SendRequest<Bytes>,
+    client: String,
     within: Duration,
 ) -> Option<(u16, String)> {
     let request = Request::post("http://localhost/api/auth/signup")
+        .header("x-forwarded-for", client)
         .header("content-type", "application/json")
         .header("content-length", "65000")
         .body(())
@@ -124,24 +129,9 @@ async fn unfinished_sign_up(
     answer.ok().flatten()
 }
 
-#[tokio::test]
-async fn unfinished_bodies_on_many_streams_are_bounded_by_the_body_budget() {
-    let addr = listening_gateway().await;
-    // 6 connections × 30 streams × 64 KiB = 11 MiB of bodies, past the 8 MiB budget.
-    let mut streams = Vec::new();
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let send = h2_client(addr).await;
-        for _ in 0..30 {
-            streams.push(tokio::spawn(unfinished_sign_up(
-                send.clone(),
-                Duration::from_secs(5),
-            )));
-        }
-        clients.push(send);
-    }
-    let mut refused = 0;
-    let mut waiting = 0;
+/// Counts the answers of `streams`: (refused as overloaded, still waiting for their bodies).
+async fn tally(streams: Vec<tokio::task::JoinHandle<Option<(u16, String)>>>) -> (usize, usize) {
+    let (mut refused, mut waiting) = (0, 0);
     for stream in streams {
         match stream.await.unwrap() {
             Some((503, code)) if code == "overloaded" => refused += 1,
@@ -149,6 +139,28 @@ async fn unfinished_bodies_on_many_streams_are_bounded_by_the_body_budget() {
             Some(other) => panic!("unexpected answer {other:?}"),
         }
     }
+    (refused, waiting)
+}
+
+#[tokio::test]
+async fn unfinished_bodies_on_many_streams_are_bounded_by_the_body_budget() {
+    let addr = listening_gateway().await;
+    // 12 clients × 15 streams × 64 KiB = 11 MiB of bodies, past the 8 MiB budget; each client
+    // within its own eighth of it.
+    let mut streams = Vec::new();
+    let mut clients = Vec::new();
+    for client in 0..12 {
+        let send = h2_client(addr).await;
+        for _ in 0..15 {
+            streams.push(tokio::spawn(unfinished_sign_up(
+                send.clone(),
+                format!("198.51.100.{client}"),
+                Duration::from_secs(5),
+            )));
+        }
+        clients.push(send);
+    }
+    let (refused, waiting) = tally(streams).await;
     assert!(refused > 0, "all {waiting} unfinished bodies are held");
     assert!(
         waiting >= 100,
@@ -164,4 +176,34 @@ async fn unfinished_bodies_on_many_streams_are_bounded_by_the_body_budget() {
         .send_request(request, true)
         .unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn one_client_holds_at_most_an_eighth_of_the_body_budget() {
+    let addr = listening_gateway().await;
+    // 30 streams × 64 KiB from one client: an eighth of 8 MiB holds 16 of them at most.
+    let send = h2_client(addr).await;
+    let streams = (0..30)
+        .map(|_| {
+            tokio::spawn(unfinished_sign_up(
+                send.clone(),
+                "203.0.113.5".into(),
+                Duration::from_secs(3),
+            ))
+        })
+        .collect();
+    let (refused, waiting) = tally(streams).await;
+    assert!(
+        (10..=16).contains(&waiting) && refused == 30 - waiting,
+        "one client holds {waiting} bodies ({refused} refused)"
+    );
+    // Another client still gets its bodies in.
+    let other = h2_client(addr).await;
+    let (refused, waiting) = tally(vec![tokio::spawn(unfinished_sign_up(
+        other.clone(),
+        "203.0.113.6".into(),
+        Duration::from_secs(1),
+    ))])
+    .await;
+    assert_eq!((refused, waiting), (0, 1));
 }
