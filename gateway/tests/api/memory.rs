@@ -133,7 +133,7 @@ async fn unfinished_sign_up(
 async fn tally(streams: Vec<tokio::task::JoinHandle<Option<(u16, String)>>>) -> (usize, usize) {
     let (mut refused, mut waiting) = (0, 0);
     for stream in streams {
-        match stream.await.unwrap() {
+        match stream.await.expect("the stream's task ran") {
             Some((503, code)) if code == "overloaded" => refused += 1,
             None => waiting += 1,
             Some(other) => panic!("unexpected answer {other:?}"),
