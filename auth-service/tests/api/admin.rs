@@ -97,7 +97,7 @@ async fn only_admins_list_users_or_change_roles() {
     assert_eq!(error.code(), Code::Unauthenticated);
 }
 
-async fn set_roles(
+pub(crate) async fn set_roles(
     app: &crate::helpers::TestApp,
     token: &str,
     id: &str,

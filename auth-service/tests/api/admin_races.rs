@@ -10,6 +10,7 @@ use proto::auth::v1 as pb;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tonic::Code;
 
+use crate::admin::set_roles;
 use crate::helpers::{PASSWORD, TestApp, authed, postgres_config, spawn_with, with_admin};
 
 /// How long both calls get to reach the lock before it is released: far longer than reading
@@ -74,25 +75,6 @@ impl Lock {
     }
 }
 
-async fn set_roles(
-    app: &TestApp,
-    token: &str,
-    id: &str,
-    roles: &[&str],
-) -> Result<(), tonic::Status> {
-    app.client
-        .clone()
-        .set_user_roles(authed(
-            pb::SetUserRolesRequest {
-                user_id: id.into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-            },
-            token,
-        ))
-        .await
-        .map(drop)
-}
-
 async fn disable(app: &TestApp, token: &str, id: &str) -> Result<(), tonic::Status> {
     app.client
         .clone()
@@ -147,7 +129,7 @@ async fn two_admins_cannot_take_each_others_admin_at_once(backend: Backend, take
         let app = &app;
         async move {
             match takeaway {
-                Takeaway::Demote => set_roles(app, &token, &target, &["user"]).await,
+                Takeaway::Demote => set_roles(app, &token, &target, &["user"]).await.map(drop),
                 Takeaway::Disable => disable(app, &token, &target).await,
             }
         }

@@ -79,17 +79,23 @@ async fn an_http2_connection_carries_at_most_32_streams() {
     let addr = listening_gateway().await;
     let send = h2_client(addr).await;
     // The server's SETTINGS arrive with the first answer.
-    let request = Request::get("http://localhost/healthz").body(()).unwrap();
-    let (response, _) = send
-        .clone()
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(healthz(send.clone()).await, 200);
     let streams = send.current_max_send_streams();
     assert!(streams <= 32, "{streams} concurrent streams allowed");
+}
+
+/// `GET /healthz` on a stream of `send`: the answer's status.
+async fn healthz(send: h2::client::SendRequest<Bytes>) -> u16 {
+    let request = Request::get("http://localhost/healthz")
+        .body(())
+        .expect("a request");
+    let (response, _) = send
+        .ready()
+        .await
+        .expect("the connection takes a stream")
+        .send_request(request, true)
+        .expect("the request is sent");
+    response.await.expect("an answer").status().as_u16()
 }
 
 /// Starts a sign-up for the client `client` whose body (`Content-Length` 65,000) never comes,
@@ -167,15 +173,7 @@ async fn unfinished_bodies_on_many_streams_are_bounded_by_the_body_budget() {
         "only {waiting} held: the budget holds 128 such bodies"
     );
     // Requests without a body pay nothing and go through meanwhile.
-    let request = Request::get("http://localhost/healthz").body(()).unwrap();
-    let (response, _) = h2_client(addr)
-        .await
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(healthz(h2_client(addr).await).await, 200);
 }
 
 #[tokio::test]
